@@ -1,0 +1,158 @@
+"""Command-line entry: ``nmoe-sim run|sweep|validate|plot``; ``run_scenario.py`` is a thin shim.
+
+User errors (bad scenario keys or values, missing files) print one ``error:`` line on
+stderr and exit with status 2, never a traceback. A run prints progress and a summary
+table on stderr/stdout and the run directory's path as the last line of stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from nmoe_sim.config import Scenario, build_scenario, dump_yaml, load_raw, load_scenario
+from nmoe_sim.errors import ConfigError
+from nmoe_sim.record import RoundRecord
+
+EXIT_USAGE = 2
+
+
+def _progress_listener(progress: Progress, cfg: Scenario) -> Callable[[Any], None]:
+    """Advance one bar per (system, stage) as round records arrive."""
+    tasks: dict[tuple[str, str], int] = {}
+    totals = {"stage1": cfg.stage1.rounds, "stage3": cfg.stage3.rounds, "baseline_fedavg": cfg.baselines.fedavg.rounds}
+
+    def listen(rec: Any) -> None:
+        if not isinstance(rec, RoundRecord):
+            return
+        key = (rec.system, rec.stage)
+        if key not in tasks:
+            total = next((t for prefix, t in totals.items() if rec.stage.startswith(prefix)), None)
+            tasks[key] = progress.add_task(f"{rec.system}: {rec.stage}", total=total)
+        f1 = "" if rec.f1_macro != rec.f1_macro else f" F1={rec.f1_macro:.3f}"
+        progress.update(tasks[key], advance=1, description=f"{rec.system}: {rec.stage}{f1}")
+
+    return listen
+
+
+def summary_table(metrics: dict[str, Any]) -> Table:
+    table = Table(title=f"{metrics['scenario']} (seed {metrics['seed']})")
+    for col in ("system", "macro-F1", "accuracy", "LR", "p95 latency (s)", "failed queries"):
+        table.add_column(col, justify="right" if col != "system" else "left")
+    for name, s in metrics["systems"].items():
+        table.add_row(name, f"{s['f1_macro']:.3f}", f"{s['accuracy']:.3f}", f"{s['local_ratio']:.2f}",
+                      f"{s['latency_s']['p95']:.4f}", str(s["failed_queries"]))
+    stages = Table(title="cost per stage")
+    for col in ("stage", "MB up", "MB down", "MB d2d", "rounds", "sim time (s)", "energy (J)", "failed transfers"):
+        stages.add_column(col, justify="right" if col != "stage" else "left")
+    for name, s in metrics["stages"].items():
+        stages.add_row(name, f"{s['bytes_up'] / 1e6:.3f}", f"{s['bytes_down'] / 1e6:.3f}", f"{s['bytes_d2d'] / 1e6:.3f}",
+                       str(s["rounds"]), f"{s['sim_time_s']:.2f}", f"{s['energy_j']:.2f}", str(s["failed_transfers"]))
+    grid = Table.grid()
+    grid.add_row(table)
+    grid.add_row(stages)
+    return grid
+
+
+def run_one(cfg: Scenario, run_dir: Path, *, quiet: bool = False) -> dict[str, Any]:
+    from nmoe_sim.runner import run  # heavy imports (torch) only when something runs
+
+    err = Console(stderr=True)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=err, transient=True, disable=quiet or not err.is_terminal) as progress:
+        metrics = run(cfg, run_dir, on_record=_progress_listener(progress, cfg))
+    if cfg.output.plots:
+        from nmoe_sim.plots import plot_run
+
+        plot_run(run_dir)
+    return metrics
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from nmoe_sim.results import new_run_dir
+
+    cfg = load_scenario(args.scenario, args.set)
+    root = Path(args.out) if args.out else Path(cfg.output.root)
+    run_dir = new_run_dir(root, cfg.name, cfg.seed)
+    metrics = run_one(cfg, run_dir, quiet=args.quiet)
+    if not args.quiet:
+        Console().print(summary_table(metrics))
+    print(run_dir)
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from nmoe_sim.sweep import run_sweep
+
+    raw = load_raw(args.scenario, args.set)
+    build_scenario(raw, args.scenario)  # validate the base scenario before any point runs
+    root = Path(args.out) if args.out else Path(raw.get("output", {}).get("root", "results"))
+
+    def run_point(point_raw: dict[str, Any], run_dir: Path) -> Path:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        run_one(build_scenario(point_raw), run_dir, quiet=True)
+        return run_dir
+
+    sweep_dir = run_sweep(raw, root, run_point)
+    print(sweep_dir)
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    cfg = load_scenario(args.scenario, args.set)
+    if args.print:
+        sys.stdout.write(dump_yaml(cfg))
+    print(f"ok: {args.scenario}")
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from nmoe_sim.plots import plot_path
+
+    for path in plot_path(Path(args.path)):
+        print(path)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nmoe-sim", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="log diagnostics to stderr")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, fn, help_ in (("run", cmd_run, "run one scenario"), ("sweep", cmd_sweep, "run a scenario's sweep"),
+                            ("validate", cmd_validate, "check a scenario without running it")):
+        p = sub.add_parser(name, help=help_)
+        p.add_argument("scenario", help="scenario YAML file")
+        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a scenario key, e.g. --set stage1.rounds=5 (repeatable)")
+        if name != "validate":
+            p.add_argument("--out", help="results root folder (default: the scenario's output.root)")
+        if name == "run":
+            p.add_argument("-q", "--quiet", action="store_true", help="no progress or summary table")
+        if name == "validate":
+            p.add_argument("--print", action="store_true", help="print the resolved scenario")
+        p.set_defaults(fn=fn)
+    p = sub.add_parser("plot", help="redraw the plots of a run or sweep directory")
+    p.add_argument("path")
+    p.set_defaults(fn=cmd_plot)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.fn(args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,454 @@
+"""The scenario schema and its loading: the only module that reads YAML.
+
+A scenario is parsed, merged with presets (``channel/``, ``topologies/``), patched by
+``--set KEY=VALUE`` overrides and validated into a frozen :class:`Scenario`. Inner code
+takes these typed objects, never dicts. Every error becomes a one-line
+:class:`~nmoe_sim.errors.ConfigError` naming the key path and what is allowed.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from nmoe_sim.errors import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CHANNEL_PRESETS_DIR = REPO_ROOT / "channel"
+TOPOLOGY_PRESETS_DIR = REPO_ROOT / "topologies"
+
+PosInt = Field(ge=1)
+
+
+class Strict(BaseModel):
+    """Base of every schema node: unknown keys are errors and parsed configs are frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --------------------------------------------------------------------------- data
+class PartitionConfig(Strict):
+    kind: Literal["iid", "dirichlet", "classes_per_client"] = "iid"
+    alpha: float = Field(0.5, gt=0, description="Dirichlet concentration (kind: dirichlet)")
+    classes_per_client: int = Field(1, ge=1, description="classes each client holds")
+    min_samples_per_client: int = Field(2, ge=1)
+
+
+class DataConfig(Strict):
+    dataset: Literal["digits", "fashion_mnist", "cifar10"] = "digits"
+    root: Optional[str] = Field(None, description="folder of the dataset files")
+    clients: int = Field(10, ge=1, le=1000)
+    partition: PartitionConfig = PartitionConfig()
+    queries: Literal["global", "local"] = Field(
+        "global",
+        description="global: each client gets a share of the global test set; "
+        "local: a client's queries follow its own training label distribution",
+    )
+    test_fraction: float = Field(0.25, gt=0, lt=1, description="held out where no test split")
+    max_train_samples: Optional[int] = Field(None, ge=10)
+    max_test_samples: Optional[int] = Field(None, ge=10)
+
+
+# --------------------------------------------------------------------------- models
+class ModelConfig(Strict):
+    feature_dim: int = Field(64, ge=2)
+    fe_channels: tuple[int, ...] = Field((16, 32), min_length=1, max_length=4)
+    expert_hidden: int = Field(64, ge=1)
+    gate_hidden: int = Field(64, ge=1)
+    proj_dim: int = Field(64, ge=2)
+    top_k: int = Field(1, ge=1)
+    gate_noise: bool = True
+
+
+# --------------------------------------------------------------------------- training
+class TrainConfig(Strict):
+    rounds: int = Field(10, ge=1)
+    local_epochs: int = Field(1, ge=1)
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(0.05, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    participation: float = Field(1.0, gt=0, le=1)
+    deadline_s: Optional[float] = Field(None, gt=0, description="round deadline in simulated s")
+
+
+class AugmentConfig(Strict):
+    crop_scale_min: float = Field(0.2, gt=0, le=1)
+    flip: bool = True
+    color_jitter: float = Field(0.4, ge=0, le=1)
+    grayscale_p: float = Field(0.2, ge=0, le=1)
+
+
+class FedSCConfig(Strict):
+    alpha_start: float = Field(1.0, ge=0, le=1)
+    alpha_end: float = Field(0.2, ge=0, le=1)
+    mu: float = Field(1.0, gt=0, description="projections clipped to norm sqrt(mu)")
+    share_correlation: bool = True
+    noise_std: float = Field(0.0, ge=0, description="Gaussian noise on shared correlations")
+    augment: AugmentConfig = AugmentConfig()
+
+
+class Stage1Config(TrainConfig):
+    algorithm: Literal["fedce", "fedsc"] = "fedsc"
+    fedsc: FedSCConfig = FedSCConfig()
+
+
+class Stage2Config(Strict):
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(0.05, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+
+
+class FedGateConfig(Strict):
+    local_part: Literal["none", "bias", "head"] = Field(
+        "bias", description="gate parameters kept local; 'none' is FedAvg-style gating"
+    )
+    sync_every: int = Field(1, ge=1, description="shared part averaged every K rounds")
+
+
+class Stage3Config(TrainConfig):
+    algorithm: Literal["rangate", "rollgate", "fedgate"] = "fedgate"
+    target: Literal["best_expert", "moe_loss"] = "best_expert"
+    fedgate: FedGateConfig = FedGateConfig()
+
+
+class CentralizedConfig(Strict):
+    epochs: int = Field(20, ge=1)
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(0.05, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+
+
+class BaselinesConfig(Strict):
+    systems: tuple[Literal["local", "centralized", "fedavg"], ...] = (
+        "local",
+        "centralized",
+        "fedavg",
+    )
+    centralized: CentralizedConfig = CentralizedConfig()
+    fedavg: TrainConfig = TrainConfig()
+
+
+class InferenceConfig(Strict):
+    max_queries_per_client: Optional[int] = Field(None, ge=1)
+    arrival_rate_hz: float = Field(5.0, gt=0, description="Poisson query arrivals per client")
+
+
+# --------------------------------------------------------------------------- network
+class ChannelConfig(Strict):
+    """One class of links (base-station links or D2D links); see docs/channel.md."""
+
+    model: Literal["ideal", "wireless"] = "wireless"
+    carrier_ghz: float = Field(3.5, gt=0)
+    bandwidth_hz: float = Field(20e6, gt=0)
+    path_loss: Literal["free_space", "log_distance", "umi_los", "umi_nlos"] = "umi_los"
+    path_loss_exponent: float = Field(3.0, gt=0)
+    ref_distance_m: float = Field(1.0, gt=0)
+    shadowing_std_db: float = Field(0.0, ge=0)
+    fading: Literal["none", "rayleigh", "rician", "nakagami"] = "rayleigh"
+    rician_k_db: float = 6.0
+    nakagami_m: float = Field(1.0, ge=0.5)
+    coherence_time_s: float = Field(0.01, gt=0)
+    doppler_hz: float = Field(10.0, ge=0)
+    antenna_gain_tx_dbi: float = 0.0
+    antenna_gain_rx_dbi: float = 0.0
+    noise_figure_db: float = Field(7.0, ge=0)
+    noise_psd_dbm_hz: float = -174.0
+    bs_height_m: float = Field(10.0, gt=0)
+    ue_height_m: float = Field(1.5, gt=0)
+    rate_model: Literal["shannon", "mcs"] = "shannon"
+    efficiency: float = Field(0.75, gt=0, le=1, description="fraction of Shannon capacity")
+    mcs_table: tuple[tuple[float, float], ...] = Field(
+        (
+            (-5.0, 0.15),
+            (0.0, 0.38),
+            (5.0, 0.88),
+            (10.0, 1.91),
+            (15.0, 3.32),
+            (20.0, 4.52),
+            (25.0, 5.55),
+        ),
+        description="(min SNR dB, spectral efficiency bit/s/Hz), ascending SNR",
+    )
+    outage_snr_db: float = -5.0
+    retx_timeout_s: float = Field(0.05, ge=0)
+    max_attempts: int = Field(8, ge=1)
+    latency_s: float = Field(0.0, ge=0, description="fixed per-hop protocol latency")
+
+    @model_validator(mode="after")
+    def _mcs_ascending(self) -> "ChannelConfig":
+        snrs = [row[0] for row in self.mcs_table]
+        if snrs != sorted(snrs) or not snrs:
+            raise ValueError("mcs_table must list rows in ascending SNR")
+        return self
+
+
+class LinkChannels(Strict):
+    bs: ChannelConfig = ChannelConfig()
+    d2d: ChannelConfig = ChannelConfig()
+
+
+class TopologyConfig(Strict):
+    kind: Literal["ring", "grid", "random_geometric", "star", "graphml", "explicit"] = "ring"
+    radius_m: float = Field(50.0, gt=0, description="ring radius / star radius")
+    area_m: float = Field(200.0, gt=0, description="side of the square for random placement")
+    spacing_m: float = Field(30.0, gt=0, description="grid spacing")
+    d2d_range_m: Optional[float] = Field(
+        None, gt=0, description="if set, D2D links join every client pair within this range"
+    )
+    bs_position_m: Optional[tuple[float, float]] = None
+    file: Optional[str] = Field(None, description="GraphML file (kind: graphml)")
+    positions_m: Optional[tuple[tuple[float, float], ...]] = Field(
+        None, description="client positions (kind: explicit)"
+    )
+    d2d_edges: Optional[tuple[tuple[int, int], ...]] = Field(
+        None, description="client pairs joined by D2D links (kind: explicit)"
+    )
+
+
+class DeviceProfile(Strict):
+    flops_per_s: float = Field(gt=0)
+    compute_power_w: float = Field(ge=0)
+    tx_power_dbm: float = 23.0
+    rx_power_w: float = Field(0.1, ge=0)
+    memory_bytes: float = Field(4e9, gt=0)
+
+
+BUILTIN_DEVICES: dict[str, dict[str, float]] = {
+    "phone": {"flops_per_s": 2e10, "compute_power_w": 3.0, "tx_power_dbm": 23.0,
+              "rx_power_w": 0.1, "memory_bytes": 4e9},
+    "iot": {"flops_per_s": 1e9, "compute_power_w": 0.5, "tx_power_dbm": 14.0,
+            "rx_power_w": 0.05, "memory_bytes": 2.56e8},
+    "laptop": {"flops_per_s": 1e11, "compute_power_w": 30.0, "tx_power_dbm": 20.0,
+               "rx_power_w": 0.2, "memory_bytes": 1.6e10},
+    "edge_server": {"flops_per_s": 1e13, "compute_power_w": 300.0, "tx_power_dbm": 43.0,
+                    "rx_power_w": 1.0, "memory_bytes": 2.56e11},
+}
+
+
+class DevicesConfig(Strict):
+    profiles: dict[str, DeviceProfile] = Field(default_factory=dict)
+    assign: tuple[str, ...] = Field(("phone",), min_length=1,
+                                    description="profile names cycled over the clients")
+    server: str = "edge_server"
+
+    def profile(self, name: str) -> DeviceProfile:
+        if name in self.profiles:
+            return self.profiles[name]
+        if name in BUILTIN_DEVICES:
+            return DeviceProfile(**BUILTIN_DEVICES[name])
+        raise ConfigError(
+            f"network.devices: unknown device profile {name!r}; known: "
+            f"{', '.join(sorted(set(BUILTIN_DEVICES) | set(self.profiles)))}"
+        )
+
+    @model_validator(mode="after")
+    def _known_profiles(self) -> "DevicesConfig":
+        known = set(BUILTIN_DEVICES) | set(self.profiles)
+        for name in (*self.assign, self.server):
+            if name not in known:
+                raise ValueError(f"unknown device profile {name!r}; known: {', '.join(sorted(known))}")
+        return self
+
+
+class NetworkConfig(Strict):
+    topology: TopologyConfig = TopologyConfig()
+    channel: LinkChannels = LinkChannels()
+    devices: DevicesConfig = DevicesConfig()
+    bytes_per_param: int = Field(4, ge=1, le=8)
+
+
+# --------------------------------------------------------------------------- experiments
+class SweepConfig(Strict):
+    grid: dict[str, tuple[Any, ...]] = Field(default_factory=dict,
+                                             description="dotted key -> values")
+    seeds: tuple[int, ...] = (0,)
+
+
+class OutputConfig(Strict):
+    root: str = "results"
+    plots: bool = True
+
+
+class Scenario(Strict):
+    name: str = Field("scenario", pattern=r"^[A-Za-z0-9_.-]+$")
+    seed: int = Field(0, ge=0)
+    system: Literal["nmoe", "alignment"] = "nmoe"
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    stage1: Stage1Config = Stage1Config()
+    stage2: Stage2Config = Stage2Config()
+    stage3: Stage3Config = Stage3Config()
+    baselines: BaselinesConfig = BaselinesConfig()
+    inference: InferenceConfig = InferenceConfig()
+    network: NetworkConfig = NetworkConfig()
+    alignment: Optional[dict[str, Any]] = None
+    sweep: Optional[SweepConfig] = None
+    output: OutputConfig = OutputConfig()
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> "Scenario":
+        if self.model.top_k > self.data.clients:
+            raise ValueError(
+                f"model.top_k={self.model.top_k} exceeds data.clients={self.data.clients}"
+            )
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+# --------------------------------------------------------------------------- loading
+def _read_yaml(path: Path, what: str) -> Any:
+    if not path.is_file():
+        raise ConfigError(f"{what}: file not found: {path}")
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}:{where} invalid YAML ({getattr(exc, 'problem', exc)})") from None
+
+
+def preset_names(folder: Path) -> list[str]:
+    return sorted(p.stem for p in folder.glob("*.yaml"))
+
+
+def _load_preset(folder: Path, name: str, key: str) -> dict[str, Any]:
+    path = folder / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(
+            f"{key}: unknown preset {name!r}; known: {', '.join(preset_names(folder))}"
+        )
+    data = _read_yaml(path, key) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a preset must be a mapping")
+    return data
+
+
+def _expand_preset(node: Any, folder: Path, key: str) -> Any:
+    """A preset reference is a name, or a mapping with ``preset: name`` plus overrides."""
+    if isinstance(node, str):
+        return _load_preset(folder, node, key)
+    if isinstance(node, dict) and "preset" in node:
+        rest = {k: v for k, v in node.items() if k != "preset"}
+        if not isinstance(node["preset"], str):
+            raise ConfigError(f"{key}.preset: must be a preset name")
+        base = _load_preset(folder, node["preset"], key)
+        base.update(rest)
+        return base
+    return node
+
+
+def resolve_presets(raw: dict[str, Any]) -> dict[str, Any]:
+    net = raw.get("network")
+    if not isinstance(net, dict):
+        return raw
+    if "topology" in net:
+        net["topology"] = _expand_preset(net["topology"], TOPOLOGY_PRESETS_DIR, "network.topology")
+    chan = net.get("channel")
+    if isinstance(chan, str):  # one preset for both link classes
+        chan = {"bs": chan, "d2d": chan}
+        net["channel"] = chan
+    if isinstance(chan, dict):
+        for cls in ("bs", "d2d"):
+            if cls in chan:
+                chan[cls] = _expand_preset(chan[cls], CHANNEL_PRESETS_DIR, f"network.channel.{cls}")
+    return raw
+
+
+def apply_override(raw: dict[str, Any], assignment: str) -> None:
+    """Apply one ``dotted.key=value`` override; the value is parsed as YAML."""
+    if "=" not in assignment:
+        raise ConfigError(f"--set {assignment!r}: expected KEY=VALUE, e.g. stage1.rounds=5")
+    key, _, text = assignment.partition("=")
+    key = key.strip()
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        raise ConfigError(f"--set {key}: value {text!r} is not valid YAML") from None
+    parts = key.split(".")
+    if not key or any(not p for p in parts):
+        raise ConfigError(f"--set {assignment!r}: empty key")
+    node = raw
+    for i, part in enumerate(parts[:-1]):
+        nxt = node.get(part)
+        if nxt is None:
+            nxt = node[part] = {}
+        if not isinstance(nxt, dict):
+            path = ".".join(parts[: i + 1])
+            raise ConfigError(f"--set {key}: {path} is {nxt!r}, not a mapping")
+        node = nxt
+    node[parts[-1]] = value
+
+
+def _schema_fields(loc: tuple[Any, ...]) -> list[str]:
+    """Field names allowed at the mapping that holds ``loc[-1]``."""
+    model: Any = Scenario
+    for part in loc[:-1]:
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        ann = field.annotation
+        for cand in (ann, *getattr(ann, "__args__", ())):
+            if isinstance(cand, type) and issubclass(cand, BaseModel):
+                model = cand
+                break
+        else:
+            return []
+    return sorted(getattr(model, "model_fields", {}))
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    loc = tuple(p for p in err["loc"] if not isinstance(p, int) or True)
+    path = ".".join(str(p) for p in loc) or "<scenario>"
+    if err["type"] == "extra_forbidden":
+        allowed = _schema_fields(loc)
+        hint = f"; allowed: {', '.join(allowed)}" if allowed else ""
+        return f"{path}: unknown key{hint}"
+    msg = err["msg"].removeprefix("Value error, ")
+    given = err.get("input")
+    shown = "" if isinstance(given, (dict, list)) or given is None else f" (got {given!r})"
+    more = len(exc.errors()) - 1
+    extra = f" [+{more} more]" if more else ""
+    return f"{path}: {msg}{shown}{extra}"
+
+
+def build_scenario(raw: Any, source: str = "<scenario>") -> Scenario:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: a scenario must be a YAML mapping")
+    try:
+        return Scenario.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc)) from None
+
+
+def load_raw(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
+    """Read a scenario file, expand presets, apply overrides; returns a plain mapping."""
+    raw = _read_yaml(Path(path), "scenario")
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a scenario must be a YAML mapping")
+    raw = resolve_presets(copy.deepcopy(raw))
+    for item in overrides:
+        apply_override(raw, item)
+    return resolve_presets(raw)
+
+
+def load_scenario(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Scenario:
+    return build_scenario(load_raw(path, overrides), str(path))
+
+
+def dump_yaml(scenario: Scenario) -> str:
+    return yaml.safe_dump(scenario.to_dict(), sort_keys=False)

@@ -1,0 +1,9 @@
+"""The one error type that reaches the user as a one-line message (exit status 2)."""
+
+
+class ConfigError(ValueError):
+    """Bad user input: a scenario key, a value, a missing file or an unknown name.
+
+    The message is one line that names the offending key or file and what would be valid;
+    the CLI prints it as ``error: <message>`` and exits with status 2, never a traceback.
+    """

@@ -1,0 +1,54 @@
+"""Client-expert alignment for federated Mixture-of-Experts (FLEX-MoE, arXiv 2512.23070;
+Chen et al., arXiv 2507.05685): the pure, SimPy-free math.
+
+Per round, the server (1) assigns experts to participating clients from the fitness
+matrix Q, the clients' capacities and the experts' historical deficit
+(:func:`assign`), (2) aggregates each expert over the clients that trained it, weighted
+by usage (:func:`aggregate_experts`), (3) folds the clients' per-expert feedback into Q
+(:func:`fitness_signal`, :func:`update_fitness`) and (4) records loads and usage
+(:class:`LoadMonitor`). Capacities come from device profiles (:func:`expert_capacity`,
+:func:`client_capacities`); load bounds from the config (:func:`resolve_load_bounds`).
+"""
+
+from nmoe_sim.fl.alignment.aggregate import aggregate_experts, usage_weighted_average
+from nmoe_sim.fl.alignment.assignment import (
+    ASSIGNERS,
+    assign,
+    effective_load_bounds,
+    resolve_load_bounds,
+)
+from nmoe_sim.fl.alignment.capacity import (
+    CapacityProfile,
+    client_capacities,
+    expert_capacity,
+    profile_capacity,
+)
+from nmoe_sim.fl.alignment.config import AlignmentConfig, parse_alignment
+from nmoe_sim.fl.alignment.fitness import (
+    FITNESS_SIGNALS,
+    fitness_signal,
+    init_fitness,
+    update_fitness,
+)
+from nmoe_sim.fl.alignment.load import LoadMonitor, coefficient_of_variation
+
+__all__ = [
+    "ASSIGNERS",
+    "AlignmentConfig",
+    "CapacityProfile",
+    "FITNESS_SIGNALS",
+    "LoadMonitor",
+    "aggregate_experts",
+    "assign",
+    "client_capacities",
+    "coefficient_of_variation",
+    "effective_load_bounds",
+    "expert_capacity",
+    "fitness_signal",
+    "init_fitness",
+    "parse_alignment",
+    "profile_capacity",
+    "resolve_load_bounds",
+    "update_fitness",
+    "usage_weighted_average",
+]

@@ -1,0 +1,136 @@
+"""The baselines evaluated in the same run as the NMoE (Gao et al., arXiv 2511.01743, Fig. 3).
+
+* ``local``: the client's FE + its own expert, no collaboration at inference (LR = 1).
+* ``centralized``: every client uploads its raw training data to the edge server, which
+  trains FE, all experts and the gate jointly on the pooled data: the upper bound.
+  Queries travel to the server as raw inputs; answers come back as logits.
+* ``fedavg``: one global classifier (FE + linear head) trained by FedAvg, served on device.
+Each baseline runs in its own Sim over the same world (same channel seed).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Generator
+
+import numpy as np
+import simpy
+import torch
+
+from nmoe_sim.fl.rounds import BS, CostScope, RoundDriver
+from nmoe_sim.fl.routing import QueryBank, combine
+from nmoe_sim.fl.stage1 import FedCE
+from nmoe_sim.fl.stage3 import NMoEParts
+from nmoe_sim.fl.train import make_sgd, predict_batched, run_epochs
+from nmoe_sim.inference import InferenceSpec, Leg
+from nmoe_sim.models import forward_flops_per_sample, train_flops_per_sample
+from nmoe_sim.models.build import make_expert, make_fe, make_gate
+from nmoe_sim.registry import Registry
+from nmoe_sim.world import Sim, World
+
+# A baseline: (world, sim, nmoe parts) -> SimPy process body returning (spec, cost scope).
+Baseline = Callable[[World, Sim, NMoEParts], Generator[simpy.Event, Any, tuple[InferenceSpec, CostScope]]]
+BASELINES: Registry[Baseline] = Registry("baseline")
+
+RAW_BYTES_PER_VALUE = 1  # raw images are 8-bit per channel value; labels one byte each
+
+
+@BASELINES.register("local")
+def local(world: World, sim: Sim, parts: NMoEParts) -> Generator[simpy.Event, Any, tuple[InferenceSpec, CostScope]]:
+    d = world.cfg.model.feature_dim
+    flops = forward_flops_per_sample(parts.fe, world.dataset.input_shape) + forward_flops_per_sample(parts.experts[0], (d,))
+    bank = parts.bank
+
+    def predict(c: int, delivered: torch.Tensor) -> np.ndarray:
+        return bank.probs[c][c].argmax(1).numpy()  # own expert on own query features
+
+    routes = [np.full((len(y), 1), c) for c, y in enumerate(bank.y)]
+    spec = InferenceSpec("local", flops, lambda c, q: [], predict, routes, world.n_clients,
+                         [0] * world.n_clients)
+    yield sim.env.timeout(0)
+    # It reuses the NMoE's stage-1 FE and stage-2 experts: those are its training costs.
+    return spec, CostScope("local", [])
+
+
+@BASELINES.register("fedavg")
+def fedavg(world: World, sim: Sim, parts: NMoEParts) -> Generator[simpy.Event, Any, tuple[InferenceSpec, CostScope]]:
+    stage = "baseline_fedavg"
+    scope = CostScope("fedavg", [stage])
+    algo = FedCE(world, world.cfg.baselines.fedavg, stage=stage, evaluate=True)
+    yield from RoundDriver(sim, world.n_clients, world.streams.numpy(f"{stage}/participation")).run(
+        algo, world.cfg.baselines.fedavg, scope)
+    model = algo.scratch
+    model.load_state_dict(algo.global_state)
+    model.eval()
+    preds = [predict_batched(model, c.x_query).argmax(1).numpy() for c in world.clients]
+    flops = forward_flops_per_sample(model, world.dataset.input_shape)
+    spec = InferenceSpec("fedavg", flops, lambda c, q: [], lambda c, d: preds[c], None, 0, [0] * world.n_clients)
+    return spec, scope
+
+
+class CentralMoE(torch.nn.Module):
+    """FE + gate + all experts on one device; trained as the dense mixture (see docs)."""
+
+    def __init__(self, world: World) -> None:
+        super().__init__()
+        cfg, ds, n = world.cfg, world.dataset, world.n_clients
+        self.fe = make_fe(cfg, ds.input_shape, world.streams, "central/fe")
+        self.gate = make_gate(cfg, n, world.streams, "central/gate")
+        self.experts = torch.nn.ModuleList(make_expert(cfg, ds.num_classes, world.streams, f"central/expert{i}") for i in range(n))
+
+    def mixture_nll(self, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        # Dense softmax over all experts while training, so that the gate gets gradients even
+        # with k = 1 (a softmax over one selected logit is constant); top-k at inference.
+        h = self.fe(x)  # (B,D)
+        g = torch.softmax(self.gate(h, gen), dim=1)  # (B,E)
+        p = torch.stack([torch.softmax(e(h), -1) for e in self.experts], dim=1)  # (B,E,K)
+        p_true = p[torch.arange(len(y)), :, y]  # (B,E)
+        return -torch.log((g * p_true).sum(1).clamp_min(1e-12)).mean()
+
+
+@BASELINES.register("centralized")
+def centralized(world: World, sim: Sim, parts: NMoEParts) -> Generator[simpy.Event, Any, tuple[InferenceSpec, CostScope]]:
+    stage, cfg = "baseline_centralized", world.cfg.baselines.centralized
+    scope = CostScope("centralized", [stage])
+    c_, h_, w_ = world.dataset.input_shape
+    sample_bytes = c_ * h_ * w_ * RAW_BYTES_PER_VALUE + 1
+    yield sim.env.all_of([sim.net.transfer(c.idx, BS, c.num_samples * sample_bytes, stage=stage, tag="raw_data")
+                          for c in world.clients])
+    model = CentralMoE(world)
+    # Only the data that reached the server can be trained on.
+    got = [r for r in world.recorder.transfers if r.stage == stage and r.delivered]
+    arrived = {int(r.src) for r in got}
+    xs = [c.x_train for c in world.clients if c.idx in arrived]
+    if not xs:
+        raise RuntimeError("centralized baseline: no client's data reached the server")
+    x, y = torch.cat(xs), torch.cat([c.y_train for c in world.clients if c.idx in arrived])
+    gen = world.streams.torch(f"{stage}/train")
+    flops_per = train_flops_per_sample(model.fe, world.dataset.input_shape) + world.n_clients * train_flops_per_sample(
+        model.experts[0], (world.cfg.model.feature_dim,)) + train_flops_per_sample(model.gate, (world.cfg.model.feature_dim,))
+
+    def train() -> None:
+        opt = make_sgd(list(model.parameters()), cfg.lr, cfg.momentum, cfg.weight_decay)
+        run_epochs(model, lambda idx: model.mixture_nll(x[idx], y[idx], gen), len(y),
+                   epochs=cfg.epochs, batch_size=cfg.batch_size, opt=opt, gen=gen)
+
+    yield sim.executor.compute(BS, cfg.epochs * len(y) * flops_per, stage=stage, tag="train", fn=train)
+    model.eval()
+    bank = QueryBank([model.fe] * world.n_clients, list(model.experts), [c.x_query for c in world.clients],
+                     [c.y_query for c in world.clients], world.dataset.num_classes)
+    k = world.cfg.model.top_k
+    with torch.no_grad():
+        routed = [torch.topk(model.gate(f), k, dim=1) for f in bank.feats]
+    weights = [torch.softmax(r.values, 1) for r in routed]
+    routes = [r.indices for r in routed]
+    d = world.cfg.model.feature_dim
+    serve = (forward_flops_per_sample(model.fe, world.dataset.input_shape)
+             + forward_flops_per_sample(model.gate, (d,)) + k * forward_flops_per_sample(model.experts[0], (d,)))
+    back = world.tensor_bytes(world.dataset.num_classes)
+
+    def predict(c: int, delivered: torch.Tensor) -> np.ndarray:
+        ok = delivered[:, 0]
+        pred = combine(bank.probs[c], weights[c], routes[c], torch.ones_like(weights[c])).argmax(1).numpy()
+        return np.where(ok.numpy(), pred, -1)  # an unanswered query counts as wrong
+
+    spec = InferenceSpec("centralized", 0.0, lambda c, q: [Leg(BS, serve, sample_bytes - 1, back)], predict,
+                         [r.numpy() for r in routes], world.n_clients, [1] * world.n_clients)
+    return spec, scope

@@ -1,0 +1,49 @@
+"""The one interface through which local computation is asked for and charged.
+
+The real PyTorch work runs on the host the moment a process asks for it; simulated time is
+charged as ``flops / flops_per_s`` of the node's device profile, never host wall time, so
+results do not depend on the machine. Each node computes one job at a time (a
+``simpy.Resource`` of capacity 1): an expert that many clients query at once queues them.
+A batched or remote executor can replace this one without the algorithms changing.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Generator, Hashable, TypeVar
+
+import simpy
+
+from nmoe_sim.config import DeviceProfile
+from nmoe_sim.record import ComputeRecord, Recorder
+
+T = TypeVar("T")
+
+
+class LocalExecutor:
+    def __init__(self, env: simpy.Environment, profiles: dict[Hashable, DeviceProfile], recorder: Recorder) -> None:
+        self.env = env
+        self.profiles = profiles
+        self.recorder = recorder
+        self._cpu = {node: simpy.Resource(env, capacity=1) for node in profiles}
+
+    def compute_time_s(self, node: Hashable, flops: float) -> float:
+        return flops / self.profiles[node].flops_per_s
+
+    def compute(
+        self, node: Hashable, flops: float, *, stage: str, tag: str, fn: Callable[[], T] | None = None
+    ) -> simpy.Process:
+        """Run ``fn`` (real work) and charge ``flops`` on ``node``; the process value is fn's result."""
+        return self.env.process(self._run(node, flops, stage, tag, fn))
+
+    def _run(self, node: Hashable, flops: float, stage: str, tag: str,
+             fn: Callable[[], Any] | None) -> Generator[simpy.Event, Any, Any]:
+        with self._cpu[node].request() as slot:
+            yield slot
+            start_s = self.env.now
+            result = fn() if fn is not None else None
+            duration_s = self.compute_time_s(node, flops)
+            if duration_s > 0:
+                yield self.env.timeout(duration_s)
+            energy_j = self.profiles[node].compute_power_w * duration_s
+            self.recorder.add(ComputeRecord(stage, tag, str(node), float(flops), start_s, self.env.now, energy_j))
+        return result

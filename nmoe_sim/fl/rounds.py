@@ -1,0 +1,147 @@
+"""The generic federated round: broadcast -> local update -> upload -> aggregate.
+
+The driver owns timing, participation, deadlines and losses; an algorithm (a
+:class:`RoundAlgorithm`) owns what is sent, what is computed and how results combine
+(Flower's Strategy / Server.fit_round split). Failures are data: clients whose transfer
+failed or who missed the deadline reach ``aggregate`` as explicit :class:`Failure` records.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, Generator, Sequence
+
+import numpy as np
+import simpy
+
+from nmoe_sim.config import TrainConfig
+from nmoe_sim.record import RoundRecord
+
+BS = "bs"
+
+
+@dataclass(frozen=True)
+class LocalResult:
+    client: int
+    update: Any
+    num_samples: int
+    upload_bytes: int
+
+
+@dataclass(frozen=True)
+class Failure:
+    client: int
+    phase: str  # "download", "upload" or "deadline"
+    reason: str
+
+
+def sample_participants(n_clients: int, fraction: float, rng: np.random.Generator) -> list[int]:
+    """ceil(fraction * n) distinct clients (at least one), sorted; all clients when fraction is 1."""
+    k = max(1, int(np.ceil(fraction * n_clients - 1e-9)))
+    if k >= n_clients:
+        return list(range(n_clients))
+    return sorted(int(c) for c in rng.choice(n_clients, size=k, replace=False))
+
+
+@dataclass
+class CostScope:
+    """Which stages a system's running totals include, and when that system started."""
+
+    system: str
+    stages: list[str]
+    start_s: float = 0.0
+
+
+class RoundAlgorithm(ABC):
+    """What a federated stage decides; the :class:`RoundDriver` decides when and whether."""
+
+    stage: str = "stage"
+
+    def configure(self, rnd: int, participants: Sequence[int]) -> None:
+        """Server-side preparation before the broadcast (e.g. snapshot the global model)."""
+
+    @abstractmethod
+    def download_bytes(self, rnd: int, client: int) -> int: ...
+
+    @abstractmethod
+    def local_flops(self, rnd: int, client: int) -> float: ...
+
+    @abstractmethod
+    def local_update(self, rnd: int, client: int) -> LocalResult: ...
+
+    @abstractmethod
+    def aggregate(self, rnd: int, results: list[LocalResult], failures: list[Failure]) -> None: ...
+
+    def evaluate(self, rnd: int) -> tuple[float, float] | None:
+        """(macro-F1, accuracy) of the system after this round, or None if not meaningful."""
+        return None
+
+
+class RoundDriver:
+    """Runs an algorithm's rounds as SimPy processes over the sim's network and executor."""
+
+    def __init__(self, sim: Any, n_clients: int, rng: np.random.Generator) -> None:
+        self.sim = sim
+        self.n_clients = n_clients
+        self.rng = rng
+
+    def run(self, algo: RoundAlgorithm, cfg: TrainConfig, scope: CostScope) -> Generator[simpy.Event, Any, None]:
+        env = self.sim.env
+        for rnd in range(cfg.rounds):
+            participants = sample_participants(self.n_clients, cfg.participation, self.rng)
+            algo.configure(rnd, participants)
+            start_s = env.now
+            procs = [env.process(self._client_round(algo, rnd, c)) for c in participants]
+            everyone = env.all_of(procs)
+            if cfg.deadline_s is None:
+                yield everyone
+            else:
+                yield everyone | env.timeout(cfg.deadline_s)
+                for proc in procs:
+                    if proc.is_alive:
+                        proc.interrupt("deadline")
+                yield env.all_of(procs)
+            outcomes = [p.value for p in procs]
+            results = [o for o in outcomes if isinstance(o, LocalResult)]
+            failures = [o for o in outcomes if isinstance(o, Failure)]
+            algo.aggregate(rnd, results, failures)
+            scores = algo.evaluate(rnd)
+            self.sim.record_round(scope, algo.stage, rnd, start_s, len(participants), len(failures), scores)
+
+    def _client_round(self, algo: RoundAlgorithm, rnd: int, client: int) -> Generator[simpy.Event, Any, Any]:
+        sim = self.sim
+        transfer: simpy.Process | None = None
+        try:
+            down = algo.download_bytes(rnd, client)
+            if down > 0:
+                transfer = sim.net.transfer(BS, client, down, stage=algo.stage, tag=f"r{rnd}/down")
+                rec = yield transfer
+                transfer = None
+                if not rec.delivered:
+                    return Failure(client, "download", rec.reason)
+            result: LocalResult = yield sim.executor.compute(
+                client, algo.local_flops(rnd, client), stage=algo.stage, tag=f"r{rnd}/train",
+                fn=lambda: algo.local_update(rnd, client),
+            )
+            if result.upload_bytes > 0:
+                transfer = sim.net.transfer(client, BS, result.upload_bytes, stage=algo.stage, tag=f"r{rnd}/up")
+                rec = yield transfer
+                transfer = None
+                if not rec.delivered:
+                    return Failure(client, "upload", rec.reason)
+            return result
+        except simpy.Interrupt as stop:
+            # The server closed the round: abort the transfer in flight so it frees its
+            # share of the radio; a computation in progress runs to its end on the device.
+            if transfer is not None and transfer.is_alive:
+                transfer.interrupt(stop.cause)
+            return Failure(client, "deadline", str(stop.cause))
+
+
+def make_round_record(scope: CostScope, stage: str, rnd: int, start_s: float, end_s: float,
+                      participants: int, failures: int, cum_bytes: int, cum_energy_j: float,
+                      scores: tuple[float, float] | None) -> RoundRecord:
+    f1, acc = scores if scores is not None else (float("nan"), float("nan"))
+    return RoundRecord(scope.system, stage, rnd, start_s, end_s, participants, failures,
+                       cum_bytes, end_s - scope.start_s, cum_energy_j, f1, acc)

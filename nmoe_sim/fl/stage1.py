@@ -1,0 +1,163 @@
+"""Stage 1: the shared feature extractor, by FedCE or FedSC (Gao et al., arXiv 2511.01743).
+
+FedCE: FE + linear head trained with cross-entropy under FedAvg (McMahan et al., 2017).
+FedSC: FE + projection head trained with the spectral contrastive objective, each client
+regularised by the other clients' correlation matrices shared through the server
+(Jing et al., ICML 2024). Both are :class:`RoundAlgorithm` s run by the round driver.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.metrics import accuracy_score, f1_score
+
+from nmoe_sim.config import Stage1Config, TrainConfig
+from nmoe_sim.data.augment import make_views
+from nmoe_sim.fl.aggregate import fedavg
+from nmoe_sim.fl.fedsc_loss import alpha_schedule, clip_norm, correlation, spectral_loss
+from nmoe_sim.fl.rounds import Failure, LocalResult, RoundAlgorithm
+from nmoe_sim.fl.train import make_sgd, predict_batched, run_epochs, train_supervised
+from nmoe_sim.models import Classifier, ContrastiveModel, FeatureExtractor, train_flops_per_sample
+from nmoe_sim.models.build import make_fe, seeded
+from nmoe_sim.registry import Registry
+from nmoe_sim.world import World, client_rngs
+
+FE_ALGORITHMS: Registry[type["FederatedFE"]] = Registry("stage1 algorithm")
+
+
+def _clone(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in state.items()}
+
+
+class FederatedFE(RoundAlgorithm):
+    """Shared plumbing: a global model, a scratch copy for local work, FedAvg of states."""
+
+    model: torch.nn.Module
+
+    def __init__(self, world: World, cfg: TrainConfig, stage: str, model: torch.nn.Module) -> None:
+        self.world, self.cfg, self.stage = world, cfg, stage
+        self.model = model
+        self.global_state = _clone(model.state_dict())
+        self.scratch = copy.deepcopy(model)
+        self.model_bytes = world.param_bytes(model)
+        self.gens = client_rngs(world.streams, stage, world.n_clients)
+
+    @property
+    def fe(self) -> FeatureExtractor:
+        self.model.load_state_dict(self.global_state)
+        return self.model.fe  # type: ignore[return-value]
+
+    def aggregate(self, rnd: int, results: list[LocalResult], failures: list[Failure]) -> None:
+        if results:  # a round where every client failed leaves the global model unchanged
+            self.global_state = fedavg([r.update["state"] for r in results], [r.num_samples for r in results])
+
+
+@FE_ALGORITHMS.register("fedce")
+class FedCE(FederatedFE):
+    def __init__(self, world: World, cfg: TrainConfig, stage: str = "stage1_fedce", evaluate: bool = False) -> None:
+        ds = world.dataset
+        fe = make_fe(world.cfg, ds.input_shape, world.streams, stage)
+        model = seeded(world.streams, f"{stage}/head", lambda: Classifier(fe, ds.num_classes))
+        super().__init__(world, cfg, stage, model)
+        self.train_flops = train_flops_per_sample(model, ds.input_shape)
+        self._evaluate = evaluate
+
+    def download_bytes(self, rnd: int, client: int) -> int:
+        return self.model_bytes
+
+    def local_flops(self, rnd: int, client: int) -> float:
+        return self.cfg.local_epochs * self.world.clients[client].num_samples * self.train_flops
+
+    def local_update(self, rnd: int, client: int) -> LocalResult:
+        data = self.world.clients[client]
+        self.scratch.load_state_dict(self.global_state)
+        train_supervised(self.scratch, data.x_train, data.y_train, epochs=self.cfg.local_epochs,
+                         batch_size=self.cfg.batch_size, lr=self.cfg.lr, momentum=self.cfg.momentum,
+                         weight_decay=self.cfg.weight_decay, gen=self.gens[client])
+        return LocalResult(client, {"state": _clone(self.scratch.state_dict())}, data.num_samples, self.model_bytes)
+
+    def evaluate(self, rnd: int) -> tuple[float, float] | None:
+        if not self._evaluate:
+            return None
+        self.scratch.load_state_dict(self.global_state)
+        self.scratch.eval()
+        y = torch.cat([c.y_query for c in self.world.clients]).numpy()
+        pred = torch.cat([predict_batched(self.scratch, c.x_query).argmax(1) for c in self.world.clients]).numpy()
+        labels = list(range(self.world.dataset.num_classes))
+        return (float(f1_score(y, pred, average="macro", labels=labels, zero_division=0)),
+                float(accuracy_score(y, pred)))
+
+
+@FE_ALGORITHMS.register("fedsc")
+class FedSC(FederatedFE):
+    def __init__(self, world: World, cfg: Stage1Config, stage: str = "stage1_fedsc") -> None:
+        ds = world.dataset
+        fe = make_fe(world.cfg, ds.input_shape, world.streams, stage)
+        model = seeded(world.streams, f"{stage}/proj", lambda: ContrastiveModel(fe, world.cfg.model.proj_dim))
+        super().__init__(world, cfg, stage, model)
+        self.sc = cfg.fedsc
+        p = world.cfg.model.proj_dim
+        self.corr_bytes = world.tensor_bytes(p * p) if self.sc.share_correlation else 0
+        # Two augmented views per sample, each a full training pass of FE + projection.
+        self.train_flops = 2 * train_flops_per_sample(model, ds.input_shape)
+        self.views = make_views(self.sc.augment, ds.input_shape)
+        self.uploaded: dict[int, torch.Tensor] = {}  # client -> its last shared correlation (P,P)
+        self.r_ext: dict[int, torch.Tensor] = {}
+        self.noise_rngs = [world.streams.numpy(f"{stage}/noise{i}") for i in range(world.n_clients)]
+
+    def configure(self, rnd: int, participants: Any) -> None:
+        # R_ext for client c: the mean of the OTHER clients' correlations from earlier rounds.
+        self.r_ext = {}
+        if not self.sc.share_correlation:
+            return
+        for c in participants:
+            others = [r for j, r in self.uploaded.items() if j != c]
+            if others:
+                self.r_ext[c] = torch.stack(others).mean(0)
+
+    def download_bytes(self, rnd: int, client: int) -> int:
+        return self.model_bytes + (self.corr_bytes if client in self.r_ext else 0)
+
+    def local_flops(self, rnd: int, client: int) -> float:
+        return self.cfg.local_epochs * self.world.clients[client].num_samples * self.train_flops
+
+    def local_update(self, rnd: int, client: int) -> LocalResult:
+        data, gen, mu = self.world.clients[client], self.gens[client], self.sc.mu
+        model = self.scratch
+        model.load_state_dict(self.global_state)
+        alpha = alpha_schedule(rnd, self.cfg.rounds, self.sc.alpha_start, self.sc.alpha_end)
+        r_ext = self.r_ext.get(client)
+        running: list[torch.Tensor] = []
+
+        def loss_fn(idx: torch.Tensor) -> torch.Tensor:
+            x = data.x_train[idx]
+            z1 = clip_norm(model(self.views(x, gen)), mu)  # (B,P)
+            z0 = clip_norm(model(self.views(x, gen)), mu)  # (B,P)
+            running.append(correlation(z1.detach(), z0.detach()))
+            return spectral_loss(z1, z0, alpha, r_ext)
+
+        opt = make_sgd(list(model.parameters()), self.cfg.lr, self.cfg.momentum, self.cfg.weight_decay)
+        n = data.num_samples
+        run_epochs(model, loss_fn, n, epochs=self.cfg.local_epochs, batch_size=self.cfg.batch_size, opt=opt, gen=gen)
+        n_batches = -(-n // self.cfg.batch_size)
+        r_loc = torch.stack(running[-n_batches:]).mean(0)  # correlation over the last local epoch
+        if self.sc.noise_std > 0:  # Gaussian mechanism on the shared statistic (symmetric noise)
+            noise = self.noise_rngs[client].normal(0.0, self.sc.noise_std, size=r_loc.shape)
+            r_loc = r_loc + torch.as_tensor((noise + noise.T) / np.sqrt(2.0), dtype=r_loc.dtype)
+        update = {"state": _clone(model.state_dict()), "corr": r_loc}
+        return LocalResult(client, update, n, self.model_bytes + self.corr_bytes)
+
+    def aggregate(self, rnd: int, results: list[LocalResult], failures: list[Failure]) -> None:
+        super().aggregate(rnd, results, failures)
+        if self.sc.share_correlation:
+            for r in results:
+                self.uploaded[r.client] = r.update["corr"]
+
+
+def make_stage1(world: World) -> FederatedFE:
+    cfg = world.cfg.stage1
+    return FE_ALGORITHMS.get(cfg.algorithm, "stage1.algorithm")(world, cfg)

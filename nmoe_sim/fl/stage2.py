@@ -1,0 +1,87 @@
+"""Stage 2: every client trains its personalized expert H_i on its own data, F frozen.
+
+Features are computed once per client (a frozen FE gives the same features every epoch),
+and that forward pass is charged to the client's device like the training itself. Before
+the experts train, the clients agree on per-feature standardisation statistics: each
+uploads (count, sum, sum of squares) of its features (2D + 1 numbers), the server pools
+them and sends back (mean, std). A client whose download fails uses its own statistics.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Generator
+
+import simpy
+import torch
+from torch import nn
+
+from nmoe_sim.fl.rounds import BS
+from nmoe_sim.fl.train import predict_batched, train_supervised
+from nmoe_sim.models import Expert, FeatureExtractor, Standardize, forward_flops_per_sample, train_flops_per_sample
+from nmoe_sim.models.build import make_expert
+from nmoe_sim.world import Sim, World
+
+STAGE = "stage2_experts"
+
+
+def feature_moments(h: torch.Tensor) -> torch.Tensor:
+    """(n, D) features -> (2D + 1,) [count, sum_d, sumsq_d] in float64."""
+    h = h.to(torch.float64)
+    return torch.cat([torch.tensor([float(len(h))], dtype=torch.float64), h.sum(0), (h * h).sum(0)])
+
+
+def pooled_standardizer(moments: list[torch.Tensor]) -> Standardize:
+    """Mean and (population) std of the union of the clients' features, from their moments."""
+    total = torch.stack(moments).sum(0)
+    d = (total.numel() - 1) // 2
+    n, s, ss = total[0], total[1 : 1 + d], total[1 + d :]
+    mean = s / n
+    var = (ss / n - mean * mean).clamp_min(0.0)
+    return Standardize(mean.float(), var.sqrt().float())
+
+
+def train_experts(world: World, sim: Sim, fe: FeatureExtractor) -> Generator[
+        simpy.Event, Any, tuple[list[Expert], list[torch.Tensor], list[nn.Module]]]:
+    """SimPy process body; returns (experts, standardised train features, each client's F)."""
+    cfg, n_clients = world.cfg, world.n_clients
+    fe.eval()
+    fe_flops = forward_flops_per_sample(fe, world.dataset.input_shape)
+    experts = [make_expert(cfg, world.dataset.num_classes, world.streams, f"expert{c.idx}") for c in world.clients]
+    expert_flops = train_flops_per_sample(experts[0], (cfg.model.feature_dim,))
+    stats_bytes = world.tensor_bytes(2 * cfg.model.feature_dim + 1)
+    raw: list[torch.Tensor] = [torch.empty(0)] * n_clients
+    uploaded: dict[int, torch.Tensor] = {}
+
+    def upload(i: int) -> Generator[simpy.Event, Any, None]:
+        data = world.clients[i]
+        raw[i] = yield sim.executor.compute(i, data.num_samples * fe_flops, stage=STAGE, tag="features",
+                                            fn=lambda: predict_batched(fe, data.x_train))
+        rec = yield sim.net.transfer(i, BS, stats_bytes, stage=STAGE, tag="feature_stats/up")
+        if rec.delivered:
+            uploaded[i] = feature_moments(raw[i])
+
+    yield sim.env.all_of([sim.env.process(upload(i)) for i in range(n_clients)])
+    pooled = pooled_standardizer([uploaded[i] for i in sorted(uploaded)]) if uploaded else None
+    standardizers: list[Standardize] = [pooled_standardizer([feature_moments(r)]) for r in raw]
+    feats: list[torch.Tensor] = [torch.empty(0)] * n_clients
+
+    def train(i: int) -> Generator[simpy.Event, Any, None]:
+        data = world.clients[i]
+        if pooled is not None:
+            rec = yield sim.net.transfer(BS, i, stats_bytes, stage=STAGE, tag="feature_stats/down")
+            if rec.delivered:
+                standardizers[i] = pooled
+        with torch.no_grad():
+            feats[i] = standardizers[i](raw[i])
+        s2 = cfg.stage2
+        yield sim.executor.compute(
+            i, s2.epochs * data.num_samples * expert_flops, stage=STAGE, tag="train",
+            fn=lambda: train_supervised(experts[i], feats[i], data.y_train, epochs=s2.epochs,
+                                        batch_size=s2.batch_size, lr=s2.lr, momentum=s2.momentum,
+                                        weight_decay=s2.weight_decay, gen=world.streams.torch(f"{STAGE}/client{i}")),
+        )
+
+    yield sim.env.all_of([sim.env.process(train(i)) for i in range(n_clients)])
+    for e in experts:
+        e.eval()
+    return experts, feats, [nn.Sequential(fe, s).eval() for s in standardizers]

@@ -1,0 +1,228 @@
+"""Stage 3: the gate, with F and every H_i frozen: RanGate, RollGate or FedGate.
+
+The paper (Gao et al., arXiv 2511.01743) names the three methods; their details are ours
+and are documented in docs/algorithms.md:
+* RanGate routes each query to k experts uniformly at random (untrained lower bound).
+* RollGate passes one gate around the clients in ring order over D2D links, fine-tuning
+  it on each client's data in turn; a round is one lap.
+* FedGate keeps a personalised part of each client's gate local and averages the shared
+  part every ``sync_every`` rounds (``local_part: none`` is FedAvg-style gating).
+The gate's training targets need every expert's output on the client's samples: features
+go out to each expert's client and class probabilities come back, charged as transfers.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any, Callable, Generator
+
+import simpy
+import torch
+from torch.nn import functional as F
+
+from nmoe_sim.config import Stage3Config
+from nmoe_sim.fl.aggregate import fedavg
+from nmoe_sim.fl.rounds import CostScope, Failure, LocalResult, RoundAlgorithm, RoundDriver, sample_participants
+from nmoe_sim.fl.routing import GateRouter, QueryBank, RandomRouter, Router
+from nmoe_sim.fl.train import make_sgd, run_epochs
+from nmoe_sim.models import Expert, FeatureExtractor, Gate, forward_flops_per_sample, train_flops_per_sample
+from nmoe_sim.models.build import make_gate
+from nmoe_sim.registry import Registry
+from nmoe_sim.world import Sim, World
+
+
+@dataclass
+class NMoEParts:
+    fe: FeatureExtractor
+    experts: list[Expert]
+    train_feats: list[torch.Tensor]  # per client (n_c, D)
+    bank: QueryBank
+
+
+@dataclass
+class GateData:
+    """A client's gate-training set: features, labels, every expert's probabilities, availability."""
+
+    feats: torch.Tensor  # (n, D)
+    y: torch.Tensor  # (n,)
+    probs: torch.Tensor  # (n, E, K)
+    available: torch.Tensor  # (E,) bool: experts whose outputs reached this client
+
+
+GATE_LOSSES: Registry[Callable[[torch.Tensor, GateData, torch.Tensor], torch.Tensor]] = Registry("gate target")
+
+
+@GATE_LOSSES.register("best_expert")
+def best_expert_loss(logits: torch.Tensor, d: GateData, idx: torch.Tensor) -> torch.Tensor:
+    """Classify the expert that gives the true class the highest probability. logits (B,E)."""
+    true_p = d.probs[idx, :, d.y[idx]]  # (B,E)
+    target = true_p.masked_fill(~d.available, -1.0).argmax(1)
+    return F.cross_entropy(logits.masked_fill(~d.available, -1e9), target)
+
+
+@GATE_LOSSES.register("moe_loss")
+def moe_loss(logits: torch.Tensor, d: GateData, idx: torch.Tensor) -> torch.Tensor:
+    """Negative log-likelihood of the dense mixture sum_j softmax(logits)_j p_j(y)."""
+    g = torch.softmax(logits.masked_fill(~d.available, -1e9), dim=1)  # (B,E)
+    true_p = d.probs[idx, :, d.y[idx]]  # (B,E)
+    return -torch.log((g * true_p).sum(1).clamp_min(1e-12)).mean()
+
+
+def exchange_expert_outputs(world: World, sim: Sim, parts: NMoEParts, stage: str) -> Generator[simpy.Event, Any, list[GateData]]:
+    """Every client sends its training features to every other expert and gets probabilities back."""
+    n, k_cls = world.n_clients, world.dataset.num_classes
+    d = world.cfg.model.feature_dim
+    fwd = forward_flops_per_sample(parts.experts[0], (d,))
+    probs = [torch.zeros(c.num_samples, n, k_cls) for c in world.clients]
+    available = [torch.zeros(n, dtype=torch.bool) for _ in world.clients]
+
+    def ask(c: int, j: int) -> Generator[simpy.Event, Any, None]:
+        feats, n_c = parts.train_feats[c], world.clients[c].num_samples
+        if j != c:
+            rec = yield sim.net.transfer(c, j, world.tensor_bytes(n_c * d), stage=stage, tag=f"features/{c}->{j}")
+            if not rec.delivered:
+                return
+        out = yield sim.executor.compute(j, n_c * fwd, stage=stage, tag=f"expert{j}/for{c}",
+                                         fn=lambda: torch.softmax(parts.experts[j](feats), -1).detach())
+        if j != c:
+            rec = yield sim.net.transfer(j, c, world.tensor_bytes(n_c * k_cls), stage=stage, tag=f"probs/{j}->{c}")
+            if not rec.delivered:
+                return
+        probs[c][:, j] = out
+        available[c][j] = True
+
+    with torch.no_grad():
+        yield sim.env.all_of([sim.env.process(ask(c, j)) for c in range(n) for j in range(n)])
+    return [GateData(parts.train_feats[c], world.clients[c].y_train, probs[c], available[c]) for c in range(n)]
+
+
+def train_gate(gate: Gate, data: GateData, cfg: Stage3Config, gen: torch.Generator,
+               params: list[torch.nn.Parameter] | None = None) -> float:
+    loss_of = GATE_LOSSES.get(cfg.target, "stage3.target")
+    opt = make_sgd(list(gate.parameters()) if params is None else params, cfg.lr, cfg.momentum, cfg.weight_decay)
+    return run_epochs(gate, lambda idx: loss_of(gate(data.feats[idx], gen), data, idx), len(data.y),
+                      epochs=cfg.local_epochs, batch_size=cfg.batch_size, opt=opt, gen=gen)
+
+
+LOCAL_PARAMS: dict[str, tuple[str, ...]] = {
+    "none": (),
+    "bias": ("head.bias",),
+    "head": ("head.weight", "head.bias", "noise.weight", "noise.bias"),
+}
+
+
+class FedGate(RoundAlgorithm):
+    stage = "stage3_fedgate"
+
+    def __init__(self, world: World, parts: NMoEParts, data: list[GateData]) -> None:
+        self.world, self.cfg, self.parts, self.data = world, world.cfg.stage3, parts, data
+        base = make_gate(world.cfg, world.n_clients, world.streams, self.stage)
+        self.gates = [copy.deepcopy(base) for _ in range(world.n_clients)]
+        local = LOCAL_PARAMS[self.cfg.fedgate.local_part]
+        self.shared = [name for name in base.state_dict() if name not in local]
+        self.shared_bytes = world.param_bytes(base, self.shared)
+        self.global_shared = {k: v.clone() for k, v in base.state_dict().items() if k in self.shared}
+        self.flops = train_flops_per_sample(base, (world.cfg.model.feature_dim,))
+        self.gens = [world.streams.torch(f"{self.stage}/client{i}") for i in range(world.n_clients)]
+
+    def is_sync(self, rnd: int) -> bool:
+        return (rnd + 1) % self.cfg.fedgate.sync_every == 0 or rnd == self.cfg.rounds - 1
+
+    def download_bytes(self, rnd: int, client: int) -> int:
+        return self.shared_bytes if rnd == 0 or self.is_sync(rnd - 1) else 0
+
+    def local_flops(self, rnd: int, client: int) -> float:
+        return self.cfg.local_epochs * len(self.data[client].y) * self.flops
+
+    def local_update(self, rnd: int, client: int) -> LocalResult:
+        gate = self.gates[client]
+        if self.download_bytes(rnd, client):
+            gate.load_state_dict(self.global_shared, strict=False)
+        train_gate(gate, self.data[client], self.cfg, self.gens[client])
+        sync = self.is_sync(rnd)
+        update = {k: v.detach().clone() for k, v in gate.state_dict().items() if k in self.shared} if sync else None
+        return LocalResult(client, update, len(self.data[client].y), self.shared_bytes if sync else 0)
+
+    def aggregate(self, rnd: int, results: list[LocalResult], failures: list[Failure]) -> None:
+        if self.is_sync(rnd) and results:
+            self.global_shared = fedavg([r.update for r in results], [r.num_samples for r in results])
+
+    def deployed(self) -> list[Gate]:
+        """Each client's gate as it would be after receiving the current shared part."""
+        out = []
+        for g in self.gates:
+            g = copy.deepcopy(g)
+            g.load_state_dict(self.global_shared, strict=False)
+            out.append(g)
+        return out
+
+    def evaluate(self, rnd: int) -> tuple[float, float]:
+        s = self.parts.bank.evaluate(GateRouter(self.deployed(), self.world.cfg.model.top_k))
+        return s.f1_macro, s.accuracy
+
+    def finalize(self, sim: Sim) -> Generator[simpy.Event, Any, Router]:
+        """Broadcast the final shared part; a client whose download fails keeps its own gate."""
+        deployed = self.deployed()
+        recs = yield sim.env.all_of([
+            sim.net.transfer("bs", c, self.shared_bytes, stage=self.stage, tag="final/down")
+            for c in range(self.world.n_clients)
+        ])
+        final = [deployed[c] if rec.delivered else self.gates[c] for c, rec in zip(range(self.world.n_clients), recs.values())]
+        return GateRouter(final, self.world.cfg.model.top_k)
+
+
+GATE_ALGORITHMS: Registry[Callable[..., Generator[simpy.Event, Any, Router]]] = Registry("stage3 algorithm")
+
+
+@GATE_ALGORITHMS.register("fedgate")
+def run_fedgate(world: World, sim: Sim, parts: NMoEParts, scope: CostScope) -> Generator[simpy.Event, Any, Router]:
+    data = yield from exchange_expert_outputs(world, sim, parts, FedGate.stage)
+    algo = FedGate(world, parts, data)
+    yield from RoundDriver(sim, world.n_clients, world.streams.numpy(f"{algo.stage}/participation")).run(algo, world.cfg.stage3, scope)
+    router = yield from algo.finalize(sim)
+    return router
+
+
+@GATE_ALGORITHMS.register("rollgate")
+def run_rollgate(world: World, sim: Sim, parts: NMoEParts, scope: CostScope) -> Generator[simpy.Event, Any, Router]:
+    stage, cfg, n = "stage3_rollgate", world.cfg.stage3, world.n_clients
+    data = yield from exchange_expert_outputs(world, sim, parts, stage)
+    gate = make_gate(world.cfg, n, world.streams, stage)
+    gate_bytes = world.param_bytes(gate)
+    flops = train_flops_per_sample(gate, (world.cfg.model.feature_dim,))
+    gen = world.streams.torch(f"{stage}/gate")
+    rng = world.streams.numpy(f"{stage}/participation")
+    holder, k = 0, world.cfg.model.top_k
+    for lap in range(cfg.rounds):
+        start_s, failures = sim.env.now, 0
+        visit = sample_participants(n, cfg.participation, rng)  # ring order = client index order
+        for pos, c in enumerate(visit):
+            if cfg.deadline_s is not None and sim.env.now - start_s > cfg.deadline_s:
+                failures += len(visit) - pos  # the lap ran out of time: the rest are skipped
+                break
+            if c != holder:
+                rec = yield sim.net.transfer(holder, c, gate_bytes, stage=stage, tag=f"lap{lap}/{holder}->{c}")
+                if not rec.delivered:
+                    failures += 1
+                    continue
+            yield sim.executor.compute(c, cfg.local_epochs * len(data[c].y) * flops, stage=stage,
+                                       tag=f"lap{lap}/train", fn=lambda c=c: train_gate(gate, data[c], cfg, gen))
+            holder = c
+        s = parts.bank.evaluate(GateRouter([gate] * n, k))
+        sim.record_round(scope, stage, lap, start_s, len(visit), failures, (s.f1_macro, s.accuracy))
+    # The last holder hands the finished gate to everyone else over the network.
+    others = [c for c in range(n) if c != holder]
+    recs = yield sim.env.all_of([sim.net.transfer(holder, c, gate_bytes, stage=stage, tag="final") for c in others])
+    got = {c: rec.delivered for c, rec in zip(others, recs.values())}
+    untrained = make_gate(world.cfg, n, world.streams, stage)  # what a client holds if the gate never arrives
+    return GateRouter([gate if c == holder or got[c] else untrained for c in range(n)], k)
+
+
+@GATE_ALGORITHMS.register("rangate")
+def run_rangate(world: World, sim: Sim, parts: NMoEParts, scope: CostScope) -> Generator[simpy.Event, Any, Router]:
+    router = RandomRouter(world.n_clients, world.cfg.model.top_k, world.streams.numpy("stage3_rangate/eval"))
+    s = parts.bank.evaluate(router)
+    sim.record_round(scope, "stage3_rangate", 0, sim.env.now, world.n_clients, 0, (s.f1_macro, s.accuracy))
+    yield sim.env.timeout(0)
+    return RandomRouter(world.n_clients, world.cfg.model.top_k, world.streams.numpy("stage3_rangate/route"))

@@ -1,0 +1,65 @@
+"""Local training loops (pure PyTorch, no simulated time): minibatch SGD with an injected generator."""
+
+from __future__ import annotations
+
+from typing import Callable, Iterator
+
+import torch
+from torch import nn
+
+
+def minibatches(n: int, batch_size: int, gen: torch.Generator) -> Iterator[torch.Tensor]:
+    """Shuffled index batches covering ``n`` samples once (the last batch may be short)."""
+    order = torch.randperm(n, generator=gen)
+    for start in range(0, n, batch_size):
+        yield order[start : start + batch_size]
+
+
+def make_sgd(params: list[nn.Parameter], lr: float, momentum: float, weight_decay: float) -> torch.optim.SGD:
+    return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+
+
+def run_epochs(
+    model: nn.Module,
+    loss_fn: Callable[[torch.Tensor], torch.Tensor],
+    n: int,
+    *,
+    epochs: int,
+    batch_size: int,
+    opt: torch.optim.Optimizer,
+    gen: torch.Generator,
+) -> float:
+    """Run ``epochs`` passes of ``loss_fn(batch_indices)``; returns the mean loss of the last epoch."""
+    model.train()
+    last = 0.0
+    for _ in range(epochs):
+        total, count = 0.0, 0
+        for idx in minibatches(n, batch_size, gen):
+            loss = loss_fn(idx)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(idx)
+            count += len(idx)
+        last = total / max(count, 1)
+    return last
+
+
+def train_supervised(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, batch_size: int,
+    lr: float, momentum: float, weight_decay: float, gen: torch.Generator,
+    params: list[nn.Parameter] | None = None,
+) -> float:
+    """Cross-entropy training of ``model`` on (x, y); only ``params`` (default: all) are updated."""
+    opt = make_sgd(list(model.parameters()) if params is None else params, lr, momentum, weight_decay)
+    ce = nn.CrossEntropyLoss()
+    return run_epochs(model, lambda idx: ce(model(x[idx]), y[idx]), len(y),
+                      epochs=epochs, batch_size=batch_size, opt=opt, gen=gen)
+
+
+@torch.no_grad()
+def predict_batched(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+    """Apply ``fn`` in eval batches (bounded memory on large query sets)."""
+    if len(x) == 0:
+        return fn(x)
+    return torch.cat([fn(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])

@@ -1,0 +1,23 @@
+"""Models of an NMoE client and FLOP counting."""
+
+from nmoe_sim.models.flops import (
+    forward_flops_per_sample,
+    param_bytes,
+    param_count,
+    train_flops_per_sample,
+)
+from nmoe_sim.models.modules import (
+    Classifier,
+    ContrastiveModel,
+    Expert,
+    FeatureExtractor,
+    Gate,
+    ProjectionHead,
+    Standardize,
+    topk_route,
+)
+
+__all__ = [
+    "Classifier", "ContrastiveModel", "Expert", "FeatureExtractor", "Gate", "ProjectionHead", "Standardize",
+    "topk_route", "forward_flops_per_sample", "train_flops_per_sample", "param_count", "param_bytes",
+]

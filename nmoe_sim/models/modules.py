@@ -1,0 +1,134 @@
+"""The networks of an NMoE client: feature extractor F, expert H_i, gate G, heads.
+
+Widths come from the scenario's ``model`` section; the FE is sized to the input shape.
+Shapes in comments: B batch, C channels, H/W spatial, D feature_dim, E experts, K classes.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+class FeatureExtractor(nn.Module):
+    """Small CNN: [conv3x3 -> ReLU -> maxpool2] per width, then a linear map to D features.
+
+    No batch norm on purpose: running statistics do not average well under FedAvg on
+    non-IID clients, and a plain CNN keeps FLOP counting exact.
+    """
+
+    def __init__(self, input_shape: tuple[int, int, int], channels: tuple[int, ...], feature_dim: int):
+        super().__init__()
+        c, h, w = input_shape
+        layers: list[nn.Module] = []
+        for width in channels:
+            layers += [nn.Conv2d(c, width, kernel_size=3, padding=1), nn.ReLU()]
+            if min(h, w) >= 4:  # keep at least 2x2 spatial cells for tiny inputs (digits 8x8)
+                layers.append(nn.MaxPool2d(2))
+                h, w = h // 2, w // 2
+            c = width
+        self.conv = nn.Sequential(*layers)
+        self.fc = nn.Linear(c * h * w, feature_dim)
+        self.feature_dim = feature_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B,C,H,W) -> (B,D)
+        return F.relu(self.fc(self.conv(x).flatten(1)))
+
+
+class Standardize(nn.Module):
+    """Per-feature (h - mean) / std with fixed statistics: the frozen FE's output layer.
+
+    Contrastive features carry a large common offset and tiny spread per dimension; small
+    MLPs (experts, gate) trained by SGD on them barely move. The statistics are aggregated
+    federatedly after stage 1 (see stage 2), like a BatchNorm frozen at evaluation.
+    """
+
+    def __init__(self, mean: torch.Tensor, std: torch.Tensor):
+        super().__init__()
+        self.register_buffer("mean", mean.detach().clone())
+        self.register_buffer("std", std.detach().clone().clamp_min(1e-6))
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:  # (B,D) -> (B,D)
+        return (h - self.mean) / self.std
+
+
+class Expert(nn.Module):
+    """A client's personalized expert: MLP on frozen features, D -> hidden -> K logits."""
+
+    def __init__(self, feature_dim: int, hidden: int, num_classes: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(feature_dim, hidden), nn.ReLU(), nn.Linear(hidden, num_classes))
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:  # (B,D) -> (B,K)
+        return self.net(h)
+
+
+class Gate(nn.Module):
+    """Noisy top-k gate (Shazeer et al., 2017): logits = head(trunk(h)) + eps * softplus(noise(trunk(h))).
+
+    ``trunk`` and ``head`` are separate submodules because FedGate shares some of them and
+    keeps others local (see docs/algorithms.md).
+    """
+
+    def __init__(self, feature_dim: int, hidden: int, n_experts: int, noisy: bool = True):
+        super().__init__()
+        self.trunk = nn.Sequential(nn.Linear(feature_dim, hidden), nn.ReLU())
+        self.head = nn.Linear(hidden, n_experts)
+        self.noise = nn.Linear(hidden, n_experts)
+        self.noisy = noisy
+
+    def forward(self, h: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """(B,D) -> (B,E) logits; noise is added only when training and given a generator."""
+        z = self.trunk(h)
+        logits = self.head(z)
+        if self.noisy and self.training and generator is not None:
+            eps = torch.randn(logits.shape, generator=generator)
+            logits = logits + eps * F.softplus(self.noise(z))
+        return logits
+
+
+def topk_route(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Softmax(TopK(logits, k)): returns (weights (B,k) summing to 1, expert indices (B,k)).
+
+    Ties resolve to the lower expert index (torch.topk on CPU is stable for equal values
+    only when sorted; we sort indices of equal logits explicitly by adding nothing: the
+    order is deterministic for a given input, which is what repeatability needs).
+    """
+    top_vals, top_idx = torch.topk(logits, k, dim=-1)  # (B,k)
+    return torch.softmax(top_vals, dim=-1), top_idx
+
+
+class ProjectionHead(nn.Module):
+    """Contrastive projection g: D -> D -> P, used by FedSC only."""
+
+    def __init__(self, feature_dim: int, proj_dim: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(feature_dim, feature_dim), nn.ReLU(), nn.Linear(feature_dim, proj_dim))
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:  # (B,D) -> (B,P)
+        return self.net(h)
+
+
+class Classifier(nn.Module):
+    """FE + linear head: the FedCE model and the FedAvg baseline."""
+
+    def __init__(self, fe: FeatureExtractor, num_classes: int):
+        super().__init__()
+        self.fe = fe
+        self.head = nn.Linear(fe.feature_dim, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B,C,H,W) -> (B,K)
+        return self.head(self.fe(x))
+
+
+class ContrastiveModel(nn.Module):
+    """FE + projection head: the FedSC model."""
+
+    def __init__(self, fe: FeatureExtractor, proj_dim: int):
+        super().__init__()
+        self.fe = fe
+        self.proj = ProjectionHead(fe.feature_dim, proj_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B,C,H,W) -> (B,P)
+        return self.proj(self.fe(x))

@@ -1,0 +1,331 @@
+"""The SimPy wireless Network through which every byte of the pipeline moves.
+
+``Network.transfer(src, dst, size_bytes)`` is a SimPy process: it routes the transfer (see
+:mod:`nmoe_sim.net.routing`), then sends it hop after hop (store and forward). Each hop
+samples its link's channel at the current simulated time, retries on outage, and is served
+by :class:`SharedRadios`, a fluid processor-sharing model of the radios' bandwidth budgets.
+Bytes, airtime and energy are charged to typed records (:mod:`nmoe_sim.record`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Generator, Hashable
+
+import networkx as nx
+import numpy as np
+import simpy
+
+from nmoe_sim.config import LinkChannels
+from nmoe_sim.net.fading import LinkChannel
+from nmoe_sim.net.routing import Router, airtime_weight_s_per_bit
+from nmoe_sim.record import HopRecord, Recorder, TransferRecord
+
+
+def dbm_to_w(power_dbm: float) -> float:
+    return 10.0 ** ((power_dbm - 30.0) / 10.0)
+
+
+def node_order(node: Hashable) -> tuple[int, str | int]:
+    """Clients (ints) first by number, then named nodes ('bs') by name: a stable total order."""
+    if isinstance(node, (int, np.integer)):
+        return (0, int(node))
+    return (1, str(node))
+
+
+def edge_key(u: Hashable, v: Hashable) -> tuple[Hashable, Hashable]:
+    """The canonical orientation of an undirected edge (client before bs, lower id first)."""
+    return (u, v) if node_order(u) <= node_order(v) else (v, u)
+
+
+@dataclass(eq=False)
+class Flow:
+    """One hop's payload in service: ``rate_bps = share * rate_full_bps``."""
+
+    bits: float
+    rate_full_bps: float
+    radios: tuple[Hashable, ...]
+    done: simpy.Event
+    remaining_bits: float
+    rate_bps: float = 0.0
+
+    @property
+    def sent_bits(self) -> float:
+        return self.bits - max(self.remaining_bits, 0.0)
+
+
+class SharedRadios:
+    """Fluid processor sharing: each radio is time-shared equally among its active flows.
+
+    A flow's share is the minimum over its radios of 1 / (active flows on that radio). Rates
+    are recomputed whenever a flow starts or ends; a version counter invalidates the timer
+    set for the previous earliest completion, so only the latest timer completes flows.
+    """
+
+    # Flows within this fraction of their size of the end finish together with the due one.
+    REL_TOL = 1e-9
+
+    def __init__(self, env: simpy.Environment) -> None:
+        self.env = env
+        self._flows: list[Flow] = []
+        self._last_s = env.now
+        self._version = 0
+
+    @property
+    def active(self) -> int:
+        return len(self._flows)
+
+    def start(self, bits: float, rate_full_bps: float, radios: tuple[Hashable, ...]) -> Flow:
+        if not (bits > 0 and rate_full_bps > 0):
+            raise ValueError(f"flow needs bits > 0 and rate > 0 (got {bits}, {rate_full_bps})")
+        self._advance()
+        flow = Flow(bits, rate_full_bps, radios, self.env.event(), remaining_bits=bits)
+        self._flows.append(flow)
+        self._reschedule()
+        return flow
+
+    def cancel(self, flow: Flow) -> None:
+        """Stop serving ``flow`` now (its bits sent so far stay in ``flow.sent_bits``)."""
+        self._advance()
+        if flow in self._flows:
+            self._flows.remove(flow)
+            self._reschedule()
+
+    def _advance(self) -> None:
+        dt = self.env.now - self._last_s
+        if dt > 0:
+            for f in self._flows:
+                f.remaining_bits -= f.rate_bps * dt
+        self._last_s = self.env.now
+
+    def _reschedule(self) -> None:
+        self._version += 1
+        if not self._flows:
+            return
+        load = Counter(r for f in self._flows for r in f.radios)
+        for f in self._flows:
+            f.rate_bps = f.rate_full_bps / max(load[r] for r in f.radios)
+        left_s = [max(f.remaining_bits, 0.0) / f.rate_bps for f in self._flows]
+        dt = min(left_s)
+        # Remember which flows are due: with large `now`, now + dt - now may not round back
+        # to dt, so "remaining <= tol" alone could leave the due flow a sliver short forever.
+        due = [f for f, s in zip(self._flows, left_s) if s <= dt * (1 + self.REL_TOL)]
+        version = self._version
+        timer = self.env.timeout(dt)
+        timer.callbacks.append(lambda _ev: self._on_timer(version, due))
+
+    def _on_timer(self, version: int, due: list[Flow]) -> None:
+        if version != self._version:
+            return  # a flow started or ended since: a newer timer is pending
+        self._advance()
+        done = set(due) | {f for f in self._flows if f.remaining_bits <= self.REL_TOL * f.bits}
+        finished = [f for f in self._flows if f in done]  # start order: deterministic
+        for f in finished:
+            f.remaining_bits = 0.0
+            self._flows.remove(f)
+        self._reschedule()
+        for f in finished:
+            f.done.succeed()
+
+
+@dataclass
+class _Hop:
+    """Running account of one hop, kept outside the generator so an interrupt can close it."""
+
+    u: Hashable
+    v: Hashable
+    start_s: float
+    p_tx_w: float = 0.0
+    p_rx_w: float = 0.0
+    attempts: int = 0
+    airtime_s: float = 0.0
+    tx_energy_j: float = 0.0
+    rx_energy_j: float = 0.0
+    snrs_db: list[float] = field(default_factory=list)
+    delivered: bool = False
+    flow: Flow | None = None
+    wait_start_s: float | None = None  # set while waiting for an ACK that will not come
+
+    def charge(self, airtime_s: float, rx: bool) -> None:
+        self.airtime_s += airtime_s
+        self.tx_energy_j += self.p_tx_w * airtime_s
+        if rx:
+            self.rx_energy_j += self.p_rx_w * airtime_s
+
+    @property
+    def mean_snr_db(self) -> float:
+        return float(np.mean(self.snrs_db)) if self.snrs_db else math.nan
+
+
+class Network:
+    """Emulated wireless network over a topology graph (see :mod:`nmoe_sim.net.topology`)."""
+
+    def __init__(self, env: simpy.Environment, graph: nx.Graph, channels: LinkChannels,
+                 tx_power_dbm: dict[Any, float], rx_power_w: dict[Any, float],
+                 recorder: Recorder, rng: np.random.Generator) -> None:
+        missing = [n for n in graph.nodes if n not in tx_power_dbm or n not in rx_power_w]
+        if missing:
+            raise ValueError(f"Network: no tx/rx power for nodes {sorted(missing, key=node_order)}")
+        self.env = env
+        self.graph = graph
+        self.recorder = recorder
+        self._tx_power_dbm = dict(tx_power_dbm)
+        self._rx_power_w = dict(rx_power_w)
+        self._radios_busy = SharedRadios(env)
+        keys = sorted((edge_key(u, v) for u, v in graph.edges), key=lambda e: (
+            node_order(e[0]), node_order(e[1])))
+        self._links: dict[tuple[Hashable, Hashable], LinkChannel] = {}
+        for key, child in zip(keys, rng.spawn(len(keys))):
+            attrs = graph.edges[key]
+            cfg = getattr(channels, attrs["kind"])  # 'bs' -> channels.bs, 'd2d' -> channels.d2d
+            self._links[key] = LinkChannel(cfg, float(attrs["distance_m"]), attrs["kind"], child)
+        weights = {}
+        for u, v in keys:
+            for a, b in ((u, v), (v, u)):
+                weights[(a, b)] = airtime_weight_s_per_bit(self._links[(u, v)],
+                                                           self._tx_power_dbm[a])
+        self._router = Router(sorted(graph.nodes, key=node_order), weights)
+        self._bytes: Counter[tuple[Hashable, Hashable]] = Counter()
+        self._airtime_s: Counter[tuple[Hashable, Hashable]] = Counter()
+
+    # ------------------------------------------------------------------ queries
+    def link(self, u: Hashable, v: Hashable) -> LinkChannel:
+        return self._links[edge_key(u, v)]
+
+    def route(self, src: Hashable, dst: Hashable) -> list[Any]:
+        return self._router.route(src, dst)
+
+    def tx_power_dbm(self, node: Hashable) -> float:
+        return self._tx_power_dbm[node]
+
+    def mean_snr_db(self, u: Hashable, v: Hashable) -> float:
+        """Mean SNR (no fading) of edge (u, v) in the direction u -> v."""
+        return self.link(u, v).mean_snr_db(self._tx_power_dbm[u])
+
+    def link_stats(self, sim_end_s: float) -> list[dict[str, Any]]:
+        """One row per edge, canonical orientation (mean_snr_db is u -> v, _vu the reverse)."""
+        rows = []
+        for (u, v), link in self._links.items():
+            air = float(self._airtime_s[(u, v)])
+            rows.append({
+                "u": str(u), "v": str(v), "kind": self.graph.edges[u, v]["kind"],
+                "distance_m": link.distance_m,
+                "mean_snr_db": self.mean_snr_db(u, v), "mean_snr_db_vu": self.mean_snr_db(v, u),
+                "bytes": int(self._bytes[(u, v)]), "airtime_s": air,
+                "utilization": air / sim_end_s if sim_end_s > 0 else 0.0,
+            })
+        return rows
+
+    # ------------------------------------------------------------------ transfers
+    def transfer(self, src: Hashable, dst: Hashable, size_bytes: int, *, stage: str,
+                 tag: str) -> simpy.Process:
+        """Send ``size_bytes`` from ``src`` to ``dst``; the process's value is the TransferRecord.
+
+        Interrupting the process (``proc.interrupt('deadline')``) aborts it at once: its
+        bandwidth is freed and the record says delivered False with the cause as reason.
+        """
+        if size_bytes < 0:
+            raise ValueError(f"transfer: size_bytes must be >= 0 (got {size_bytes})")
+        path = self.route(src, dst)
+        return self.env.process(self._transfer(path, int(size_bytes), stage, tag))
+
+    def _transfer(self, path: list[Any], size_bytes: int, stage: str,
+                  tag: str) -> Generator[simpy.Event, Any, TransferRecord]:
+        start_s = self.env.now
+        hops: list[_Hop] = []
+        reason = ""
+        try:
+            for u, v in zip(path, path[1:]):
+                hop = _Hop(u, v, self.env.now)
+                hops.append(hop)
+                yield from self._send_hop(hop, size_bytes)
+                self._close_hop(hop, size_bytes, stage, tag)
+                if not hop.delivered:
+                    reason = "outage"
+                    break
+        except simpy.Interrupt as intr:
+            reason = "interrupted" if intr.cause is None else str(intr.cause)
+            hop = hops[-1]  # the only yields are inside hops, so the last one is open
+            self._abort_hop(hop)
+            self._close_hop(hop, size_bytes, stage, tag)
+        rec = TransferRecord(
+            stage=stage, tag=tag, src=str(path[0]), dst=str(path[-1]), size_bytes=size_bytes,
+            start_s=start_s, end_s=self.env.now, attempts=sum(h.attempts for h in hops),
+            delivered=not reason, hops=len(path) - 1,
+            airtime_s=sum(h.airtime_s for h in hops),
+            energy_j=sum(h.tx_energy_j + h.rx_energy_j for h in hops), reason=reason,
+            snr_db=hops[0].mean_snr_db if hops else math.nan,
+        )
+        self.recorder.add(rec)
+        return rec
+
+    def _radios(self, u: Hashable, v: Hashable) -> tuple[Hashable, Hashable]:
+        # A client has one half-duplex radio for both directions; the base station has
+        # separate uplink (receive) and downlink (transmit) radios.
+        tx = (u, "down") if self.graph.nodes[u]["kind"] == "bs" else (u, "radio")
+        rx = (v, "up") if self.graph.nodes[v]["kind"] == "bs" else (v, "radio")
+        return (tx, rx)
+
+    def _send_hop(self, hop: _Hop, size_bytes: int) -> Generator[simpy.Event, Any, None]:
+        link = self.link(hop.u, hop.v)
+        cfg = link.cfg
+        if link.ideal:
+            hop.attempts = 1
+            hop.snrs_db.append(math.inf)
+            if cfg.latency_s > 0:
+                yield self.env.timeout(cfg.latency_s)
+            hop.delivered = True
+            return
+        if size_bytes == 0:
+            hop.delivered = True
+            return
+        tx_dbm = self._tx_power_dbm[hop.u]
+        hop.p_tx_w = dbm_to_w(tx_dbm)
+        hop.p_rx_w = self._rx_power_w[hop.v]
+        bits = 8.0 * size_bytes
+        while hop.attempts < cfg.max_attempts:
+            hop.attempts += 1
+            snr_db = link.snr_db(self.env.now, tx_dbm)
+            hop.snrs_db.append(snr_db)
+            se = link.spectral_efficiency_bps_hz(snr_db)
+            if se <= 0:
+                # Outage: the sender transmits until the ACK timeout, then tries again.
+                hop.wait_start_s = self.env.now
+                yield self.env.timeout(cfg.retx_timeout_s)
+                hop.wait_start_s = None
+                hop.charge(cfg.retx_timeout_s, rx=False)
+                continue
+            rate_full_bps = cfg.bandwidth_hz * se  # fixed for the attempt (block fading)
+            hop.flow = self._radios_busy.start(bits, rate_full_bps, self._radios(hop.u, hop.v))
+            yield hop.flow.done
+            hop.flow = None
+            hop.charge(bits / rate_full_bps, rx=True)  # airtime: the channel's time alone
+            if cfg.latency_s > 0:
+                yield self.env.timeout(cfg.latency_s)
+            hop.delivered = True
+            return
+
+    def _abort_hop(self, hop: _Hop) -> None:
+        """Charge what an interrupted hop used up to now and free its bandwidth."""
+        if hop.flow is not None:
+            self._radios_busy.cancel(hop.flow)
+            hop.charge(hop.flow.sent_bits / hop.flow.rate_full_bps, rx=True)
+            hop.flow = None
+        elif hop.wait_start_s is not None:
+            hop.charge(self.env.now - hop.wait_start_s, rx=False)
+            hop.wait_start_s = None
+        hop.delivered = False
+
+    def _close_hop(self, hop: _Hop, size_bytes: int, stage: str, tag: str) -> None:
+        key = edge_key(hop.u, hop.v)
+        self._airtime_s[key] += hop.airtime_s
+        if hop.delivered:
+            self._bytes[key] += size_bytes
+        self.recorder.add(HopRecord(
+            stage=stage, tag=tag, u=str(hop.u), v=str(hop.v), size_bytes=size_bytes,
+            start_s=hop.start_s, end_s=self.env.now, attempts=hop.attempts,
+            delivered=hop.delivered, airtime_s=hop.airtime_s, tx_energy_j=hop.tx_energy_j,
+            rx_energy_j=hop.rx_energy_j, snr_db=hop.mean_snr_db,
+        ))

@@ -1,0 +1,85 @@
+"""The NMoE pipeline as one SimPy process: stage 1 (FE) -> stage 2 (experts) -> stage 3 (gate).
+
+Reads like the paper (Gao et al., arXiv 2511.01743, Sec. III): a shared FE, personalised
+experts on frozen features, then a gate with F and every H_i frozen.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Generator
+
+import numpy as np
+import simpy
+import torch
+
+from nmoe_sim.fl.rounds import CostScope, RoundDriver
+from nmoe_sim.fl.routing import QueryBank, Router, combine
+from nmoe_sim.fl.stage1 import make_stage1
+from nmoe_sim.fl.stage2 import STAGE as STAGE2, train_experts
+from nmoe_sim.fl.stage3 import GATE_ALGORITHMS, NMoEParts
+from nmoe_sim.inference import InferenceSpec, Leg
+from nmoe_sim.models import forward_flops_per_sample
+from nmoe_sim.models.build import make_gate
+from nmoe_sim.world import Sim, World
+
+
+@dataclass(frozen=True)
+class StageSpan:
+    stage: str
+    start_s: float
+    end_s: float
+
+
+def stage_names(world: World) -> tuple[str, str, str]:
+    return f"stage1_{world.cfg.stage1.algorithm}", STAGE2, f"stage3_{world.cfg.stage3.algorithm}"
+
+
+def train_nmoe(world: World, sim: Sim, spans: list[StageSpan]) -> Generator[simpy.Event, Any, tuple[NMoEParts, Router, CostScope]]:
+    s1, s2, s3 = stage_names(world)
+    scope = CostScope("nmoe", [s1, s2, s3])
+    env = sim.env
+
+    start = env.now
+    fe_algo = make_stage1(world)
+    yield from RoundDriver(sim, world.n_clients, world.streams.numpy(f"{s1}/participation")).run(fe_algo, world.cfg.stage1, scope)
+    fe = fe_algo.fe
+    fe.eval()
+    spans.append(StageSpan(s1, start, env.now))
+
+    start = env.now
+    experts, feats, client_fes = yield from train_experts(world, sim, fe)
+    spans.append(StageSpan(s2, start, env.now))
+
+    bank = QueryBank(client_fes, experts, [c.x_query for c in world.clients], [c.y_query for c in world.clients],
+                     world.dataset.num_classes)
+    parts = NMoEParts(fe, experts, feats, bank)  # fe: raw FE, for FLOP counting
+    start = env.now
+    router = yield from GATE_ALGORITHMS.get(world.cfg.stage3.algorithm, "stage3.algorithm")(world, sim, parts, scope)
+    spans.append(StageSpan(s3, start, env.now))
+    return parts, router, scope
+
+
+def nmoe_spec(world: World, parts: NMoEParts, router: Router) -> InferenceSpec:
+    """Query at client c: FE + gate locally; features to each chosen remote expert, probabilities back."""
+    d, bank = world.cfg.model.feature_dim, parts.bank
+    gate = make_gate(world.cfg, world.n_clients, world.streams, "flops-probe")
+    pre = forward_flops_per_sample(parts.fe, world.dataset.input_shape) + forward_flops_per_sample(gate, (d,))
+    expert_flops = forward_flops_per_sample(parts.experts[0], (d,))
+    out_b, back_b = world.tensor_bytes(d), world.tensor_bytes(world.dataset.num_classes)
+    planned = [router.route(c, f) for c, f in enumerate(bank.feats)]  # per client (weights, idx)
+
+    def legs(c: int, q: int) -> list[Leg]:
+        return [Leg(c, expert_flops, 0, 0) if int(e) == c else Leg(int(e), expert_flops, out_b, back_b)
+                for e in planned[c][1][q]]
+
+    def predict(c: int, delivered: torch.Tensor) -> np.ndarray:
+        w, idx = planned[c]
+        mixed = combine(bank.probs[c], w, idx, delivered.to(w.dtype))
+        fallback = bank.probs[c][c]  # the client's own expert, always at hand
+        none = ~delivered.any(1)
+        return torch.where(none[:, None], fallback, mixed).argmax(1).numpy()
+
+    k = world.cfg.model.top_k
+    return InferenceSpec("nmoe", pre, legs, predict, [p[1].numpy() for p in planned], world.n_clients,
+                         [k] * world.n_clients)

@@ -1,0 +1,57 @@
+"""Figures of a run directory and of a sweep directory (PNG and SVG, written atomically).
+
+Each plot is a ``make_<name>_figure(...) -> Figure`` (tests inspect it) and a registered
+``PLOTS[name](run, out_dir) -> list[Path]`` that saves it; a plot whose input file is
+missing from the run is skipped with a log line.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from nmoe_sim.errors import ConfigError
+from nmoe_sim.plots import curves, maps  # noqa: F401 (registers the run plots)
+from nmoe_sim.plots.base import PLOTS, PlotFn, PlotSkipped, save_figure
+from nmoe_sim.plots.curves import (
+    make_comm_vs_accuracy_figure,
+    make_latency_cdf_figure,
+    make_stage_costs_figure,
+)
+from nmoe_sim.plots.maps import make_gating_figure, make_topology_figure
+from nmoe_sim.plots.rundata import CsvTable, RunData, load_run
+from nmoe_sim.plots.sweep_plots import (
+    load_table,
+    make_sweep_f1_bar_figure,
+    make_sweep_f1_vs_bytes_figure,
+    plot_sweep,
+)
+
+__all__ = [
+    "PLOTS", "PlotFn", "PlotSkipped", "CsvTable", "RunData", "load_run", "load_table",
+    "plot_run", "plot_sweep", "plot_path", "save_figure",
+    "make_comm_vs_accuracy_figure", "make_gating_figure", "make_topology_figure",
+    "make_stage_costs_figure", "make_latency_cdf_figure",
+    "make_sweep_f1_vs_bytes_figure", "make_sweep_f1_bar_figure",
+]
+
+
+def plot_run(run_dir: Path) -> list[Path]:
+    """Draw every registered plot of a run into ``run_dir/plots/``; returns the paths written."""
+    run = load_run(Path(run_dir))
+    out_dir = run.run_dir / "plots"
+    written: list[Path] = []
+    for name in PLOTS:
+        written += PLOTS.get(name)(run, out_dir)
+    return written
+
+
+def plot_path(path: Path) -> list[Path]:
+    """Plot a run directory (has metrics.json) or a sweep directory (has table.csv)."""
+    path = Path(path)
+    if (path / "metrics.json").is_file():
+        return plot_run(path)
+    if (path / "table.csv").is_file():
+        return plot_sweep(path)
+    expected = "expected a run directory (with metrics.json) or a sweep directory (with table.csv)"
+    found = "no such directory" if not path.is_dir() else "neither metrics.json nor table.csv in it"
+    raise ConfigError(f"{path}: {found}; {expected}")

@@ -1,0 +1,62 @@
+"""What every plot shares: the registry, atomic saving and one colour per system.
+
+Figures are built as ``matplotlib.figure.Figure`` objects, never through pyplot: no GUI
+backend is ever touched (headless servers, CI) and no global figure list can leak memory,
+so nothing has to be closed and the user's own pyplot backend is left alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Callable
+
+from matplotlib.figure import Figure
+
+from nmoe_sim.plots.rundata import RunData
+from nmoe_sim.registry import Registry
+
+log = logging.getLogger(__name__)
+
+PlotFn = Callable[[RunData, Path], list[Path]]
+PLOTS: Registry[PlotFn] = Registry("plot")
+
+FORMATS = ("png", "svg")
+DPI = 120
+# Fixed colours so a system looks the same in every figure of every run.
+_SYSTEM_COLORS = {"nmoe": "C0", "local": "C1", "centralized": "C2", "fedavg": "C3"}
+
+
+class PlotSkipped(Exception):
+    """The run lacks what a plot needs (an optional file, an empty matrix): logged, not fatal."""
+
+
+def system_color(system: str, order: int = 0) -> str:
+    return _SYSTEM_COLORS.get(system, f"C{4 + order % 6}")
+
+
+def save_figure(fig: Figure, path_stem: Path) -> list[Path]:
+    """Save ``fig`` as PNG and SVG next to ``path_stem``, each atomically; returns the paths."""
+    written = []
+    for fmt in FORMATS:
+        path = path_stem.with_suffix(f".{fmt}")
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        try:
+            fig.savefig(tmp, format=fmt, dpi=DPI)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)  # only left over when saving failed
+        written.append(path)
+    return written
+
+
+def draw(name: str, make: Callable[[], Figure], out_dir: Path) -> list[Path]:
+    """Build one figure and save it as ``out_dir/name.{png,svg}``, or log why it is skipped."""
+    try:
+        fig = make()
+    except PlotSkipped as why:
+        log.info("plot %s skipped: %s", name, why)
+        return []
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return save_figure(fig, out_dir / name)

@@ -1,0 +1,104 @@
+"""Sweep comparison plots, drawn from a sweep directory's table.csv (nmoe_sim.table)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from nmoe_sim.errors import ConfigError
+from nmoe_sim.plots.base import draw, system_color
+from nmoe_sim.plots.rundata import CsvTable
+from nmoe_sim.table import LABEL_COLUMNS, read_csv
+
+MB = 1e6
+
+
+def load_table(sweep_dir: Path) -> CsvTable:
+    path = Path(sweep_dir) / "table.csv"
+    if not path.is_file():
+        raise ConfigError(f"{sweep_dir}: not a sweep directory (expected table.csv in it)")
+    return CsvTable(tuple(read_csv(path)))
+
+
+def point_labels(table: CsvTable) -> dict[str, str]:
+    """point_id -> the swept values only ('fedce, rangate'): short enough to print on a plot."""
+    if not len(table):
+        return {}
+    skip = {*LABEL_COLUMNS, "n_seeds"}
+    keys = [c for c in table.rows[0] if c not in skip and not c.endswith(("_mean", "_std"))]
+    labels = {}
+    for row in table.rows:
+        values = [row[k] for k in keys if row.get(k)]
+        labels[row["point_id"]] = ", ".join(values) or row["point_id"]
+    return labels
+
+
+def make_sweep_f1_vs_bytes_figure(table: CsvTable) -> Figure:
+    """One marker per (point, system) at (its own bytes, F1), error bars over seeds."""
+    labels = point_labels(table)
+    fig = Figure(figsize=(8, 5.5), layout="constrained")
+    ax = fig.subplots()
+    for i, system in enumerate(table.values("system")):
+        rows = table.where("system", system)
+        x, xerr = rows.floats("system_bytes_mean") / MB, rows.floats("system_bytes_std") / MB
+        y, yerr = rows.floats("f1_macro_mean") * 100, rows.floats("f1_macro_std") * 100
+        ax.errorbar(x, y, xerr=np.nan_to_num(xerr), yerr=np.nan_to_num(yerr), fmt="o",
+                    capsize=3, color=system_color(system, i), label=system)
+        # Baselines are often untouched by the swept keys: one label per position, not
+        # a pile of overprinted ones.
+        spots: dict[tuple[float, float], list[str]] = {}
+        for xi, yi, row in zip(x, y, rows.rows):
+            if np.isfinite(xi) and np.isfinite(yi):
+                spots.setdefault((round(xi, 9), round(yi, 9)), []).append(labels[row["point_id"]])
+        for (xi, yi), names in spots.items():
+            if len(names) == len(labels) > 1:
+                text = "all points"
+            else:
+                text = " / ".join(names) if len(names) <= 3 else f"{len(names)} points"
+            ax.annotate(text, (xi, yi), xytext=(4, 4), textcoords="offset points",
+                        fontsize="x-small")
+    ax.set_xlabel("communication of the system's own stages (MB)")
+    ax.set_ylabel("macro-F1 (%)")
+    ax.set_title("Sweep: accuracy vs communication (up-left is better)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize="small")
+    return fig
+
+
+def make_sweep_f1_bar_figure(table: CsvTable) -> Figure:
+    """Grouped bars: F1 per point (groups) per system (bars), error bars over seeds."""
+    labels = point_labels(table)
+    points = table.values("point_id")
+    systems = table.values("system")
+    width = 0.8 / max(len(systems), 1)
+    fig = Figure(figsize=(max(7.0, 0.5 * len(points) * len(systems) + 2), 5),
+                 layout="constrained")
+    ax = fig.subplots()
+    x = np.arange(len(points))
+    for i, system in enumerate(systems):
+        rows = table.where("system", system)
+        by_point = {r["point_id"]: j for j, r in enumerate(rows.rows)}
+        mean, std = rows.floats("f1_macro_mean") * 100, rows.floats("f1_macro_std") * 100
+        heights = np.array([mean[by_point[p]] if p in by_point else np.nan for p in points])
+        errs = np.array([std[by_point[p]] if p in by_point else np.nan for p in points])
+        ax.bar(x + (i - (len(systems) - 1) / 2) * width, np.nan_to_num(heights), width,
+               yerr=np.nan_to_num(errs), capsize=2, color=system_color(system, i), label=system)
+    ax.set_xticks(x, [labels.get(p, p) for p in points], rotation=30, ha="right",
+                  fontsize="small")
+    ax.set_xlabel("sweep point")
+    ax.set_ylabel("macro-F1 (%)")
+    ax.set_title("Sweep: macro-F1 per point and system (mean ± std over seeds)")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(loc="best", fontsize="small")
+    return fig
+
+
+def plot_sweep(sweep_dir: Path) -> list[Path]:
+    """Draw the sweep comparison plots into ``sweep_dir/plots/``; returns the paths written."""
+    table = load_table(sweep_dir)
+    out_dir = Path(sweep_dir) / "plots"
+    written = draw("sweep_f1_vs_bytes", lambda: make_sweep_f1_vs_bytes_figure(table), out_dir)
+    written += draw("sweep_f1_bar", lambda: make_sweep_f1_bar_figure(table), out_dir)
+    return written

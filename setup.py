@@ -1,0 +1,37 @@
+"""nmoe-sim: network-emulation testbed for federated Networked Mixture-of-Experts."""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+setup(
+    name="nmoe-sim",
+    version="0.1.0",
+    description="Federated Networked Mixture-of-Experts over an emulated wireless network",
+    long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8")
+    if Path(__file__).with_name("README.md").exists()
+    else "",
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["nmoe_sim", "nmoe_sim.*"]),
+    # Ranges, not pins: the README's install command pins torch to a CPU build so that pip
+    # never reaches for a multi-GB CUDA wheel on a CPU-only machine.
+    install_requires=[
+        "torch>=2.2,<3",
+        "numpy>=1.24",
+        "scipy>=1.10",
+        "simpy>=4.0,<5",
+        "networkx>=3.0",
+        "pydantic>=2.5,<3",
+        "PyYAML>=6.0",
+        "scikit-learn>=1.3",
+        "matplotlib>=3.7",
+        "rich>=13",
+        "kornia>=0.7",
+    ],
+    extras_require={
+        "vision": ["torchvision"],  # optional: nothing in nmoe-sim imports it
+        "test": ["pytest>=7"],
+    },
+    entry_points={"console_scripts": ["nmoe-sim=nmoe_sim.cli:main"]},
+)

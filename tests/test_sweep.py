@@ -1,0 +1,213 @@
+"""Sweep expansion, resumable running and the comparison tables, with a fake pipeline."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))  # tests/ holds the fake_run helper
+
+from fake_run import write_fake_run  # noqa: E402
+
+from nmoe_sim.errors import ConfigError  # noqa: E402
+from nmoe_sim.plots import load_table, make_sweep_f1_vs_bytes_figure  # noqa: E402
+from nmoe_sim.sweep import (  # noqa: E402
+    SweepPoint,
+    expand_sweep,
+    load_points,
+    point_raw,
+    run_sweep,
+    sweep_dir_for,
+)
+from nmoe_sim.table import aggregate_rows, collect_rows, write_tables  # noqa: E402
+
+GRID = {"stage1.algorithm": ["fedce", "fedsc"],
+        "stage3.algorithm": ["rangate", "rollgate", "fedgate"]}
+
+
+def scenario(grid: dict[str, list[Any]] | None = None, seeds: list[int] | None = None,
+             plots: bool = False) -> dict[str, Any]:
+    return {"name": "tiny", "data": {"clients": 4}, "output": {"plots": plots},
+            "sweep": {"grid": GRID if grid is None else grid, "seeds": seeds or [0, 1]}}
+
+
+class FakePipeline:
+    """Stands in for the runner: writes a fake run directory and counts its calls."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[dict[str, Any], Path]] = []
+
+    def __call__(self, raw: dict[str, Any], run_dir: Path) -> Path:
+        self.calls.append((raw, run_dir))
+        # F1 depends on the point and the seed, so the tables have something to average.
+        bonus = 0.05 if raw["stage1"]["algorithm"] == "fedsc" else 0.0
+        return write_fake_run(run_dir, scenario=raw["name"], seed=raw["seed"],
+                              f1={"nmoe": 0.7 + bonus + 0.01 * raw["seed"]})
+
+
+# --------------------------------------------------------------------------- expansion
+def test_expand_is_grid_product_in_order_times_seeds() -> None:
+    points = expand_sweep(scenario())
+    assert len(points) == 2 * 3 * 2
+    assert points[0] == SweepPoint(("stage1.algorithm=fedce", "stage3.algorithm=rangate"), 0)
+    assert points[1] == SweepPoint(("stage1.algorithm=fedce", "stage3.algorithm=rangate"), 1)
+    assert points[2].overrides == ("stage1.algorithm=fedce", "stage3.algorithm=rollgate")
+    assert points[-1] == SweepPoint(("stage1.algorithm=fedsc", "stage3.algorithm=fedgate"), 1)
+    assert points[0].point_id == "stage1.algorithm=fedce__stage3.algorithm=rangate"
+
+
+def test_point_ids_are_stable_unique_and_safe(tmp_path: Path) -> None:
+    raw = scenario(grid={"model.fe_channels": [[8, 16], [8, 32]], "data.clients": [4, 8]})
+    first, again = expand_sweep(raw), expand_sweep(raw)
+    assert [p.point_id for p in first] == [p.point_id for p in again]
+    ids = {p.point_id for p in first}
+    assert len(ids) == 4
+    for pid in ids:
+        assert "/" not in pid and " " not in pid and "[" not in pid
+        (tmp_path / pid).mkdir()  # a real folder name
+    assert SweepPoint((), 3).point_id == "base"
+    assert SweepPoint((), 3).run_dir(tmp_path) == tmp_path / "base" / "seed3"
+
+
+def test_point_raw_drops_sweep_and_applies_overrides() -> None:
+    raw = scenario(grid={"model.fe_channels": [[8, 16]], "stage1.lr": [0.001]})
+    (point, *_) = expand_sweep(raw)
+    out = point_raw(raw, point)
+    assert "sweep" not in out and "sweep" in raw  # the caller's mapping is untouched
+    assert out["model"]["fe_channels"] == [8, 16]
+    assert out["stage1"]["lr"] == 0.001 and out["seed"] == 0
+
+
+def test_bad_grid_key_or_value_names_the_grid_key() -> None:
+    with pytest.raises(ConfigError, match=r"^sweep\.grid\.stage1\.algorithmx\b"):
+        expand_sweep(scenario(grid={"stage1.algorithm": ["fedce"], "stage1.algorithmx": [1]}))
+    with pytest.raises(ConfigError, match=r"^sweep\.grid\.stage3\.algorithm\b.*bogus"):
+        expand_sweep(scenario(grid={"stage3.algorithm": ["fedgate", "bogus"]}))
+    with pytest.raises(ConfigError, match=r"^sweep\.grid\.seed\b"):
+        expand_sweep(scenario(grid={"seed": [1, 2]}))
+    with pytest.raises(ConfigError, match=r"^sweep\.grid\.data\.clients: give at least one"):
+        expand_sweep(scenario(grid={"data.clients": []}))
+    with pytest.raises(ConfigError, match=r"^sweep\.seeds"):
+        expand_sweep(scenario(seeds=[0, 0]))
+    with pytest.raises(ConfigError, match=r"^sweep: .*no sweep section"):
+        expand_sweep({"name": "tiny"})
+
+
+def test_cross_field_errors_name_the_point() -> None:
+    raw = scenario(grid={"data.clients": [1, 4], "model.top_k": [2]})
+    with pytest.raises(ConfigError, match=r"^sweep point data\.clients=1 model\.top_k=2: .*top_k"):
+        expand_sweep(raw)
+
+
+# --------------------------------------------------------------------------- running
+def _statuses(sweep_dir: Path) -> list[str]:
+    return [e["status"] for e in json.loads((sweep_dir / "points.json").read_text())["points"]]
+
+
+def test_run_sweep_runs_then_skips_then_reruns_only_the_missing(tmp_path: Path) -> None:
+    raw = scenario(plots=True)
+    pipe = FakePipeline()
+    sweep_dir = run_sweep(raw, tmp_path, pipe, progress=False)
+    assert sweep_dir == sweep_dir_for("tiny", tmp_path) == tmp_path / "tiny" / "sweep"
+    assert len(pipe.calls) == 12
+    first_raw, first_dir = pipe.calls[0]
+    assert "sweep" not in first_raw and first_raw["stage3"]["algorithm"] == "rangate"
+    assert first_dir == sweep_dir / "stage1.algorithm=fedce__stage3.algorithm=rangate" / "seed0"
+    assert _statuses(sweep_dir) == ["ran"] * 12
+    assert load_points(sweep_dir) == expand_sweep(raw)
+    for name in ("table.csv", "table_raw.csv", "table.md", "points.json", "config.yaml",
+                 "plots/sweep_f1_vs_bytes.png", "plots/sweep_f1_vs_bytes.svg",
+                 "plots/sweep_f1_bar.png", "plots/sweep_f1_bar.svg"):
+        assert (sweep_dir / name).stat().st_size > 0, name
+    fig = make_sweep_f1_vs_bytes_figure(load_table(sweep_dir))
+    assert "(MB)" in fig.axes[0].get_xlabel() and "(%)" in fig.axes[0].get_ylabel()
+    assert len(fig.axes[0].get_legend().get_texts()) == 4  # one entry per system
+
+    again = FakePipeline()
+    run_sweep(scenario(), tmp_path, again, progress=False)
+    assert again.calls == []
+    assert _statuses(sweep_dir) == ["skipped"] * 12
+
+    victim = expand_sweep(raw)[7]
+    (victim.run_dir(sweep_dir) / "metrics.json").unlink()
+    third = FakePipeline()
+    run_sweep(scenario(), tmp_path, third, progress=False)
+    assert [d for _, d in third.calls] == [victim.run_dir(sweep_dir)]
+    assert _statuses(sweep_dir)[7] == "ran" and _statuses(sweep_dir).count("skipped") == 11
+
+
+def test_failing_point_is_recorded_and_raised(tmp_path: Path) -> None:
+    def broken(raw: dict[str, Any], run_dir: Path) -> Path:
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        run_sweep(scenario(), tmp_path, broken, progress=False)
+    statuses = _statuses(sweep_dir_for("tiny", tmp_path))
+    assert statuses[0] == "failed" and set(statuses[1:]) == {"pending"}
+
+    with pytest.raises(RuntimeError, match="did not write"):
+        run_sweep(scenario(), tmp_path, lambda raw, d: d, progress=False)
+
+
+# --------------------------------------------------------------------------- tables
+@pytest.fixture()
+def two_seed_sweep(tmp_path: Path) -> tuple[Path, list[SweepPoint]]:
+    points = [SweepPoint(("stage1.algorithm=fedce",), 0), SweepPoint(("stage1.algorithm=fedce",), 1)]
+    write_fake_run(points[0].run_dir(tmp_path), seed=0, f1={"nmoe": 0.80})
+    write_fake_run(points[1].run_dir(tmp_path), seed=1, f1={"nmoe": 0.90}, bytes_scale=2.0)
+    return tmp_path, points
+
+
+def test_collect_rows_one_per_seed_and_system(two_seed_sweep) -> None:
+    sweep_dir, points = two_seed_sweep
+    rows = collect_rows(sweep_dir, points)
+    assert [(r["seed"], r["system"]) for r in rows][:5] == [
+        (0, "nmoe"), (0, "local"), (0, "centralized"), (0, "fedavg"), (1, "nmoe")]
+    nmoe = rows[0]
+    assert nmoe["stage1.algorithm"] == "fedce" and nmoe["point_id"] == "stage1.algorithm=fedce"
+    assert nmoe["bytes_stage1_fedsc"] == 800_000
+    # nmoe pays stage 1-3 and its inference: 800k + 0 + 100k + 120k.
+    assert nmoe["system_bytes"] == 1_020_000
+    # The run: 800k + 100k + 120k + 1000k + 100k + 600k (the other stages move nothing).
+    assert nmoe["total_bytes"] == 2_720_000
+    assert nmoe["sim_time_s"] == pytest.approx(40.5)
+    assert nmoe["system_sim_time_s"] == pytest.approx(21.0)
+    assert rows[1]["system_bytes"] == 0  # local pays nothing on the air
+
+
+def test_aggregate_means_and_sample_stds(two_seed_sweep) -> None:
+    sweep_dir, points = two_seed_sweep
+    agg = aggregate_rows(collect_rows(sweep_dir, points))
+    assert [(a["point_id"], a["system"]) for a in agg] == [
+        ("stage1.algorithm=fedce", s) for s in ("nmoe", "local", "centralized", "fedavg")]
+    nmoe = agg[0]
+    assert nmoe["n_seeds"] == 2 and nmoe["stage1.algorithm"] == "fedce"
+    assert nmoe["f1_macro_mean"] == pytest.approx(0.85)
+    assert nmoe["f1_macro_std"] == pytest.approx(math.sqrt(2 * 0.05**2))  # ddof=1
+    assert nmoe["system_bytes_mean"] == pytest.approx(1.5 * 1_020_000)
+    assert nmoe["system_bytes_std"] == pytest.approx(1_020_000 / math.sqrt(2))
+    assert nmoe["energy_j_std"] == 0.0
+    assert "seed_mean" not in nmoe
+    single = aggregate_rows([{"point_id": "p", "seed": 0, "system": "s", "f1_macro": 0.5}])
+    assert single[0]["f1_macro_std"] == 0.0 and single[0]["n_seeds"] == 1
+
+
+def test_write_tables_csv_and_markdown(two_seed_sweep) -> None:
+    sweep_dir, points = two_seed_sweep
+    csv_path, md_path = write_tables(sweep_dir, points)
+    with open(csv_path, newline="") as fh:
+        table = list(csv.DictReader(fh))
+    assert len(table) == 4 and float(table[0]["f1_macro_mean"]) == pytest.approx(0.85)
+    with open(sweep_dir / "table_raw.csv", newline="") as fh:
+        assert len(list(csv.DictReader(fh))) == 8
+    md = md_path.read_text()
+    assert "| Point | System | Seeds | F1 (%) |" in md
+    # F1 85.0 ± 7.1 %, accuracy 86.0 ± 7.1 %, LR 70.0 ± 0.0 %, bytes 1.53 ± 0.72 MB.
+    assert "| stage1.algorithm=fedce | nmoe | 2 | 85.0 ± 7.1 | 86.0 ± 7.1 | 70.0 ± 0.0 |" in md
+    assert "| 1.53 ± 0.72 |" in md

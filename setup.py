@@ -18,7 +18,7 @@ setup(
     # never reaches for a multi-GB CUDA wheel on a CPU-only machine.
     install_requires=[
         "torch>=2.2,<3",
-        "numpy>=1.24",
+        "numpy>=1.25",
         "scipy>=1.10",
         "simpy>=4.0,<5",
         "networkx>=3.0",

@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from nmoe_sim.errors import ConfigError
+from nmoe_sim.fl.alignment.config import AlignmentConfig
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CHANNEL_PRESETS_DIR = REPO_ROOT / "channel"
@@ -107,9 +108,10 @@ class Stage2Config(Strict):
 
 class FedGateConfig(Strict):
     local_part: Literal["none", "bias", "head"] = Field(
-        "bias", description="gate parameters kept local; 'none' is FedAvg-style gating"
+        "none", description="gate parameters kept local (personalised); see docs/algorithms.md"
     )
-    sync_every: int = Field(1, ge=1, description="shared part averaged every K rounds")
+    sync_every: int = Field(2, ge=1, description="shared part averaged every K rounds; "
+                            "local_part none with sync_every 1 is FedAvg-style gating")
 
 
 class Stage3Config(TrainConfig):
@@ -272,6 +274,17 @@ class SweepConfig(Strict):
     seeds: tuple[int, ...] = (0,)
 
 
+class RuntimeConfig(Strict):
+    """How the host runs the real computation (not what it costs in simulated time)."""
+
+    torch_threads: int = Field(
+        1, ge=1, le=256,
+        description="PyTorch intra-op threads. 1 by default: the models are small, so more "
+        "threads mostly add contention (on a busy 2-core box, 20x slower). The count changes "
+        "float reduction order, so runs agree bit for bit only at the same count",
+    )
+
+
 class OutputConfig(Strict):
     root: str = "results"
     plots: bool = True
@@ -289,8 +302,9 @@ class Scenario(Strict):
     baselines: BaselinesConfig = BaselinesConfig()
     inference: InferenceConfig = InferenceConfig()
     network: NetworkConfig = NetworkConfig()
-    alignment: Optional[dict[str, Any]] = None
+    alignment: Optional[AlignmentConfig] = None
     sweep: Optional[SweepConfig] = None
+    runtime: RuntimeConfig = RuntimeConfig()
     output: OutputConfig = OutputConfig()
 
     @model_validator(mode="after")
@@ -299,6 +313,8 @@ class Scenario(Strict):
             raise ValueError(
                 f"model.top_k={self.model.top_k} exceeds data.clients={self.data.clients}"
             )
+        if self.system == "alignment" and self.alignment is None:
+            raise ValueError("system: 'alignment' needs an 'alignment:' section (see docs/alignment.md)")
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -392,7 +408,11 @@ def apply_override(raw: dict[str, Any], assignment: str) -> None:
 def _schema_fields(loc: tuple[Any, ...]) -> list[str]:
     """Field names allowed at the mapping that holds ``loc[-1]``."""
     model: Any = Scenario
+    dict_key = False
     for part in loc[:-1]:
+        if dict_key:  # ``part`` is a user-chosen key of a dict[str, Model] field
+            dict_key = False
+            continue
         field = getattr(model, "model_fields", {}).get(part)
         if field is None:
             return []
@@ -400,6 +420,7 @@ def _schema_fields(loc: tuple[Any, ...]) -> list[str]:
         for cand in (ann, *getattr(ann, "__args__", ())):
             if isinstance(cand, type) and issubclass(cand, BaseModel):
                 model = cand
+                dict_key = getattr(ann, "__origin__", None) is dict
                 break
         else:
             return []
@@ -408,8 +429,8 @@ def _schema_fields(loc: tuple[Any, ...]) -> list[str]:
 
 def format_validation_error(exc: ValidationError) -> str:
     err = exc.errors()[0]
-    loc = tuple(p for p in err["loc"] if not isinstance(p, int) or True)
-    path = ".".join(str(p) for p in loc) or "<scenario>"
+    loc = tuple(err["loc"])
+    path = ".".join(str(p) for p in loc)
     if err["type"] == "extra_forbidden":
         allowed = _schema_fields(loc)
         hint = f"; allowed: {', '.join(allowed)}" if allowed else ""
@@ -419,7 +440,8 @@ def format_validation_error(exc: ValidationError) -> str:
     shown = "" if isinstance(given, (dict, list)) or given is None else f" (got {given!r})"
     more = len(exc.errors()) - 1
     extra = f" [+{more} more]" if more else ""
-    return f"{path}: {msg}{shown}{extra}"
+    # Cross-field checks sit at the top level and name their own keys in the message.
+    return f"{path}: {msg}{shown}{extra}" if path else f"{msg}{extra}"
 
 
 def build_scenario(raw: Any, source: str = "<scenario>") -> Scenario:

@@ -84,7 +84,7 @@ def run_inference(world: World, sim: Sim, spec: InferenceSpec) -> Generator[simp
             procs.append(env.process(query(c, q)))
         yield env.all_of(procs)
 
-    yield env.all_of([env.process(client(c.idx, world.streams.numpy(f"{stage}/arrivals{c.idx}")))
+    yield env.all_of([env.process(client(c.idx, world.streams.numpy(f"inference/arrivals{c.idx}")))
                       for c in world.clients])
     preds = [spec.predict(c.idx, delivered[c.idx]) for c in world.clients]
     failed = sum(int((~d).any(1).sum()) for d in delivered) if any(spec.n_legs) else 0

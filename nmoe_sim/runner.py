@@ -6,12 +6,13 @@ each baseline in its own simulated world over the same data, topology and channe
 
 from __future__ import annotations
 
-import logging
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Generator
+from typing import Any, Callable, Generator, Iterator
 
 import simpy
+import torch
 
 from nmoe_sim.config import Scenario, dump_yaml
 from nmoe_sim.fl.baselines import BASELINES
@@ -21,9 +22,6 @@ from nmoe_sim.pipeline import StageSpan, nmoe_spec, train_nmoe
 from nmoe_sim.results import atomic_write_text, write_csv, write_json, write_records
 from nmoe_sim.seeds import SeedStreams
 from nmoe_sim.world import Sim, World, build_world
-
-log = logging.getLogger(__name__)
-
 
 def _run_process(sim: Sim, body: Generator[simpy.Event, Any, Any]) -> Any:
     proc = sim.env.process(body)
@@ -89,6 +87,22 @@ def link_summary(world: World, sim: Sim, stages: set[str], sim_time_s: float) ->
 
 def run(cfg: Scenario, run_dir: Path, on_record: Callable[[Any], None] | None = None) -> dict[str, Any]:
     """Run a validated scenario into ``run_dir`` (which must exist); returns metrics.json's content."""
+    with torch_threads(cfg.runtime.torch_threads):
+        return _run(cfg, run_dir, on_record)
+
+
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Set PyTorch's intra-op thread count for the run, and restore the caller's after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _run(cfg: Scenario, run_dir: Path, on_record: Callable[[Any], None] | None) -> dict[str, Any]:
     wall0 = time.perf_counter()
     atomic_write_text(run_dir / "config.yaml", dump_yaml(cfg))
     world = build_world(cfg, SeedStreams(cfg.seed))

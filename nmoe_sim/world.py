@@ -2,8 +2,10 @@
 
 A :class:`World` is built once per run. Each system (the NMoE pipeline and each baseline)
 gets a fresh :class:`Sim` (SimPy environment, Network, executor) over the same world, with
-the same channel seed: every system meets the same channel realisations at the same
-simulated times (common random numbers), so their costs compare fairly.
+the same channel seed: every system meets the same links, the same shadowing and the same
+initial fading state, and its queries arrive at the same times (common random numbers).
+Block fading is sampled lazily, so later fading draws coincide only where two systems
+sample a link in the same pattern.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ from dataclasses import dataclass, field
 from typing import Any, Hashable
 
 import networkx as nx
-import numpy as np
 import simpy
 import torch
 
@@ -123,7 +124,3 @@ def build_world(cfg: Scenario, streams: SeedStreams) -> World:
 
 def client_rngs(streams: SeedStreams, stage: str, n: int) -> list[torch.Generator]:
     return [streams.torch(f"{stage}/client{i}") for i in range(n)]
-
-
-def stack_probs(outputs: list[torch.Tensor]) -> np.ndarray:
-    return torch.stack(outputs).numpy()

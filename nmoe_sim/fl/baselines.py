@@ -22,7 +22,7 @@ from nmoe_sim.fl.stage1 import FedCE
 from nmoe_sim.fl.stage3 import NMoEParts
 from nmoe_sim.fl.train import make_sgd, predict_batched, run_epochs
 from nmoe_sim.inference import InferenceSpec, Leg
-from nmoe_sim.models import forward_flops_per_sample, train_flops_per_sample
+from nmoe_sim.models import forward_flops_per_sample, gate_train_flops_per_sample, train_flops_per_sample
 from nmoe_sim.models.build import make_expert, make_fe, make_gate
 from nmoe_sim.registry import Registry
 from nmoe_sim.world import Sim, World
@@ -96,16 +96,15 @@ def centralized(world: World, sim: Sim, parts: NMoEParts) -> Generator[simpy.Eve
     yield sim.env.all_of([sim.net.transfer(c.idx, BS, c.num_samples * sample_bytes, stage=stage, tag="raw_data")
                           for c in world.clients])
     model = CentralMoE(world)
-    # Only the data that reached the server can be trained on.
     got = [r for r in world.recorder.transfers if r.stage == stage and r.delivered]
     arrived = {int(r.src) for r in got}
-    xs = [c.x_train for c in world.clients if c.idx in arrived]
-    if not xs:
-        raise RuntimeError("centralized baseline: no client's data reached the server")
-    x, y = torch.cat(xs), torch.cat([c.y_train for c in world.clients if c.idx in arrived])
+    # Only the data that reached the server can be trained on (none: the model stays untrained).
+    keep = [c for c in world.clients if c.idx in arrived]
+    x = torch.cat([c.x_train for c in keep]) if keep else world.clients[0].x_train[:0]
+    y = torch.cat([c.y_train for c in keep]) if keep else world.clients[0].y_train[:0]
     gen = world.streams.torch(f"{stage}/train")
     flops_per = train_flops_per_sample(model.fe, world.dataset.input_shape) + world.n_clients * train_flops_per_sample(
-        model.experts[0], (world.cfg.model.feature_dim,)) + train_flops_per_sample(model.gate, (world.cfg.model.feature_dim,))
+        model.experts[0], (world.cfg.model.feature_dim,)) + gate_train_flops_per_sample(model.gate, world.cfg.model.feature_dim)
 
     def train() -> None:
         opt = make_sgd(list(model.parameters()), cfg.lr, cfg.momentum, cfg.weight_decay)

@@ -137,14 +137,14 @@ class FedSC(FederatedFE):
             x = data.x_train[idx]
             z1 = clip_norm(model(self.views(x, gen)), mu)  # (B,P)
             z0 = clip_norm(model(self.views(x, gen)), mu)  # (B,P)
-            running.append(correlation(z1.detach(), z0.detach()))
+            running.append(correlation(z1.detach(), z0.detach()) * len(idx))
             return spectral_loss(z1, z0, alpha, r_ext)
 
         opt = make_sgd(list(model.parameters()), self.cfg.lr, self.cfg.momentum, self.cfg.weight_decay)
         n = data.num_samples
         run_epochs(model, loss_fn, n, epochs=self.cfg.local_epochs, batch_size=self.cfg.batch_size, opt=opt, gen=gen)
         n_batches = -(-n // self.cfg.batch_size)
-        r_loc = torch.stack(running[-n_batches:]).mean(0)  # correlation over the last local epoch
+        r_loc = torch.stack(running[-n_batches:]).sum(0) / n  # sample-weighted, last local epoch
         if self.sc.noise_std > 0:  # Gaussian mechanism on the shared statistic (symmetric noise)
             noise = self.noise_rngs[client].normal(0.0, self.sc.noise_std, size=r_loc.shape)
             r_loc = r_loc + torch.as_tensor((noise + noise.T) / np.sqrt(2.0), dtype=r_loc.dtype)

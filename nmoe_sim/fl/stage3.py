@@ -26,7 +26,7 @@ from nmoe_sim.fl.aggregate import fedavg
 from nmoe_sim.fl.rounds import CostScope, Failure, LocalResult, RoundAlgorithm, RoundDriver, sample_participants
 from nmoe_sim.fl.routing import GateRouter, QueryBank, RandomRouter, Router
 from nmoe_sim.fl.train import make_sgd, run_epochs
-from nmoe_sim.models import Expert, FeatureExtractor, Gate, forward_flops_per_sample, train_flops_per_sample
+from nmoe_sim.models import Expert, FeatureExtractor, Gate, forward_flops_per_sample, gate_train_flops_per_sample
 from nmoe_sim.models.build import make_gate
 from nmoe_sim.registry import Registry
 from nmoe_sim.world import Sim, World
@@ -69,6 +69,13 @@ def moe_loss(logits: torch.Tensor, d: GateData, idx: torch.Tensor) -> torch.Tens
     return -torch.log((g * true_p).sum(1).clamp_min(1e-12)).mean()
 
 
+@torch.no_grad()
+def expert_probs(expert: Expert, feats: torch.Tensor) -> torch.Tensor:
+    """(n, D) -> (n, K) class probabilities. no_grad here, never around a ``yield``: grad mode
+    is thread-global and SimPy would run other processes' training inside it."""
+    return torch.softmax(expert(feats), -1)
+
+
 def exchange_expert_outputs(world: World, sim: Sim, parts: NMoEParts, stage: str) -> Generator[simpy.Event, Any, list[GateData]]:
     """Every client sends its training features to every other expert and gets probabilities back."""
     n, k_cls = world.n_clients, world.dataset.num_classes
@@ -84,7 +91,7 @@ def exchange_expert_outputs(world: World, sim: Sim, parts: NMoEParts, stage: str
             if not rec.delivered:
                 return
         out = yield sim.executor.compute(j, n_c * fwd, stage=stage, tag=f"expert{j}/for{c}",
-                                         fn=lambda: torch.softmax(parts.experts[j](feats), -1).detach())
+                                         fn=lambda: expert_probs(parts.experts[j], feats))
         if j != c:
             rec = yield sim.net.transfer(j, c, world.tensor_bytes(n_c * k_cls), stage=stage, tag=f"probs/{j}->{c}")
             if not rec.delivered:
@@ -92,8 +99,7 @@ def exchange_expert_outputs(world: World, sim: Sim, parts: NMoEParts, stage: str
         probs[c][:, j] = out
         available[c][j] = True
 
-    with torch.no_grad():
-        yield sim.env.all_of([sim.env.process(ask(c, j)) for c in range(n) for j in range(n)])
+    yield sim.env.all_of([sim.env.process(ask(c, j)) for c in range(n) for j in range(n)])
     return [GateData(parts.train_feats[c], world.clients[c].y_train, probs[c], available[c]) for c in range(n)]
 
 
@@ -123,7 +129,7 @@ class FedGate(RoundAlgorithm):
         self.shared = [name for name in base.state_dict() if name not in local]
         self.shared_bytes = world.param_bytes(base, self.shared)
         self.global_shared = {k: v.clone() for k, v in base.state_dict().items() if k in self.shared}
-        self.flops = train_flops_per_sample(base, (world.cfg.model.feature_dim,))
+        self.flops = gate_train_flops_per_sample(base, world.cfg.model.feature_dim)
         self.gens = [world.streams.torch(f"{self.stage}/client{i}") for i in range(world.n_clients)]
 
     def is_sync(self, rnd: int) -> bool:
@@ -190,7 +196,7 @@ def run_rollgate(world: World, sim: Sim, parts: NMoEParts, scope: CostScope) -> 
     data = yield from exchange_expert_outputs(world, sim, parts, stage)
     gate = make_gate(world.cfg, n, world.streams, stage)
     gate_bytes = world.param_bytes(gate)
-    flops = train_flops_per_sample(gate, (world.cfg.model.feature_dim,))
+    flops = gate_train_flops_per_sample(gate, world.cfg.model.feature_dim)
     gen = world.streams.torch(f"{stage}/gate")
     rng = world.streams.numpy(f"{stage}/participation")
     holder, k = 0, world.cfg.model.top_k

@@ -2,6 +2,7 @@
 
 from nmoe_sim.models.flops import (
     forward_flops_per_sample,
+    gate_train_flops_per_sample,
     param_bytes,
     param_count,
     train_flops_per_sample,
@@ -19,5 +20,5 @@ from nmoe_sim.models.modules import (
 
 __all__ = [
     "Classifier", "ContrastiveModel", "Expert", "FeatureExtractor", "Gate", "ProjectionHead", "Standardize",
-    "topk_route", "forward_flops_per_sample", "train_flops_per_sample", "param_count", "param_bytes",
+    "topk_route", "forward_flops_per_sample", "gate_train_flops_per_sample", "train_flops_per_sample", "param_count", "param_bytes",
 ]

@@ -37,3 +37,12 @@ def param_count(module: nn.Module) -> int:
 
 def param_bytes(module: nn.Module, bytes_per_param: int) -> int:
     return param_count(module) * bytes_per_param
+
+
+def gate_train_flops_per_sample(gate: nn.Module, feature_dim: int) -> float:
+    """Training FLOPs of a noisy top-k gate: the noise branch runs only in training, so the
+    eval-mode forward count misses it and it is added here."""
+    fwd = forward_flops_per_sample(gate, (feature_dim,))
+    if getattr(gate, "noisy", False):
+        fwd += forward_flops_per_sample(gate.noise, (gate.noise.in_features,))
+    return TRAIN_FLOPS_PER_FORWARD * fwd

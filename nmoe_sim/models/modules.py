@@ -91,9 +91,8 @@ class Gate(nn.Module):
 def topk_route(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Softmax(TopK(logits, k)): returns (weights (B,k) summing to 1, expert indices (B,k)).
 
-    Ties resolve to the lower expert index (torch.topk on CPU is stable for equal values
-    only when sorted; we sort indices of equal logits explicitly by adding nothing: the
-    order is deterministic for a given input, which is what repeatability needs).
+    The softmax runs over the k kept logits only, as in Shazeer et al. (2017), so the
+    weights of the chosen experts sum to one.
     """
     top_vals, top_idx = torch.topk(logits, k, dim=-1)  # (B,k)
     return torch.softmax(top_vals, dim=-1), top_idx

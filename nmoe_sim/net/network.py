@@ -10,6 +10,7 @@ Bytes, airtime and energy are charged to typed records (:mod:`nmoe_sim.record`).
 from __future__ import annotations
 
 import math
+import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Generator, Hashable
@@ -177,7 +178,12 @@ class Network:
         keys = sorted((edge_key(u, v) for u, v in graph.edges), key=lambda e: (
             node_order(e[0]), node_order(e[1])))
         self._links: dict[tuple[Hashable, Hashable], LinkChannel] = {}
-        for key, child in zip(keys, rng.spawn(len(keys))):
+        # Each link's stream is keyed by the link's end points, not its position in the edge
+        # list, so adding a D2D link does not re-draw the shadowing of the others.
+        base_seed = int(rng.integers(2**63))
+        for key in keys:
+            child = np.random.default_rng(
+                np.random.SeedSequence([base_seed, zlib.crc32(f"{key[0]}|{key[1]}".encode())]))
             attrs = graph.edges[key]
             cfg = getattr(channels, attrs["kind"])  # 'bs' -> channels.bs, 'd2d' -> channels.d2d
             self._links[key] = LinkChannel(cfg, float(attrs["distance_m"]), attrs["kind"], child)

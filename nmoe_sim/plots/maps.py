@@ -76,7 +76,8 @@ def make_topology_figure(run: RunData) -> Figure:
     edges = [e for e in run.topology.get("edges", []) if str(e["u"]) in pos and str(e["v"]) in pos]
     fig = Figure(figsize=(7, 6), layout="constrained")
     ax = fig.subplots()
-    snrs = np.array([float(e.get("mean_snr_db", np.nan)) for e in edges])
+    # JSON has no inf: an ideal link's infinite SNR is written as null; draw it uncoloured.
+    snrs = np.array([np.nan if e.get("mean_snr_db") is None else float(e["mean_snr_db"]) for e in edges])
     finite = snrs[np.isfinite(snrs)]
     lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
     norm = Normalize(lo, hi if hi > lo else lo + 1.0)  # one SNR value still needs a range

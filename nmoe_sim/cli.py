@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shutil
 import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -28,6 +29,8 @@ def _progress_listener(progress: Progress, cfg: Scenario) -> Callable[[Any], Non
     """Advance one bar per (system, stage) as round records arrive."""
     tasks: dict[tuple[str, str], int] = {}
     totals = {"stage1": cfg.stage1.rounds, "stage3": cfg.stage3.rounds, "baseline_fedavg": cfg.baselines.fedavg.rounds}
+    if cfg.alignment is not None:
+        totals["alignment"] = cfg.alignment.rounds
 
     def listen(rec: Any) -> None:
         if not isinstance(rec, RoundRecord):
@@ -42,7 +45,29 @@ def _progress_listener(progress: Progress, cfg: Scenario) -> Callable[[Any], Non
     return listen
 
 
+def _num(value: Any, fmt: str) -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+def alignment_table(metrics: dict[str, Any]) -> Table:
+    """One row per assignment of a ``system: alignment`` run (docs/alignment.md)."""
+    table = Table(title=f"{metrics['scenario']} (seed {metrics['seed']}): client-expert alignment")
+    cols = ("assignment", "accuracy", "macro-F1", "rounds to target", "MB to target", "sim s to target",
+            "util. CV (mean)", "experts/client", "MB total", "sim time (s)", "energy (J)")
+    for col in cols:
+        table.add_column(col, justify="right" if col != "assignment" else "left")
+    for name, s in metrics["systems"].items():
+        mb_hit = None if s["bytes_to_target"] is None else s["bytes_to_target"] / 1e6
+        table.add_row(name, f"{s['accuracy']:.3f}", f"{s['f1_macro']:.3f}", _num(s["rounds_to_target"], "d"),
+                      _num(mb_hit, ".2f"), _num(s["sim_time_to_target_s"], ".2f"),
+                      f"{s['utilization_cv_mean']:.3f}", f"{s['per_client_load_mean']:.2f}",
+                      f"{s['total_bytes'] / 1e6:.2f}", f"{s['sim_time_s']:.2f}", f"{s['energy_j']:.1f}")
+    return table
+
+
 def summary_table(metrics: dict[str, Any]) -> Table:
+    if metrics.get("system") == "alignment":
+        return alignment_table(metrics)
     table = Table(title=f"{metrics['scenario']} (seed {metrics['seed']})")
     for col in ("system", "macro-F1", "accuracy", "LR", "p95 latency (s)", "failed queries"):
         table.add_column(col, justify="right" if col != "system" else "left")
@@ -62,7 +87,11 @@ def summary_table(metrics: dict[str, Any]) -> Table:
 
 
 def run_one(cfg: Scenario, run_dir: Path, *, quiet: bool = False) -> dict[str, Any]:
-    from nmoe_sim.runner import run  # heavy imports (torch) only when something runs
+    # Heavy imports (torch) only when something runs.
+    if cfg.system == "alignment":
+        from nmoe_sim.alignment_runner import run
+    else:
+        from nmoe_sim.runner import run
 
     err = Console(stderr=True)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
@@ -81,7 +110,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = load_scenario(args.scenario, args.set)
     root = Path(args.out) if args.out else Path(cfg.output.root)
     run_dir = new_run_dir(root, cfg.name, cfg.seed)
-    metrics = run_one(cfg, run_dir, quiet=args.quiet)
+    try:
+        metrics = run_one(cfg, run_dir, quiet=args.quiet)
+    except ConfigError:
+        # Input found bad only once the run started (e.g. a missing dataset file): leave
+        # no half-filled run directory behind. This run's folder held nothing else.
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise
     if not args.quiet:
         Console().print(summary_table(metrics))
     print(run_dir)

@@ -1,0 +1,302 @@
+"""The whole pipeline on the tiny scenario through ``runner.run``: the run directory,
+metrics, exact stage bytes, determinism, and that every option changes what runs."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nmoe_sim.config import Scenario, build_scenario, load_raw, load_scenario
+from nmoe_sim.runner import run
+from nmoe_sim.seeds import SeedStreams
+from nmoe_sim.world import build_world
+
+from conftest import REPO_ROOT, TINY_CLASSIFIER_PARAMS, TINY_FEDSC_PARAMS, TINY_GATE_PARAMS, tiny_cfg
+
+DOC = (REPO_ROOT / "docs" / "results-format.md").read_text()
+SYSTEMS = {"nmoe", "local", "centralized", "fedavg"}
+
+
+def run_cfg(cfg: Scenario, run_dir: Path) -> tuple[dict[str, Any], Path]:
+    run_dir.mkdir(parents=True)
+    return run(cfg, run_dir), run_dir
+
+
+def run_tiny(tmp_path: Path, *overrides: str, name: str = "run") -> tuple[dict[str, Any], Path]:
+    return run_cfg(tiny_cfg(*overrides), tmp_path / name)
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Path]:
+    return run_tiny(tmp_path_factory.mktemp("tiny"))
+
+
+# --------------------------------------------------------------------------- run directory
+def documented_files() -> list[str]:
+    """The first column of the file table in docs/results-format.md."""
+    names = re.findall(r"^\| `([^`]+)` \|", DOC, flags=re.M)
+    assert "metrics.json" in names and "events.csv" in names
+    return names
+
+
+def documented_header(name: str) -> list[str]:
+    section = DOC.split(f"## `{name}`", 1)[1]
+    return re.search(r"^`([a-z0-9_,]+)`", section, flags=re.M).group(1).split(",")  # type: ignore[union-attr]
+
+
+def test_run_directory_has_every_documented_file(tiny_run: tuple[dict[str, Any], Path]) -> None:
+    _, run_dir = tiny_run
+    for name in documented_files():
+        if name == "plots/":
+            continue  # drawn by the CLI (output.plots); checked in test_cli
+        assert (run_dir / name).is_file(), name
+    assert not list(run_dir.glob(".*.tmp"))  # atomic writes leave no temporaries
+    for name in ("rounds.csv", "gating.csv", "events.csv", "hops.csv", "queries.csv"):
+        with (run_dir / name).open() as f:
+            assert f.readline().strip().split(",") == documented_header(name), name
+    # config.yaml is the resolved scenario: it loads back to the same config.
+    assert load_scenario(run_dir / "config.yaml") == tiny_cfg()
+
+
+def test_metrics_systems_and_scores(tiny_run: tuple[dict[str, Any], Path]) -> None:
+    metrics, run_dir = tiny_run
+    assert json.loads((run_dir / "metrics.json").read_text())["systems"].keys() == SYSTEMS
+    assert metrics["scenario"] == "tiny" and metrics["seed"] == 0 and metrics["run_id"] == run_dir.name
+    # 80 stratified train samples = 8 per class; 4 clients with one class each hold 32.
+    assert metrics["dataset"] == {"name": "digits", "num_classes": 10, "train_samples": 80,
+                                  "test_samples": 40, "queries": 40}
+    for name, s in metrics["systems"].items():
+        for key in ("f1_macro", "accuracy", "local_ratio"):
+            assert 0.0 <= s[key] <= 1.0, (name, key)
+        assert s["queries"] == 40
+        assert s["failed_queries"] == 0  # ideal channel
+        for row in s["gating"]:
+            assert sum(row) == pytest.approx(1.0, abs=1e-5)
+        assert sum(map(sum, s["gating_counts"])) == (40 if name != "fedavg" else 0)
+    assert metrics["systems"]["local"]["local_ratio"] == 1.0
+    assert metrics["systems"]["local"]["gating"] == [[1.0 if i == j else 0.0 for j in range(4)] for i in range(4)]
+    assert metrics["systems"]["fedavg"]["gating"] == []
+    gating = read_csv(run_dir / "gating.csv")
+    assert {r["system"] for r in gating} == {"nmoe", "local", "centralized"}
+    assert len(gating) == 3 * 4 * 4
+
+
+def test_metrics_stages_exact_bytes(tiny_run: tuple[dict[str, Any], Path]) -> None:
+    metrics, _ = tiny_run
+    stages = metrics["stages"]
+    assert set(stages) == {"stage1_fedce", "stage2_experts", "stage3_fedgate", "inference_nmoe",
+                           "inference_local", "baseline_centralized", "inference_centralized",
+                           "baseline_fedavg", "inference_fedavg"}
+    for name, s in stages.items():
+        assert s["bytes"] == s["bytes_up"] + s["bytes_down"] + s["bytes_d2d"], name
+        assert s["sim_time_s"] == pytest.approx(s["end_s"] - s["start_s"]) and s["sim_time_s"] >= 0
+        assert s["failed_transfers"] == 0
+    model_bytes = TINY_CLASSIFIER_PARAMS * 4
+    # 2 rounds x 4 clients x (one download + one upload) of the classifier.
+    assert stages["stage1_fedce"]["bytes_up"] == stages["stage1_fedce"]["bytes_down"] == 2 * 4 * model_bytes == 20800
+    assert stages["stage1_fedce"]["rounds"] == 2 and stages["stage1_fedce"]["start_s"] == 0.0
+    # FedAvg baseline: the same classifier, the same rounds.
+    assert stages["baseline_fedavg"]["bytes"] == stages["stage1_fedce"]["bytes"]
+    # Stage 2: (count, sum_d, sumsq_d) = 2*8+1 values, up and back, per client.
+    assert stages["stage2_experts"]["bytes_up"] == stages["stage2_experts"]["bytes_down"] == 4 * 17 * 4
+    assert stages["stage2_experts"]["start_s"] == stages["stage1_fedce"]["end_s"]
+    assert stages["stage3_fedgate"]["start_s"] == stages["stage2_experts"]["end_s"]
+    # Centralized: 32 raw samples of 64 one-byte pixels + a label byte go up.
+    assert stages["baseline_centralized"]["bytes_up"] == 32 * 65
+    # FedAvg and local inference run on the device: nothing on the air.
+    assert stages["inference_fedavg"]["bytes"] == stages["inference_local"]["bytes"] == 0
+
+
+def test_records_files_agree_with_metrics(tiny_run: tuple[dict[str, Any], Path]) -> None:
+    metrics, run_dir = tiny_run
+    events = read_csv(run_dir / "events.csv")
+    starts = [float(e["start_s"]) for e in events]
+    assert starts == sorted(starts)
+    for name, s in metrics["stages"].items():
+        moved = sum(int(e["size_bytes"]) for e in events if e["kind"] == "transfer" and e["stage"] == name)
+        assert moved == s["bytes"], name
+    rounds = read_csv(run_dir / "rounds.csv")
+    keys = [(r["system"], r["stage"], int(r["round"])) for r in rounds]
+    assert keys == [("nmoe", "stage1_fedce", 0), ("nmoe", "stage1_fedce", 1), ("nmoe", "stage3_fedgate", 0),
+                    ("nmoe", "stage3_fedgate", 1), ("fedavg", "baseline_fedavg", 0), ("fedavg", "baseline_fedavg", 1)]
+    nmoe_cum = [int(r["cum_bytes"]) for r in rounds if r["system"] == "nmoe"]
+    assert nmoe_cum == sorted(nmoe_cum) and nmoe_cum[:2] == [20800, 41600]
+    queries = read_csv(run_dir / "queries.csv")
+    assert len(queries) == 4 * 40
+    topo = json.loads((run_dir / "topology.json").read_text())
+    assert sorted(n["id"] for n in topo["nodes"]) == ["0", "1", "2", "3", "bs"]
+    assert sorted(e["kind"] for e in topo["edges"]) == ["bs"] * 4 + ["d2d"] * 4  # ring of 4
+    assert len(metrics["links"]) == 8
+
+
+# --------------------------------------------------------------------------- determinism
+def without_run_identity(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in metrics.items() if k not in ("wall_time_s", "run_id")}
+
+
+def test_same_seed_same_results_other_seed_differs(tiny_run: tuple[dict[str, Any], Path], tmp_path: Path) -> None:
+    first, first_dir = tiny_run
+    again, again_dir = run_tiny(tmp_path, name="again")
+    assert without_run_identity(again) == without_run_identity(first)
+    for name in ("events.csv", "rounds.csv", "queries.csv", "hops.csv", "gating.csv"):
+        assert (again_dir / name).read_bytes() == (first_dir / name).read_bytes(), name
+    other, other_dir = run_tiny(tmp_path, "seed=1", name="other")
+    assert without_run_identity(other)["systems"] != without_run_identity(first)["systems"]
+    assert (other_dir / "events.csv").read_bytes() != (first_dir / "events.csv").read_bytes()
+
+
+# --------------------------------------------------------------------------- options
+def test_stage1_algorithm_changes_stage_names_and_bytes(tmp_path: Path) -> None:
+    metrics, _ = run_tiny(tmp_path, "stage1.algorithm=fedsc", "baselines.systems=[local]")
+    stages = metrics["stages"]
+    assert "stage1_fedsc" in stages and "stage1_fedce" not in stages
+    model, corr = TINY_FEDSC_PARAMS * 4, 4 * 4 * 4
+    # Round 0 downloads carry no correlation; every other transfer does.
+    assert stages["stage1_fedsc"]["bytes_down"] == 4 * model + 4 * (model + corr) == 21632
+    assert stages["stage1_fedsc"]["bytes_up"] == 2 * 4 * (model + corr) == 21888
+    assert stages["stage2_experts"]["start_s"] == stages["stage1_fedsc"]["end_s"]
+
+
+@pytest.mark.parametrize("algorithm", ["rangate", "rollgate", "fedgate"])
+def test_every_gate_algorithm_runs(tmp_path: Path, algorithm: str) -> None:
+    metrics, run_dir = run_tiny(tmp_path, f"stage3.algorithm={algorithm}", "baselines.systems=[local]")
+    stage = f"stage3_{algorithm}"
+    assert [s for s in metrics["stages"] if s.startswith("stage3")] == [stage]
+    rounds = [r for r in read_csv(run_dir / "rounds.csv") if r["stage"] == stage]
+    assert len(rounds) == (1 if algorithm == "rangate" else 2)
+    assert all(r["f1_macro"] != "" for r in rounds)
+    if algorithm == "rangate":  # untrained: nothing is exchanged
+        assert metrics["stages"][stage]["bytes"] == 0
+    else:  # features out to each other expert and probabilities back: D2D
+        assert metrics["stages"][stage]["bytes_d2d"] > 0
+    assert sum(map(sum, metrics["systems"]["nmoe"]["gating_counts"])) == 40
+
+
+def test_rollgate_passes_the_gate_over_d2d_links_of_the_ring(tmp_path: Path) -> None:
+    metrics, run_dir = run_tiny(tmp_path, "stage3.algorithm=rollgate", "baselines.systems=[local]",
+                                "network.channel={bs: urban_micro, d2d: urban_micro_d2d}")
+    gate_bytes = TINY_GATE_PARAMS * 4
+    events = read_csv(run_dir / "events.csv")
+    laps = [e for e in events if e["kind"] == "transfer" and e["stage"] == "stage3_rollgate"
+            and e["tag"].startswith("lap")]
+    # Lap 0: 0->1->2->3 (holder starts at 0); lap 1: 3->0->1->2->3. Ring neighbours: one hop.
+    assert [(e["src"], e["dst"]) for e in laps] == [("0", "1"), ("1", "2"), ("2", "3"), ("3", "0"),
+                                                   ("0", "1"), ("1", "2"), ("2", "3")]
+    assert all(int(e["size_bytes"]) == gate_bytes and e["hops"] == "1" for e in laps)
+    assert all(float(e["airtime_s"]) > 0 for e in laps)  # a real radio, not the ideal link
+    assert metrics["stages"]["stage3_rollgate"]["bytes_d2d"] >= 10 * gate_bytes  # 7 passes + 3 final hand-outs
+    hops = read_csv(run_dir / "hops.csv")
+    assert any(h["stage"] == "stage3_rollgate" and h["u"] != "bs" and h["v"] != "bs" for h in hops)
+
+
+@pytest.mark.parametrize("local_part,shared_params", [("none", 144), ("bias", 140), ("head", 72)])
+@pytest.mark.parametrize("sync_every,upload_rounds", [(1, [0, 1, 2, 3]), (2, [1, 3])])
+def test_fedgate_sync_every_and_local_part(tmp_path: Path, sync_every: int, upload_rounds: list[int],
+                                           local_part: str, shared_params: int) -> None:
+    metrics, run_dir = run_tiny(tmp_path, "stage3.rounds=4", f"stage3.fedgate.sync_every={sync_every}",
+                                f"stage3.fedgate.local_part={local_part}", "baselines.systems=[local]")
+    # Shared part of the gate (144 params): 'bias' keeps head.bias (4) local, 'head' keeps
+    # head and noise layers (36 + 36) local, leaving the trunk (72).
+    ups = [e for e in read_csv(run_dir / "events.csv")
+           if e["stage"] == "stage3_fedgate" and e["tag"].endswith("/up")]
+    assert sorted({int(e["tag"][1:].split("/")[0]) for e in ups}) == upload_rounds
+    assert len(ups) == 4 * len(upload_rounds)
+    assert {int(e["size_bytes"]) for e in ups} == {shared_params * 4}
+    assert metrics["stages"]["stage3_fedgate"]["bytes_up"] == 4 * len(upload_rounds) * shared_params * 4
+
+
+def test_queries_local_vs_global_changes_query_labels() -> None:
+    def labels(mode: str) -> list[tuple[set[int], set[int]]]:
+        world = build_world(tiny_cfg(f"data.queries={mode}"), SeedStreams(0))
+        return [(set(c.y_train.tolist()), set(c.y_query.tolist())) for c in world.clients]
+
+    local = labels("local")
+    assert all(len(train) == 1 and query == train for train, query in local)  # own class only
+    glob = labels("global")
+    assert [t for t, _ in glob] == [t for t, _ in local]  # same training split
+    assert all(not q <= t for t, q in glob)  # clients meet classes they never trained on
+    assert len(set().union(*(q for _, q in glob))) == 10
+
+
+def test_baseline_subset_runs_only_those(tmp_path: Path) -> None:
+    metrics, run_dir = run_tiny(tmp_path, "baselines.systems=[fedavg]")
+    assert set(metrics["systems"]) == {"nmoe", "fedavg"}
+    assert not any("centralized" in s or "local" in s for s in metrics["stages"])
+    assert {r["system"] for r in read_csv(run_dir / "queries.csv")} == {"nmoe", "fedavg"}
+
+
+def test_max_queries_per_client_caps_queries(tmp_path: Path) -> None:
+    metrics, run_dir = run_tiny(tmp_path, "inference.max_queries_per_client=3", "baselines.systems=[local]")
+    assert metrics["dataset"]["queries"] == 12
+    assert all(s["queries"] == 12 for s in metrics["systems"].values())
+    rows = read_csv(run_dir / "queries.csv")
+    assert sorted((r["system"], r["client"]) for r in rows) == sorted(
+        (s, str(c)) for s in ("nmoe", "local") for c in range(4) for _ in range(3))
+
+
+def test_harsh_channel_still_finishes_with_failures(tmp_path: Path) -> None:
+    metrics, _ = run_tiny(tmp_path, "network.channel=harsh", "network.topology.radius_m=200.0",
+                          "baselines.systems=[local]")
+    assert sum(s["failed_transfers"] for s in metrics["stages"].values()) > 0
+    for s in metrics["systems"].values():
+        assert 0.0 <= s["f1_macro"] <= 1.0
+
+
+def test_dead_network_failures_are_data_and_queries_fall_back_to_the_own_expert(tmp_path: Path) -> None:
+    dead = "{model: wireless, fading: none, outage_snr_db: 1000.0, max_attempts: 1, retx_timeout_s: 0.01}"
+    metrics, run_dir = run_tiny(tmp_path, f"network.channel={{bs: {dead}, d2d: {dead}}}", "baselines.systems=[local]")
+    s1 = metrics["stages"]["stage1_fedce"]
+    # Every download fails, so nobody trains or uploads: 2 rounds x 4 failed downloads.
+    assert (s1["transfers"], s1["failed_transfers"], s1["bytes_up"]) == (8, 8, 0)
+    rounds = [r for r in read_csv(run_dir / "rounds.csv") if r["stage"] == "stage1_fedce"]
+    assert [(r["participants"], r["failures"]) for r in rounds] == [("4", "4"), ("4", "4")]
+    assert [float(r["end_s"]) for r in rounds] == pytest.approx([0.01, 0.02])  # one ACK timeout each
+    nmoe, local = metrics["systems"]["nmoe"], metrics["systems"]["local"]
+    counts = nmoe["gating_counts"]
+    remote = sum(map(sum, counts)) - sum(counts[i][i] for i in range(4))
+    assert remote > 0
+    assert nmoe["failed_queries"] == remote  # every query routed to another client's expert
+    # ... is answered by the client's own expert, exactly as the local baseline answers it.
+    assert (nmoe["f1_macro"], nmoe["accuracy"]) == (local["f1_macro"], local["accuracy"])
+    delivered = [q["delivered"] for q in read_csv(run_dir / "queries.csv") if q["system"] == "nmoe"]
+    assert delivered.count("False") == remote
+
+
+# --------------------------------------------------------------------------- shipped scenarios
+SCENARIOS = sorted((REPO_ROOT / "scenarios").rglob("*.yaml"))
+
+
+def test_scenarios_exist() -> None:
+    assert REPO_ROOT / "scenarios" / "quickstart.yaml" in SCENARIOS
+
+
+@pytest.mark.parametrize("path", SCENARIOS, ids=[str(p.relative_to(REPO_ROOT / "scenarios")) for p in SCENARIOS])
+def test_shipped_scenario_validates(path: Path) -> None:
+    cfg = load_scenario(path)
+    assert cfg.name
+
+
+def test_quickstart_tiny_variant_runs(tmp_path: Path) -> None:
+    raw = load_raw(REPO_ROOT / "scenarios" / "quickstart.yaml", [
+        "stage1.rounds=1", "stage2.epochs=1", "stage3.rounds=1", "stage3.local_epochs=1",
+        "baselines.fedavg.rounds=1", "baselines.centralized.epochs=1",
+        "data.max_train_samples=100", "data.max_test_samples=30", "output.plots=false",
+    ])
+    metrics, run_dir = run_cfg(build_scenario(raw), tmp_path / "quickstart")
+    assert metrics["scenario"] == "quickstart"
+    assert set(metrics["systems"]) == SYSTEMS
+    assert {"stage1_fedsc", "stage2_experts", "stage3_fedgate"} <= set(metrics["stages"])
+    assert metrics["stages"]["stage1_fedsc"]["bytes"] > 0
+    assert all(math.isfinite(s["sim_time_s"]) for s in metrics["stages"].values())
+    assert (run_dir / "metrics.json").is_file()

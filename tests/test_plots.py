@@ -37,8 +37,8 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_registry_lists_the_run_plots() -> None:
-    assert PLOTS.names() == ["comm_vs_accuracy", "gating", "latency_cdf", "stage_costs",
-                             "topology"]
+    assert PLOTS.names() == ["accuracy_vs_rounds", "comm_vs_accuracy", "gating", "latency_cdf",
+                             "stage_costs", "topology"]
 
 
 def test_plot_run_writes_png_and_svg_of_every_plot(run_dir: Path) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from nmoe_sim.errors import ConfigError
-from nmoe_sim.plots import curves, maps  # noqa: F401 (registers the run plots)
+from nmoe_sim.plots import alignment_plots, curves, maps  # noqa: F401 (registers the run plots)
 from nmoe_sim.plots.base import PLOTS, PlotFn, PlotSkipped, save_figure
 from nmoe_sim.plots.curves import (
     make_comm_vs_accuracy_figure,

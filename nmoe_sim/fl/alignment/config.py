@@ -1,10 +1,11 @@
 """The ``alignment:`` section of a scenario: federated MoE with client-expert alignment.
 
-``nmoe_sim.config.Scenario`` keeps the section as a plain mapping; :func:`parse_alignment`
-validates it into this frozen schema, raising a one-line
-:class:`~nmoe_sim.errors.ConfigError` that names the ``alignment.<key>`` at fault. What
-each option means for the algorithm is in ``docs/algorithms.md`` (client-expert
-alignment, after FLEX-MoE, arXiv 2512.23070).
+``nmoe_sim.config.Scenario.alignment`` holds this frozen schema (validated with the rest
+of the scenario); :func:`parse_alignment` validates a bare mapping into it, raising a
+one-line :class:`~nmoe_sim.errors.ConfigError` that names the ``alignment.<key>`` at
+fault. What each option means for the algorithm is in ``docs/alignment.md`` (client-expert
+alignment, after FLEX-MoE, arXiv 2512.23070). This module must stay light (pydantic
+only): ``nmoe_sim.config`` imports it.
 """
 
 from __future__ import annotations
@@ -55,6 +56,12 @@ class AlignmentConfig(BaseModel):
         "greedy: each client takes its top-k experts by fitness; random: k experts at "
         "random; unlimited: every client trains every expert",
     )
+    compare: Optional[tuple[AssignmentKind, ...]] = Field(
+        None, min_length=1,
+        description="run each of these assignments in its own simulated world over the "
+        "same data, topology and channel seed (one metrics.json system each); unset: "
+        "only `assignment`",
+    )
     load_min: int = Field(
         1, ge=0,
         description="least number of clients that train each expert per round "
@@ -102,6 +109,16 @@ class AlignmentConfig(BaseModel):
     fixed_capacity: int = Field(
         2, ge=1, description="experts per client when capacity_from is fixed"
     )
+    profile_budget_s: float = Field(
+        0.05, gt=0,
+        description="time budget of one round's expert work (train + upload) that "
+        "capacity profiling fits experts into, when deadline_s is unset",
+    )
+    memory_overhead: float = Field(
+        3.0, gt=0,
+        description="bytes of device memory one expert takes per parameter byte "
+        "(parameters + gradients + momentum)",
+    )
     capacity: Optional[Union[dict[int, int], tuple[int, ...]]] = Field(
         None,
         description="override: a mapping client index -> experts it can train, or one "
@@ -112,6 +129,8 @@ class AlignmentConfig(BaseModel):
     def _consistent(self) -> "AlignmentConfig":
         if self.load_max is not None and self.load_max < self.load_min:
             raise ValueError(f"load_max: {self.load_max} is below load_min={self.load_min}")
+        if self.compare is not None and len(set(self.compare)) != len(self.compare):
+            raise ValueError(f"compare: lists an assignment twice: {list(self.compare)}")
         if self.fixed_capacity > self.experts:
             raise ValueError(
                 f"fixed_capacity: {self.fixed_capacity} exceeds experts={self.experts}"

@@ -1,0 +1,153 @@
+"""Runs a ``system: alignment`` scenario: federated MoE with client-expert alignment.
+
+Builds the world once, profiles the clients' capacities, then runs each assignment of
+``alignment.compare`` (or the one ``alignment.assignment``) in its own fresh Sim over the
+same data, topology and channel seed, like the NMoE runner does for its baselines. Writes
+the run directory (docs/results-format.md, docs/alignment.md): config.yaml first,
+metrics.json last.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from nmoe_sim.config import Scenario, TrainConfig, dump_yaml
+from nmoe_sim.fl.alignment.config import AlignmentConfig
+from nmoe_sim.fl.alignment.profiling import ClientProfile, profile_clients
+from nmoe_sim.fl.alignment.system import STREAM, AlignmentFL, alignment_costs
+from nmoe_sim.fl.rounds import CostScope, RoundDriver
+from nmoe_sim.metrics import stage_costs
+from nmoe_sim.record import RoundRecord
+from nmoe_sim.results import atomic_write_text, write_csv, write_json, write_records
+from nmoe_sim.runner import topology_json, torch_threads
+from nmoe_sim.seeds import SeedStreams
+from nmoe_sim.world import Sim, World, build_world
+
+
+def assignments_to_run(cfg: AlignmentConfig) -> tuple[str, ...]:
+    return cfg.compare if cfg.compare is not None else (cfg.assignment,)
+
+
+def round_config(cfg: AlignmentConfig) -> TrainConfig:
+    """The round driver's view of the alignment section."""
+    return TrainConfig(rounds=cfg.rounds, local_epochs=cfg.local_epochs, batch_size=cfg.batch_size, lr=cfg.lr,
+                       momentum=cfg.momentum, participation=cfg.participation, deadline_s=cfg.deadline_s)
+
+
+def run_assignment(world: World, cfg: AlignmentConfig, assignment: str,
+                   profiles: list[ClientProfile]) -> tuple[AlignmentFL, Sim]:
+    """One assignment's whole training in its own Sim; returns the trained system and its Sim."""
+    sim = world.new_sim()
+    algo = AlignmentFL(world, cfg, assignment, np.array([p.k for p in profiles]))
+    # The same participation stream for every assignment: they meet the same participants.
+    driver = RoundDriver(sim, world.n_clients, world.streams.numpy(f"{STREAM}/participation"))
+    proc = sim.env.process(driver.run(algo, round_config(cfg), CostScope(assignment, [algo.stage])))
+    sim.env.run(until=proc)
+    return algo, sim
+
+
+def first_crossing(rounds: list[RoundRecord], target: float) -> RoundRecord | None:
+    return next((r for r in rounds if r.accuracy >= target), None)
+
+
+def system_metrics(world: World, cfg: AlignmentConfig, algo: AlignmentFL, sim: Sim) -> dict[str, Any]:
+    rec = world.recorder
+    rounds = [r for r in rec.rounds if r.stage == algo.stage]
+    hit = first_crossing(rounds, cfg.target_accuracy)
+    costs = stage_costs(rec, algo.stage, 0.0, sim.env.now)
+    usage = algo.usage_totals()  # (C,E)
+    per_client = algo.experts_per_round()
+    util_cv = [log.utilization_cv for log in algo.logs]
+    f1, acc = algo.scores[-1]
+    return {
+        "assignment": algo.assignment, "stage": algo.stage,
+        "f1_macro": f1, "accuracy": acc, "local_ratio": None,
+        "rounds": len(rounds), "target_accuracy": cfg.target_accuracy,
+        "rounds_to_target": None if hit is None else hit.round + 1,
+        "bytes_to_target": None if hit is None else hit.cum_bytes,
+        "sim_time_to_target_s": None if hit is None else hit.cum_sim_time_s,
+        "accuracy_per_round": [r.accuracy for r in rounds],
+        "f1_per_round": [r.f1_macro for r in rounds],
+        "utilization_cv_per_round": util_cv,
+        "utilization_cv_mean": float(np.mean(util_cv)),
+        "utilization_cv_overall": algo.utilization_cv_overall(),
+        "load_cv_per_round": [log.load_cv for log in algo.logs],
+        "load_cv_mean": float(np.mean([log.load_cv for log in algo.logs])),
+        "expert_load_per_round": [log.arrived.sum(0).tolist() for log in algo.logs],
+        "per_client_load": per_client.tolist(),
+        "per_client_load_mean": float(per_client.mean()),
+        "failures": sum(log.failures for log in algo.logs),
+        "total_bytes": costs["bytes"], "bytes_up": costs["bytes_up"], "bytes_down": costs["bytes_down"],
+        "sim_time_s": sim.env.now, "energy_j": costs["energy_j"], "flops": costs["flops"],
+        "final_fitness": algo.fitness.round(6).tolist(),
+        "gating": (usage / np.maximum(usage.sum(1, keepdims=True), 1)).round(6).tolist(),
+        "gating_counts": usage.astype(int).tolist(),
+    }
+
+
+def run(cfg: Scenario, run_dir: Path, on_record: Callable[[Any], None] | None = None) -> dict[str, Any]:
+    """Run a validated ``system: alignment`` scenario into ``run_dir``; returns metrics.json's content."""
+    with torch_threads(cfg.runtime.torch_threads):
+        return _run(cfg, run_dir, on_record)
+
+
+def _run(cfg: Scenario, run_dir: Path, on_record: Callable[[Any], None] | None) -> dict[str, Any]:
+    wall0 = time.perf_counter()
+    acfg = cfg.alignment
+    if acfg is None:  # the schema's cross-check forbids it; kept for direct callers
+        raise ValueError("alignment runner needs a scenario with an alignment section")
+    atomic_write_text(run_dir / "config.yaml", dump_yaml(cfg))
+    world = build_world(cfg, SeedStreams(cfg.seed))
+    if on_record is not None:
+        world.recorder.listeners.append(on_record)
+    names = assignments_to_run(acfg)
+    # Every Sim has the same links and every system the same models: profile once.
+    first_sim = world.new_sim()
+    costs = alignment_costs(world, acfg)
+    profiles = profile_clients(world, first_sim, acfg, costs)
+    trained = [run_assignment(world, acfg, name, profiles) for name in names]
+    systems = {algo.assignment: system_metrics(world, acfg, algo, sim) for algo, sim in trained}
+    stages = {algo.stage: stage_costs(world.recorder, algo.stage, 0.0, sim.env.now) for algo, sim in trained}
+    ds = world.dataset
+    metrics = {
+        "scenario": cfg.name, "seed": cfg.seed, "run_id": run_dir.name, "system": "alignment",
+        "wall_time_s": round(time.perf_counter() - wall0, 3),
+        "dataset": {"name": ds.name, "num_classes": ds.num_classes, "train_samples": int(len(ds.y_train)),
+                    "test_samples": int(len(ds.y_test)), "queries": sum(len(c.y_query) for c in world.clients)},
+        "model": {"experts": acfg.experts, "fe_bytes": costs.fe_bytes, "expert_bytes": costs.expert_bytes,
+                  "fe_train_flops_per_sample": costs.fe_train_flops,
+                  "expert_train_flops_per_sample": costs.expert_train_flops},
+        "capacity": {"budget_s": acfg.deadline_s if acfg.deadline_s is not None else acfg.profile_budget_s,
+                     "clients": [p.to_json() for p in profiles]},
+        "systems": systems,
+        "stages": stages,
+    }
+    write_records(run_dir, world.recorder)
+    write_csv(run_dir / "assignments.csv", ["system", "round", "client", "expert", "delivered", "usage",
+                                            "accuracy", "loss"], _assignment_rows(trained))
+    write_csv(run_dir / "gating.csv", ["system", "client", "expert", "count", "share"], _gating_rows(systems))
+    write_json(run_dir / "topology.json", topology_json(world, first_sim))
+    metrics["wall_time_s"] = round(time.perf_counter() - wall0, 3)
+    write_json(run_dir / "metrics.json", metrics)  # last: its presence marks a finished run
+    return metrics
+
+
+def _assignment_rows(trained: list[tuple[AlignmentFL, Sim]]) -> Iterator[dict[str, Any]]:
+    """One row per (system, round, client, expert) the server assigned."""
+    for algo, _ in trained:
+        for log in algo.logs:
+            for c, e in zip(*np.nonzero(log.assigned)):
+                yield {"system": algo.assignment, "round": log.round, "client": int(c), "expert": int(e),
+                       "delivered": bool(log.arrived[c, e]), "usage": float(log.usage[c, e]),
+                       "accuracy": float(log.accuracy[c, e]), "loss": float(log.loss[c, e])}
+
+
+def _gating_rows(systems: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    for name, s in systems.items():
+        for c, row in enumerate(s["gating"]):
+            for e, share in enumerate(row):
+                yield {"system": name, "client": c, "expert": e, "count": s["gating_counts"][c][e], "share": share}

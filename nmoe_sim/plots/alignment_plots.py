@@ -1,0 +1,66 @@
+"""Plots of a ``system: alignment`` run: accuracy vs rounds and vs bytes, utilization CV.
+
+One line per assignment (alignment, greedy, random, unlimited), from rounds.csv and
+metrics.json; skipped for any other run. The target accuracy is drawn as a dashed line so
+that rounds-to-target can be read off the figure.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from nmoe_sim.plots.base import PLOTS, PlotSkipped, draw
+from nmoe_sim.plots.rundata import RunData
+
+MB = 1e6
+_COLORS = {"alignment": "C0", "greedy": "C3", "random": "C1", "unlimited": "C2"}
+
+
+def make_accuracy_vs_rounds_figure(run: RunData) -> Figure:
+    if run.metrics.get("system") != "alignment":
+        raise PlotSkipped("not an alignment run")
+    if run.rounds is None:
+        raise PlotSkipped("no rounds.csv")
+    fig = Figure(figsize=(14, 4.2), layout="constrained")
+    ax_r, ax_b, ax_cv = fig.subplots(1, 3)
+    target = None
+    drawn = 0
+    for i, (name, m) in enumerate(run.systems.items()):
+        rows = run.rounds.where("system", name)
+        acc = rows.floats("accuracy")
+        if not len(rows) or np.isnan(acc).all():
+            continue
+        color = _COLORS.get(name, f"C{4 + i}")
+        ax_r.plot(rows.floats("round") + 1, acc * 100, "o-", ms=3, color=color, label=name)
+        ax_b.plot(rows.floats("cum_bytes") / MB, acc * 100, "o-", ms=3, color=color, label=name)
+        cv = m.get("utilization_cv_per_round") or []
+        ax_cv.plot(np.arange(1, len(cv) + 1), [np.nan if v is None else v for v in cv], "o-", ms=3,
+                   color=color, label=name)
+        target = m.get("target_accuracy", target)
+        drawn += 1
+    if not drawn:
+        raise PlotSkipped("no evaluated alignment rounds")
+    if isinstance(target, (int, float)):
+        for ax in (ax_r, ax_b):
+            ax.axhline(target * 100, ls="--", color="gray", lw=1, label="target")
+    ax_r.set_xlabel("round")
+    ax_b.set_xlabel("cumulative communication (MB)")
+    ax_cv.set_xlabel("round")
+    ax_r.set_ylabel("test accuracy (%)")
+    ax_cv.set_ylabel("utilization CV (std / mean of routed samples)")
+    ax_r.set_title("Accuracy vs rounds")
+    ax_b.set_title("Accuracy vs communication")
+    ax_cv.set_title("Expert utilization CV per round")
+    for ax in (ax_r, ax_b, ax_cv):
+        ax.grid(alpha=0.3)
+    ax_r.legend(loc="best", fontsize="small")
+    fig.suptitle(f"{run.metrics.get('scenario', run.run_dir.name)}: client-expert alignment")
+    return fig
+
+
+@PLOTS.register("accuracy_vs_rounds")
+def plot_accuracy_vs_rounds(run: RunData, out_dir: Path) -> list[Path]:
+    return draw("accuracy_vs_rounds", lambda: make_accuracy_vs_rounds_figure(run), out_dir)

@@ -66,13 +66,20 @@ class ModelConfig(Strict):
 
 
 # --------------------------------------------------------------------------- training
-class TrainConfig(Strict):
-    rounds: int = Field(10, ge=1)
-    local_epochs: int = Field(1, ge=1)
+class SGDConfig(Strict):
+    """Minibatch SGD settings shared by every training loop."""
+
     batch_size: int = Field(32, ge=1)
     lr: float = Field(0.05, gt=0)
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0)
+
+
+class TrainConfig(SGDConfig):
+    """A federated stage: rounds of local training under participation and a deadline."""
+
+    rounds: int = Field(10, ge=1)
+    local_epochs: int = Field(1, ge=1)
     participation: float = Field(1.0, gt=0, le=1)
     deadline_s: Optional[float] = Field(None, gt=0, description="round deadline in simulated s")
 
@@ -98,12 +105,8 @@ class Stage1Config(TrainConfig):
     fedsc: FedSCConfig = FedSCConfig()
 
 
-class Stage2Config(Strict):
+class Stage2Config(SGDConfig):
     epochs: int = Field(10, ge=1)
-    batch_size: int = Field(32, ge=1)
-    lr: float = Field(0.05, gt=0)
-    momentum: float = Field(0.9, ge=0, lt=1)
-    weight_decay: float = Field(0.0, ge=0)
 
 
 class FedGateConfig(Strict):
@@ -120,12 +123,9 @@ class Stage3Config(TrainConfig):
     fedgate: FedGateConfig = FedGateConfig()
 
 
-class CentralizedConfig(Strict):
+class CentralizedConfig(SGDConfig):
     epochs: int = Field(20, ge=1)
     batch_size: int = Field(64, ge=1)
-    lr: float = Field(0.05, gt=0)
-    momentum: float = Field(0.9, ge=0, lt=1)
-    weight_decay: float = Field(0.0, ge=0)
 
 
 class BaselinesConfig(Strict):

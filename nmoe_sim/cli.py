@@ -118,7 +118,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         shutil.rmtree(run_dir, ignore_errors=True)
         raise
     if not args.quiet:
-        Console().print(summary_table(metrics))
+        # Piped output has no terminal width; 120 columns keep the stage names whole.
+        Console(width=None if sys.stdout.isatty() else 120).print(summary_table(metrics))
     print(run_dir)
     return 0
 

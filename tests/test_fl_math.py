@@ -33,16 +33,26 @@ def test_fedavg_matches_numpy_sample_weighted_mean() -> None:
     assert not np.allclose(out["w"].numpy(), plain)
 
 
-def test_weighted_average_only_given_keys_and_inputs_untouched() -> None:
+def test_weighted_average_inputs_untouched_and_not_aliased() -> None:
     rng = np.random.default_rng(2)
     states = random_states(rng, 2)
     before = [{k: v.clone() for k, v in s.items()} for s in states]
-    out = weighted_average(states, [1.0, 3.0], keys=["b"])
-    assert set(out) == {"b"}
+    out = weighted_average(states, [1.0, 3.0])
+    assert set(out) == set(states[0])
     np.testing.assert_allclose(out["b"].numpy(), 0.25 * states[0]["b"].numpy() + 0.75 * states[1]["b"].numpy(),
                                rtol=1e-6)
     for s, b in zip(states, before):
         assert all(torch.equal(s[k], b[k]) for k in s)
+    out["b"].add_(1.0)  # the result owns its storage
+    assert all(torch.equal(s["b"], b["b"]) for s, b in zip(states, before))
+
+
+def test_weighted_average_rejects_states_with_different_keys() -> None:
+    rng = np.random.default_rng(4)
+    a, b = random_states(rng, 2)
+    del b["b"]
+    with pytest.raises(ValueError, match="different keys"):
+        weighted_average([a, b], [1.0, 1.0])
 
 
 def test_zero_weights_fall_back_to_plain_mean() -> None:

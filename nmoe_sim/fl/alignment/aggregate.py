@@ -14,41 +14,10 @@ from typing import TypeVar
 import numpy as np
 import torch
 
+from nmoe_sim.fl.aggregate import normalized_weights, weighted_average
+
 State = dict[str, torch.Tensor]
 S = TypeVar("S", np.ndarray, State)
-
-
-def _weights(weights: np.ndarray, n: int) -> np.ndarray:
-    w = np.asarray(weights, dtype=np.float64)
-    if n == 0:
-        raise ValueError("nothing to average: no states given")
-    if w.shape != (n,):
-        raise ValueError(f"need one weight per state ({n}), got shape {w.shape}")
-    if not np.all(np.isfinite(w)) or np.any(w < 0):
-        raise ValueError("weights must be finite and >= 0")
-    total = w.sum()
-    # All-zero usage (a gate that routed nothing to the expert, yet it was trained):
-    # no client is better informed than another, so fall back to the plain mean.
-    return np.full(n, 1.0 / n) if total == 0 else w / total
-
-
-def _average_tensors(tensors: list[torch.Tensor], w: np.ndarray) -> torch.Tensor:
-    first = tensors[0]
-    for t in tensors[1:]:
-        if t.shape != first.shape or t.dtype != first.dtype:
-            raise ValueError(f"mismatched tensors: {tuple(t.shape)} {t.dtype} vs "
-                             f"{tuple(first.shape)} {first.dtype}")
-    if not (first.is_floating_point() or first.is_complex()):
-        # Counters (e.g. BatchNorm's num_batches_tracked) have no meaningful mean:
-        # take the heaviest client's (the first on ties).
-        return tensors[int(np.argmax(w))].detach().clone()
-    with torch.no_grad():
-        # Accumulate in float64 so the weighted mean is exact to the output dtype.
-        acc = torch.zeros(first.shape, dtype=torch.float64 if not first.is_complex()
-                          else torch.complex128, device=first.device)
-        for t, wi in zip(tensors, w):
-            acc += float(wi) * t.detach().to(acc.dtype)
-        return acc.to(first.dtype)
 
 
 def usage_weighted_average(states: list[S], weights: np.ndarray) -> S:
@@ -58,7 +27,9 @@ def usage_weighted_average(states: list[S], weights: np.ndarray) -> S:
     shapes); weights: (n,) usage >= 0 (samples routed to the expert); all zero -> plain
     mean. Returns the same type as the states.
     """
-    w = _weights(weights, len(states))
+    if all(isinstance(s, dict) for s in states):
+        return weighted_average(states, weights)
+    w = normalized_weights(weights, len(states))
     if all(isinstance(s, np.ndarray) for s in states):
         shapes = {s.shape for s in states}
         if len(shapes) != 1:
@@ -67,12 +38,6 @@ def usage_weighted_average(states: list[S], weights: np.ndarray) -> S:
         out = np.tensordot(w, stacked, axes=1)
         dtype = np.result_type(*states)
         return out.astype(dtype) if np.issubdtype(dtype, np.floating) else out
-    if all(isinstance(s, dict) for s in states):
-        keys = list(states[0])
-        for s in states[1:]:
-            if set(s) != set(keys):
-                raise ValueError(f"state dicts have different keys: {sorted(set(s) ^ set(keys))}")
-        return {key: _average_tensors([s[key] for s in states], w) for key in keys}
     raise TypeError("states must all be numpy arrays or all be dicts of tensors")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import yaml
 from matplotlib.figure import Figure
 
 from nmoe_sim.errors import ConfigError
@@ -22,6 +23,19 @@ def load_table(sweep_dir: Path) -> CsvTable:
     return CsvTable(tuple(read_csv(path)))
 
 
+def compact_value(text: str) -> str:
+    """A swept value as a few words: '{kind: dirichlet, alpha: 0.1}' -> 'dirichlet 0.1'."""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    if isinstance(value, dict):
+        words = [value["kind"]] if "kind" in value else []
+        words += [v for k, v in value.items() if k != "kind"]
+        return " ".join(str(w) for w in words)
+    return text
+
+
 def point_labels(table: CsvTable) -> dict[str, str]:
     """point_id -> the swept values only ('fedce, rangate'): short enough to print on a plot."""
     if not len(table):
@@ -30,16 +44,28 @@ def point_labels(table: CsvTable) -> dict[str, str]:
     keys = [c for c in table.rows[0] if c not in skip and not c.endswith(("_mean", "_std"))]
     labels = {}
     for row in table.rows:
-        values = [row[k] for k in keys if row.get(k)]
+        values = [compact_value(row[k]) for k in keys if row.get(k)]
         labels[row["point_id"]] = ", ".join(values) or row["point_id"]
     return labels
+
+
+def _span(numbers: list[int]) -> str:
+    """[1, 2, 3, 5] -> '#1-3,5': point numbers as short runs."""
+    runs: list[list[int]] = []
+    for n in sorted(numbers):
+        if runs and n == runs[-1][-1] + 1:
+            runs[-1].append(n)
+        else:
+            runs.append([n])
+    return "#" + ",".join(f"{r[0]}-{r[-1]}" if len(r) > 1 else str(r[0]) for r in runs)
 
 
 def make_sweep_f1_vs_bytes_figure(table: CsvTable) -> Figure:
     """One marker per (point, system) at (its own bytes, F1), error bars over seeds."""
     labels = point_labels(table)
-    fig = Figure(figsize=(8, 5.5), layout="constrained")
-    ax = fig.subplots()
+    number = {pid: i + 1 for i, pid in enumerate(labels)}  # points numbered in sweep order
+    fig = Figure(figsize=(11, 6), layout="constrained")
+    ax, key = fig.subplots(1, 2, width_ratios=(3, 1.3))
     for i, system in enumerate(table.values("system")):
         rows = table.where("system", system)
         x, xerr = rows.floats("system_bytes_mean") / MB, rows.floats("system_bytes_std") / MB
@@ -48,22 +74,23 @@ def make_sweep_f1_vs_bytes_figure(table: CsvTable) -> Figure:
                     capsize=3, color=system_color(system, i), label=system)
         # Baselines are often untouched by the swept keys: one label per position, not
         # a pile of overprinted ones.
-        spots: dict[tuple[float, float], list[str]] = {}
+        spots: dict[tuple[float, float], list[int]] = {}
         for xi, yi, row in zip(x, y, rows.rows):
             if np.isfinite(xi) and np.isfinite(yi):
-                spots.setdefault((round(xi, 9), round(yi, 9)), []).append(labels[row["point_id"]])
-        for (xi, yi), names in spots.items():
-            if len(names) == len(labels) > 1:
-                text = "all points"
-            else:
-                text = " / ".join(names) if len(names) <= 3 else f"{len(names)} points"
+                spots.setdefault((round(xi, 9), round(yi, 9)), []).append(number[row["point_id"]])
+        for (xi, yi), nums in spots.items():
+            text = "all points" if len(nums) == len(labels) > 1 else _span(nums)
             ax.annotate(text, (xi, yi), xytext=(4, 4), textcoords="offset points",
-                        fontsize="x-small")
+                        fontsize="x-small", color=system_color(system, i))
     ax.set_xlabel("communication of the system's own stages (MB)")
     ax.set_ylabel("macro-F1 (%)")
     ax.set_title("Sweep: accuracy vs communication (up-left is better)")
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize="small")
+    key.axis("off")
+    key.set_title("sweep points", fontsize="small")
+    key.text(0.0, 1.0, "\n".join(f"#{number[p]}  {lab}" for p, lab in labels.items()),
+             va="top", ha="left", fontsize="x-small", family="monospace", transform=key.transAxes)
     return fig
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from nmoe_sim.errors import ConfigError
 from nmoe_sim.fl.alignment.config import AlignmentConfig
@@ -25,10 +25,22 @@ TOPOLOGY_PRESETS_DIR = REPO_ROOT / "topologies"
 PosInt = Field(ge=1)
 
 
+_NUMBER_TYPES = (int, float, Optional[int], Optional[float])
+
+
 class Strict(BaseModel):
     """Base of every schema node: unknown keys are errors and parsed configs are frozen."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_as_number(cls, value: Any, info: ValidationInfo) -> Any:
+        # pydantic's lax mode reads `rounds: true` as 1; in a scenario that is a typo.
+        field = cls.model_fields.get(info.field_name or "")
+        if isinstance(value, bool) and field is not None and field.annotation in _NUMBER_TYPES:
+            raise ValueError("expected a number, not true/false")
+        return value
 
 
 # --------------------------------------------------------------------------- data

@@ -73,18 +73,6 @@ def topology_json(world: World, sim: Sim) -> dict[str, Any]:
     return {"nodes": nodes, "edges": edges}
 
 
-def link_summary(world: World, sim: Sim, stages: set[str], sim_time_s: float) -> list[dict[str, Any]]:
-    """Per-link load of the NMoE system (its stages only), both directions together."""
-    out = []
-    for u, v, d in world.graph.edges(data=True):
-        hops = [h for h in world.recorder.hops if h.stage in stages and {h.u, h.v} == {str(u), str(v)}]
-        airtime = sum(h.airtime_s for h in hops)
-        out.append({"u": str(u), "v": str(v), "kind": d["kind"], "distance_m": float(d["distance_m"]),
-                    "mean_snr_db": float(sim.net.mean_snr_db(u, v)), "bytes": sum(h.size_bytes for h in hops),
-                    "airtime_s": airtime, "utilization": airtime / sim_time_s if sim_time_s > 0 else 0.0})
-    return out
-
-
 def run(cfg: Scenario, run_dir: Path, on_record: Callable[[Any], None] | None = None) -> dict[str, Any]:
     """Run a validated scenario into ``run_dir`` (which must exist); returns metrics.json's content."""
     with torch_threads(cfg.runtime.torch_threads):
@@ -110,8 +98,8 @@ def _run(cfg: Scenario, run_dir: Path, on_record: Callable[[Any], None] | None) 
         world.recorder.listeners.append(on_record)
     systems, spans, nmoe_sim = run_systems(world)
     stages = {s.stage: stage_costs(world.recorder, s.stage, s.start_s, s.end_s) for s in spans}
-    nmoe_stages = {s.stage for s in spans if s.stage.startswith(("stage", "inference_nmoe"))}
-    nmoe_end = max(s.end_s for s in spans if s.stage in nmoe_stages)
+    # The NMoE's own Sim carried only its stages, so its network's counters are its links' load.
+    nmoe_end = max(s.end_s for s in spans if s.stage.startswith(("stage", "inference_nmoe")))
     ds = world.dataset
     metrics = {
         "scenario": cfg.name, "seed": cfg.seed, "run_id": run_dir.name,
@@ -120,7 +108,7 @@ def _run(cfg: Scenario, run_dir: Path, on_record: Callable[[Any], None] | None) 
                     "test_samples": int(len(ds.y_test)), "queries": sum(len(c.y_query) for c in world.clients)},
         "systems": systems,
         "stages": stages,
-        "links": link_summary(world, nmoe_sim, nmoe_stages, nmoe_end),
+        "links": nmoe_sim.net.link_stats(nmoe_end),
     }
     write_records(run_dir, world.recorder)
     write_csv(run_dir / "gating.csv", ["system", "client", "expert", "count", "share"], _gating_rows(systems))

@@ -28,19 +28,24 @@ log = logging.getLogger(__name__)
 
 # Stage name prefixes of the three-stage NMoE pipeline; baselines own `<kind>_<system>`.
 NMOE_STAGE_PREFIXES = ("stage1", "stage2", "stage3")
+# Systems that reuse parts of the NMoE pipeline pay for them too: the local classifier is
+# the stage-1 FE plus the client's stage-2 expert.
+REUSED_STAGE_PREFIXES = {"nmoe": NMOE_STAGE_PREFIXES, "local": ("stage1", "stage2")}
 LABEL_COLUMNS = ("point_id", "seed", "system")
 
 
 def system_stages(system: str, stage_names: Iterable[str]) -> list[str]:
     """The stages whose cost ``system`` pays, in the given order.
 
-    ``nmoe`` pays stage 1-3 and ``inference_nmoe``; a baseline ``b`` pays ``baseline_b``
-    and ``inference_b`` (stage names are ``<stage>_<algorithm or system>``).
+    ``nmoe`` pays stage 1-3 and ``inference_nmoe``; ``local`` pays stages 1-2 (its FE and
+    expert) and ``inference_local``; another baseline ``b`` pays ``baseline_b`` and
+    ``inference_b`` (stage names are ``<stage>_<algorithm or system>``).
     """
+    reused = REUSED_STAGE_PREFIXES.get(system, ())
     own = []
     for name in stage_names:
         prefix, _, suffix = name.partition("_")
-        if suffix == system or (system == "nmoe" and prefix in NMOE_STAGE_PREFIXES):
+        if suffix == system or prefix in reused:
             own.append(name)
     return own
 
@@ -199,8 +204,9 @@ def table_markdown(agg: Sequence[dict[str, Any]]) -> str:
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     note = (
         "\nCells are mean ± sample std over seeds. Bytes, time and energy count the stages "
-        "the system pays for (nmoe: stage 1-3 and inference_nmoe; a baseline: baseline_<b> "
-        "and inference_<b>); Run bytes count every stage of the run.\n"
+        "the system pays for (nmoe: stage 1-3 and inference_nmoe; local: stages 1-2, whose FE "
+        "and expert it reuses, and inference_local; another baseline: baseline_<b> and "
+        "inference_<b>); Run bytes count every stage of the run.\n"
     )
     return "\n".join(lines) + "\n" + note
 

@@ -70,7 +70,8 @@ def test_comm_vs_accuracy_axes_and_systems(run_dir: Path) -> None:
     assert nmoe_line.get_xdata()[-1] == pytest.approx(0.9)  # 800 kB FedSC + 100 kB gate
     # Markers sit at the training cost (inference excluded, like the curves): 1 MB upload.
     local, centralized = ax_bytes.get_lines()[-2:]
-    assert list(local.get_xdata()) == [0.0] and list(local.get_ydata()) == pytest.approx([55.0])
+    # local sits at the cost of the FE and expert it reuses (800 kB of FedSC), not at 0.
+    assert list(local.get_xdata()) == pytest.approx([0.8]) and list(local.get_ydata()) == pytest.approx([55.0])
     assert list(centralized.get_xdata()) == pytest.approx([1.0])
     assert list(ax_time.get_lines()[-1].get_xdata()) == pytest.approx([8.0])
 

@@ -178,7 +178,8 @@ def test_collect_rows_one_per_seed_and_system(two_seed_sweep) -> None:
     assert nmoe["total_bytes"] == 2_720_000
     assert nmoe["sim_time_s"] == pytest.approx(40.5)
     assert nmoe["system_sim_time_s"] == pytest.approx(21.0)
-    assert rows[1]["system_bytes"] == 0  # local pays nothing on the air
+    # local pays for the FE and expert it reuses (stages 1-2: 800k + 0) and nothing more.
+    assert rows[1]["system_bytes"] == 800_000
 
 
 def test_aggregate_means_and_sample_stds(two_seed_sweep) -> None:

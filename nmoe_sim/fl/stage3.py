@@ -103,10 +103,10 @@ def exchange_expert_outputs(world: World, sim: Sim, parts: NMoEParts, stage: str
     return [GateData(parts.train_feats[c], world.clients[c].y_train, probs[c], available[c]) for c in range(n)]
 
 
-def train_gate(gate: Gate, data: GateData, cfg: Stage3Config, gen: torch.Generator,
-               params: list[torch.nn.Parameter] | None = None) -> float:
+def train_gate(gate: Gate, data: GateData, cfg: Stage3Config, gen: torch.Generator) -> float:
+    """Local epochs of the gate on a client's gate-training set; returns the last epoch's loss."""
     loss_of = GATE_LOSSES.get(cfg.target, "stage3.target")
-    opt = make_sgd(list(gate.parameters()) if params is None else params, cfg.lr, cfg.momentum, cfg.weight_decay)
+    opt = make_sgd(list(gate.parameters()), cfg.lr, cfg.momentum, cfg.weight_decay)
     return run_epochs(gate, lambda idx: loss_of(gate(data.feats[idx], gen), data, idx), len(data.y),
                       epochs=cfg.local_epochs, batch_size=cfg.batch_size, opt=opt, gen=gen)
 

@@ -48,10 +48,9 @@ def run_epochs(
 def train_supervised(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, batch_size: int,
     lr: float, momentum: float, weight_decay: float, gen: torch.Generator,
-    params: list[nn.Parameter] | None = None,
 ) -> float:
-    """Cross-entropy training of ``model`` on (x, y); only ``params`` (default: all) are updated."""
-    opt = make_sgd(list(model.parameters()) if params is None else params, lr, momentum, weight_decay)
+    """Cross-entropy training of ``model`` on (x, y); returns the last epoch's mean loss."""
+    opt = make_sgd(list(model.parameters()), lr, momentum, weight_decay)
     ce = nn.CrossEntropyLoss()
     return run_epochs(model, lambda idx: ce(model(x[idx]), y[idx]), len(y),
                       epochs=epochs, batch_size=batch_size, opt=opt, gen=gen)

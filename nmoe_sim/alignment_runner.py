@@ -23,7 +23,7 @@ from nmoe_sim.fl.rounds import CostScope, RoundDriver
 from nmoe_sim.metrics import stage_costs
 from nmoe_sim.record import RoundRecord
 from nmoe_sim.results import atomic_write_text, write_csv, write_json, write_records
-from nmoe_sim.runner import topology_json, torch_threads
+from nmoe_sim.runner import GATING_COLUMNS, dataset_summary, gating_rows, topology_json, torch_threads
 from nmoe_sim.seeds import SeedStreams
 from nmoe_sim.world import Sim, World, build_world
 
@@ -112,12 +112,10 @@ def _run(cfg: Scenario, run_dir: Path, on_record: Callable[[Any], None] | None) 
     trained = [run_assignment(world, acfg, name, profiles) for name in names]
     systems = {algo.assignment: system_metrics(world, acfg, algo, sim) for algo, sim in trained}
     stages = {algo.stage: stage_costs(world.recorder, algo.stage, 0.0, sim.env.now) for algo, sim in trained}
-    ds = world.dataset
     metrics = {
         "scenario": cfg.name, "seed": cfg.seed, "run_id": run_dir.name, "system": "alignment",
-        "wall_time_s": round(time.perf_counter() - wall0, 3),
-        "dataset": {"name": ds.name, "num_classes": ds.num_classes, "train_samples": int(len(ds.y_train)),
-                    "test_samples": int(len(ds.y_test)), "queries": sum(len(c.y_query) for c in world.clients)},
+        "wall_time_s": None,  # set just before metrics.json is written, after every file
+        "dataset": dataset_summary(world),
         "model": {"experts": acfg.experts, "fe_bytes": costs.fe_bytes, "expert_bytes": costs.expert_bytes,
                   "fe_train_flops_per_sample": costs.fe_train_flops,
                   "expert_train_flops_per_sample": costs.expert_train_flops},
@@ -129,7 +127,7 @@ def _run(cfg: Scenario, run_dir: Path, on_record: Callable[[Any], None] | None) 
     write_records(run_dir, world.recorder)
     write_csv(run_dir / "assignments.csv", ["system", "round", "client", "expert", "delivered", "usage",
                                             "accuracy", "loss"], _assignment_rows(trained))
-    write_csv(run_dir / "gating.csv", ["system", "client", "expert", "count", "share"], _gating_rows(systems))
+    write_csv(run_dir / "gating.csv", GATING_COLUMNS, gating_rows(systems))
     write_json(run_dir / "topology.json", topology_json(world, first_sim))
     metrics["wall_time_s"] = round(time.perf_counter() - wall0, 3)
     write_json(run_dir / "metrics.json", metrics)  # last: its presence marks a finished run
@@ -144,10 +142,3 @@ def _assignment_rows(trained: list[tuple[AlignmentFL, Sim]]) -> Iterator[dict[st
                 yield {"system": algo.assignment, "round": log.round, "client": int(c), "expert": int(e),
                        "delivered": bool(log.arrived[c, e]), "usage": float(log.usage[c, e]),
                        "accuracy": float(log.accuracy[c, e]), "loss": float(log.loss[c, e])}
-
-
-def _gating_rows(systems: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    for name, s in systems.items():
-        for c, row in enumerate(s["gating"]):
-            for e, share in enumerate(row):
-                yield {"system": name, "client": c, "expert": e, "count": s["gating_counts"][c][e], "share": share}

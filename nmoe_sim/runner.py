@@ -100,24 +100,32 @@ def _run(cfg: Scenario, run_dir: Path, on_record: Callable[[Any], None] | None) 
     stages = {s.stage: stage_costs(world.recorder, s.stage, s.start_s, s.end_s) for s in spans}
     # The NMoE's own Sim carried only its stages, so its network's counters are its links' load.
     nmoe_end = max(s.end_s for s in spans if s.stage.startswith(("stage", "inference_nmoe")))
-    ds = world.dataset
     metrics = {
         "scenario": cfg.name, "seed": cfg.seed, "run_id": run_dir.name,
         "wall_time_s": round(time.perf_counter() - wall0, 3),
-        "dataset": {"name": ds.name, "num_classes": ds.num_classes, "train_samples": int(len(ds.y_train)),
-                    "test_samples": int(len(ds.y_test)), "queries": sum(len(c.y_query) for c in world.clients)},
+        "dataset": dataset_summary(world),
         "systems": systems,
         "stages": stages,
         "links": nmoe_sim.net.link_stats(nmoe_end),
     }
     write_records(run_dir, world.recorder)
-    write_csv(run_dir / "gating.csv", ["system", "client", "expert", "count", "share"], _gating_rows(systems))
+    write_csv(run_dir / "gating.csv", GATING_COLUMNS, gating_rows(systems))
     write_json(run_dir / "topology.json", topology_json(world, nmoe_sim))
     write_json(run_dir / "metrics.json", metrics)  # last: its presence marks a finished run
     return metrics
 
 
-def _gating_rows(systems: dict[str, Any]) -> Generator[dict[str, Any], None, None]:
+GATING_COLUMNS = ["system", "client", "expert", "count", "share"]
+
+
+def dataset_summary(world: World) -> dict[str, Any]:
+    ds = world.dataset
+    return {"name": ds.name, "num_classes": ds.num_classes, "train_samples": int(len(ds.y_train)),
+            "test_samples": int(len(ds.y_test)), "queries": sum(len(c.y_query) for c in world.clients)}
+
+
+def gating_rows(systems: dict[str, Any]) -> Generator[dict[str, Any], None, None]:
+    """gating.csv rows from the systems' ``gating`` shares and ``gating_counts``."""
     for name, s in systems.items():
         for c, row in enumerate(s["gating"]):
             for e, share in enumerate(row):

@@ -12,11 +12,8 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from nmoe_sim.plots.base import PLOTS, PlotSkipped, draw
+from nmoe_sim.plots.base import MB, PLOTS, PlotSkipped, draw, system_color
 from nmoe_sim.plots.rundata import RunData
-
-MB = 1e6
-_COLORS = {"alignment": "C0", "greedy": "C3", "random": "C1", "unlimited": "C2"}
 
 
 def make_accuracy_vs_rounds_figure(run: RunData) -> Figure:
@@ -33,7 +30,7 @@ def make_accuracy_vs_rounds_figure(run: RunData) -> Figure:
         acc = rows.floats("accuracy")
         if not len(rows) or np.isnan(acc).all():
             continue
-        color = _COLORS.get(name, f"C{4 + i}")
+        color = system_color(name, i)
         ax_r.plot(rows.floats("round") + 1, acc * 100, "o-", ms=3, color=color, label=name)
         ax_b.plot(rows.floats("cum_bytes") / MB, acc * 100, "o-", ms=3, color=color, label=name)
         cv = m.get("utilization_cv_per_round") or []

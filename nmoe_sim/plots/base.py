@@ -24,8 +24,11 @@ PLOTS: Registry[PlotFn] = Registry("plot")
 
 FORMATS = ("png", "svg")
 DPI = 120
-# Fixed colours so a system looks the same in every figure of every run.
-_SYSTEM_COLORS = {"nmoe": "C0", "local": "C1", "centralized": "C2", "fedavg": "C3"}
+MB = 1e6  # bytes per megabyte, for every axis in MB
+# Fixed colours so a system looks the same in every figure of every run. An NMoE run and
+# an alignment run never share a figure, so the two sets may reuse colours.
+_SYSTEM_COLORS = {"nmoe": "C0", "local": "C1", "centralized": "C2", "fedavg": "C3",
+                  "alignment": "C0", "greedy": "C3", "random": "C1", "unlimited": "C2"}
 
 
 class PlotSkipped(Exception):

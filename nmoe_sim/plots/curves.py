@@ -7,11 +7,10 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from nmoe_sim.plots.base import PLOTS, PlotSkipped, draw, system_color
+from nmoe_sim.plots.base import MB, PLOTS, PlotSkipped, draw, system_color
 from nmoe_sim.plots.rundata import RunData
 from nmoe_sim.table import system_stages
 
-MB = 1e6
 
 
 # --------------------------------------------------------------------------- comm vs accuracy

@@ -9,11 +9,10 @@ import yaml
 from matplotlib.figure import Figure
 
 from nmoe_sim.errors import ConfigError
-from nmoe_sim.plots.base import draw, system_color
+from nmoe_sim.plots.base import MB, draw, system_color
 from nmoe_sim.plots.rundata import CsvTable
 from nmoe_sim.table import LABEL_COLUMNS, read_csv
 
-MB = 1e6
 
 
 def load_table(sweep_dir: Path) -> CsvTable:

@@ -20,7 +20,7 @@ from nmoe_sim.fl.alignment.config import AlignmentConfig
 from nmoe_sim.fl.alignment.profiling import ClientProfile, profile_clients
 from nmoe_sim.fl.alignment.system import STREAM, AlignmentFL, alignment_costs
 from nmoe_sim.fl.rounds import CostScope, RoundDriver
-from nmoe_sim.metrics import stage_costs
+from nmoe_sim.metrics import SYSTEM_COST_FIELDS, stage_costs
 from nmoe_sim.record import RoundRecord
 from nmoe_sim.results import atomic_write_text, write_csv, write_json, write_records
 from nmoe_sim.runner import GATING_COLUMNS, dataset_summary, gating_rows, topology_json, torch_threads
@@ -41,11 +41,11 @@ def round_config(cfg: AlignmentConfig) -> TrainConfig:
 def run_assignment(world: World, cfg: AlignmentConfig, assignment: str,
                    profiles: list[ClientProfile]) -> tuple[AlignmentFL, Sim]:
     """One assignment's whole training in its own Sim; returns the trained system and its Sim."""
-    sim = world.new_sim()
+    sim = world.new_sim(assignment)
     algo = AlignmentFL(world, cfg, assignment, np.array([p.k for p in profiles]))
     # The same participation stream for every assignment: they meet the same participants.
     driver = RoundDriver(sim, world.n_clients, world.streams.numpy(f"{STREAM}/participation"))
-    proc = sim.env.process(driver.run(algo, round_config(cfg), CostScope(assignment, [algo.stage])))
+    proc = sim.env.process(driver.run(algo, round_config(cfg), CostScope(sim.system, [algo.stage])))
     sim.env.run(until=proc)
     return algo, sim
 
@@ -58,7 +58,7 @@ def system_metrics(world: World, cfg: AlignmentConfig, algo: AlignmentFL, sim: S
     rec = world.recorder
     rounds = [r for r in rec.rounds if r.stage == algo.stage]
     hit = first_crossing(rounds, cfg.target_accuracy)
-    costs = stage_costs(rec, algo.stage, 0.0, sim.env.now)
+    costs = stage_costs(rec, sim.system, algo.stage, 0.0, sim.env.now)
     usage = algo.usage_totals()  # (C,E)
     per_client = algo.experts_per_round()
     util_cv = [log.utilization_cv for log in algo.logs]
@@ -68,7 +68,7 @@ def system_metrics(world: World, cfg: AlignmentConfig, algo: AlignmentFL, sim: S
         "f1_macro": f1, "accuracy": acc, "local_ratio": None,
         "rounds": len(rounds), "target_accuracy": cfg.target_accuracy,
         "rounds_to_target": None if hit is None else hit.round + 1,
-        "bytes_to_target": None if hit is None else hit.cum_bytes,
+        "bytes_to_target": None if hit is None else hit.cum_bytes_delivered,
         "sim_time_to_target_s": None if hit is None else hit.cum_sim_time_s,
         "accuracy_per_round": [r.accuracy for r in rounds],
         "f1_per_round": [r.f1_macro for r in rounds],
@@ -81,8 +81,10 @@ def system_metrics(world: World, cfg: AlignmentConfig, algo: AlignmentFL, sim: S
         "per_client_load": per_client.tolist(),
         "per_client_load_mean": float(per_client.mean()),
         "failures": sum(log.failures for log in algo.logs),
+        "stages": [algo.stage],
         "total_bytes": costs["bytes"], "bytes_up": costs["bytes_up"], "bytes_down": costs["bytes_down"],
-        "sim_time_s": sim.env.now, "energy_j": costs["energy_j"], "flops": costs["flops"],
+        **{f: costs[f] for f in SYSTEM_COST_FIELDS if f != "sim_time_s"},
+        "sim_time_s": sim.env.now, "flops": costs["flops"],
         "final_fitness": algo.fitness.round(6).tolist(),
         "gating": (usage / np.maximum(usage.sum(1, keepdims=True), 1)).round(6).tolist(),
         "gating_counts": usage.astype(int).tolist(),
@@ -106,12 +108,12 @@ def _run(cfg: Scenario, run_dir: Path, on_record: Callable[[Any], None] | None) 
         world.recorder.listeners.append(on_record)
     names = assignments_to_run(acfg)
     # Every Sim has the same links and every system the same models: profile once.
-    first_sim = world.new_sim()
+    first_sim = world.new_sim("profiling")  # reads link budgets only; records nothing
     costs = alignment_costs(world, acfg)
     profiles = profile_clients(world, first_sim, acfg, costs)
     trained = [run_assignment(world, acfg, name, profiles) for name in names]
     systems = {algo.assignment: system_metrics(world, acfg, algo, sim) for algo, sim in trained}
-    stages = {algo.stage: stage_costs(world.recorder, algo.stage, 0.0, sim.env.now) for algo, sim in trained}
+    stages = {algo.stage: stage_costs(world.recorder, sim.system, algo.stage, 0.0, sim.env.now) for algo, sim in trained}
     metrics = {
         "scenario": cfg.name, "seed": cfg.seed, "run_id": run_dir.name, "system": "alignment",
         "wall_time_s": None,  # set just before metrics.json is written, after every file
@@ -124,7 +126,7 @@ def _run(cfg: Scenario, run_dir: Path, on_record: Callable[[Any], None] | None) 
         "systems": systems,
         "stages": stages,
     }
-    write_records(run_dir, world.recorder)
+    write_records(run_dir, world.recorder, [c.idx for c in world.clients])
     write_csv(run_dir / "assignments.csv", ["system", "round", "client", "expert", "delivered", "usage",
                                             "accuracy", "loss"], _assignment_rows(trained))
     write_csv(run_dir / "gating.csv", GATING_COLUMNS, gating_rows(systems))

@@ -25,20 +25,16 @@ from nmoe_sim.record import RoundRecord
 EXIT_USAGE = 2
 
 
-def _progress_listener(progress: Progress, cfg: Scenario) -> Callable[[Any], None]:
-    """Advance one bar per (system, stage) as round records arrive."""
+def _progress_listener(progress: Progress) -> Callable[[Any], None]:
+    """Advance one bar per (system, stage) as round records arrive; each says its total."""
     tasks: dict[tuple[str, str], int] = {}
-    totals = {"stage1": cfg.stage1.rounds, "stage3": cfg.stage3.rounds, "baseline_fedavg": cfg.baselines.fedavg.rounds}
-    if cfg.alignment is not None:
-        totals["alignment"] = cfg.alignment.rounds
 
     def listen(rec: Any) -> None:
         if not isinstance(rec, RoundRecord):
             return
         key = (rec.system, rec.stage)
         if key not in tasks:
-            total = next((t for prefix, t in totals.items() if rec.stage.startswith(prefix)), None)
-            tasks[key] = progress.add_task(f"{rec.system}: {rec.stage}", total=total)
+            tasks[key] = progress.add_task(f"{rec.system}: {rec.stage}", total=rec.rounds_total)
         f1 = "" if rec.f1_macro != rec.f1_macro else f" F1={rec.f1_macro:.3f}"
         progress.update(tasks[key], advance=1, description=f"{rec.system}: {rec.stage}{f1}")
 
@@ -69,17 +65,23 @@ def summary_table(metrics: dict[str, Any]) -> Table:
     if metrics.get("system") == "alignment":
         return alignment_table(metrics)
     table = Table(title=f"{metrics['scenario']} (seed {metrics['seed']})")
-    for col in ("system", "macro-F1", "accuracy", "LR", "p95 latency (s)", "failed queries"):
+    for col in ("system", "macro-F1", "accuracy", "LR", "p95 latency (s)", "failed queries", "MB delivered",
+                "device energy (J)"):
         table.add_column(col, justify="right" if col != "system" else "left")
     for name, s in metrics["systems"].items():
         table.add_row(name, f"{s['f1_macro']:.3f}", f"{s['accuracy']:.3f}", f"{s['local_ratio']:.2f}",
-                      f"{s['latency_s']['p95']:.4f}", str(s["failed_queries"]))
-    stages = Table(title="cost per stage")
-    for col in ("stage", "MB up", "MB down", "MB d2d", "rounds", "sim time (s)", "energy (J)", "failed transfers"):
+                      f"{s['latency_s']['p95']:.4f}", str(s["failed_queries"]), f"{s['bytes_delivered'] / 1e6:.3f}",
+                      f"{s['device_energy_j']:.2f}")
+    stages = Table(title="cost per stage (MB delivered per hop direction; a relay loads two links)")
+    for col in ("stage", "MB offered", "MB delivered", "up", "down", "d2d", "rounds", "sim time (s)",
+                "device J", "infra J", "failed transfers"):
         stages.add_column(col, justify="right" if col != "stage" else "left")
     for name, s in metrics["stages"].items():
-        stages.add_row(name, f"{s['bytes_up'] / 1e6:.3f}", f"{s['bytes_down'] / 1e6:.3f}", f"{s['bytes_d2d'] / 1e6:.3f}",
-                       str(s["rounds"]), f"{s['sim_time_s']:.2f}", f"{s['energy_j']:.2f}", str(s["failed_transfers"]))
+        stages.add_row(name, f"{s['bytes'] / 1e6:.3f}", f"{s['bytes_delivered'] / 1e6:.3f}",
+                       f"{s['bytes_up_delivered'] / 1e6:.3f}", f"{s['bytes_down_delivered'] / 1e6:.3f}",
+                       f"{s['bytes_d2d_delivered'] / 1e6:.3f}", str(s["rounds"]), f"{s['sim_time_s']:.2f}",
+                       f"{s['device_energy_j']:.2f}", f"{s['infrastructure_energy_j']:.2f}",
+                       f"{s['failed_transfers']}/{s['transfers']}")
     grid = Table.grid()
     grid.add_row(table)
     grid.add_row(stages)
@@ -96,7 +98,7 @@ def run_one(cfg: Scenario, run_dir: Path, *, quiet: bool = False) -> dict[str, A
     err = Console(stderr=True)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=err, transient=True, disable=quiet or not err.is_terminal) as progress:
-        metrics = run(cfg, run_dir, on_record=_progress_listener(progress, cfg))
+        metrics = run(cfg, run_dir, on_record=_progress_listener(progress))
     if cfg.output.plots:
         from nmoe_sim.plots import plot_run
 

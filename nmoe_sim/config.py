@@ -195,6 +195,12 @@ class ChannelConfig(Strict):
     retx_timeout_s: float = Field(0.05, ge=0)
     max_attempts: int = Field(8, ge=1)
     latency_s: float = Field(0.0, ge=0, description="fixed per-hop protocol latency")
+    rate_adaptation: Literal["per_block", "per_attempt"] = Field(
+        "per_block",
+        description="per_block: the rate follows the SNR of every coherence block a "
+        "transmission spans and a block in outage fails the attempt; per_attempt: one SNR "
+        "drawn when an attempt starts holds for the whole attempt (see docs/channel.md)",
+    )
 
     @model_validator(mode="after")
     def _mcs_ascending(self) -> "ChannelConfig":
@@ -277,6 +283,12 @@ class NetworkConfig(Strict):
     channel: LinkChannels = LinkChannels()
     devices: DevicesConfig = DevicesConfig()
     bytes_per_param: int = Field(4, ge=1, le=8)
+    routing: Literal["min_airtime", "direct_first"] = Field(
+        "min_airtime",
+        description="min_airtime: the path of least expected airtime, direct link included "
+        "(a link in outage loses to a good relay); direct_first: a direct link whenever one "
+        "exists",
+    )
 
 
 # --------------------------------------------------------------------------- experiments

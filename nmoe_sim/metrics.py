@@ -1,16 +1,29 @@
-"""Summaries computed from the recorder: per-system scores, per-stage costs, latency percentiles."""
+"""Summaries computed from the recorder: per-system scores, per-stage costs, latency percentiles.
+
+Costs are read from the recorder's running totals by (system, stage): the stage that
+caused a record and the world that ran it, both stamped at the source.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
 from nmoe_sim.fl.routing import Scores
-from nmoe_sim.record import QueryRecord, Recorder
+from nmoe_sim.record import DIRECTIONS, QueryRecord, Recorder
+
+# Per-stage fields that add up across stages into a system's cost.
+SYSTEM_COST_FIELDS = ("bytes", "bytes_delivered", "link_bytes", "sim_time_s", "energy_j",
+                      "device_energy_j", "infrastructure_energy_j")
 
 
 def latency_summary(queries: Iterable[QueryRecord]) -> dict[str, float]:
+    """Mean and percentiles over every query, delivered or not.
+
+    A query's latency runs from its arrival until the client holds its answer, from the
+    experts or, when a leg failed, from its own fallback; the plots use the same definition.
+    """
     lat = np.array([q.latency_s for q in queries], dtype=np.float64)
     if lat.size == 0:
         return {"mean": float("nan"), "p50": float("nan"), "p95": float("nan"), "p99": float("nan")}
@@ -18,23 +31,50 @@ def latency_summary(queries: Iterable[QueryRecord]) -> dict[str, float]:
     return {"mean": float(lat.mean()), "p50": float(p50), "p95": float(p95), "p99": float(p99)}
 
 
-def stage_costs(rec: Recorder, stage: str, start_s: float, end_s: float) -> dict[str, Any]:
-    ts = [t for t in rec.transfers if t.stage == stage]
-    cs = [c for c in rec.computes if c.stage == stage]
-    by_dir = {"up": 0, "down": 0, "d2d": 0}
-    for t in ts:
-        by_dir[t.direction] += t.size_bytes
-    radio_j = sum(t.energy_j for t in ts)
-    compute_j = sum(c.energy_j for c in cs)
-    return {
-        "bytes": sum(by_dir.values()),
-        "bytes_up": by_dir["up"], "bytes_down": by_dir["down"], "bytes_d2d": by_dir["d2d"],
-        "rounds": len({r.round for r in rec.rounds if r.stage == stage}),
-        "sim_time_s": end_s - start_s, "start_s": start_s, "end_s": end_s,
-        "energy_j": radio_j + compute_j, "compute_energy_j": compute_j, "radio_energy_j": radio_j,
-        "failed_transfers": sum(not t.delivered for t in ts), "transfers": len(ts),
-        "flops": sum(c.flops for c in cs),
+def busy_time_s(intervals: Sequence[tuple[float, float]]) -> float:
+    """Length of the union of [start, end] intervals: time with at least one in progress."""
+    total, reach = 0.0, -np.inf
+    for start, end in sorted(intervals):
+        if end <= reach:
+            continue
+        total += end - max(start, reach)
+        reach = end
+    return float(total)
+
+
+def stage_costs(rec: Recorder, system: str, stage: str, start_s: float, end_s: float) -> dict[str, Any]:
+    """One stage's costs: offered vs delivered payload, per hop direction, energy by payer."""
+    t = rec.stage_totals(system, stage)
+    out: dict[str, Any] = {
+        "system": system,
+        "bytes": t.bytes, "bytes_delivered": t.bytes_delivered,
     }
+    for d in DIRECTIONS:  # per hop actually used: a relay through the BS is up + down
+        out[f"bytes_{d}"] = t.hop_bytes[d]
+        out[f"bytes_{d}_delivered"] = t.hop_bytes_delivered[d]
+    out.update({
+        "link_bytes": sum(t.hop_bytes_delivered.values()),
+        "rounds": len({r.round for r in rec.rounds if r.system == system and r.stage == stage}),
+        "sim_time_s": end_s - start_s, "start_s": start_s, "end_s": end_s,
+        "energy_j": t.energy_j, "compute_energy_j": t.compute_energy_j, "radio_energy_j": t.radio_energy_j,
+        "device_energy_j": t.device_energy_j, "infrastructure_energy_j": t.infrastructure_energy_j,
+        "failed_transfers": t.failed_transfers, "transfers": t.transfers,
+        "flops": t.flops,
+    })
+    return out
+
+
+def inference_timing(queries: Sequence[QueryRecord], start_s: float) -> dict[str, float]:
+    """An inference stage's time split: the Poisson arrival window vs time spent serving."""
+    if not queries:
+        return {"arrival_window_s": 0.0, "busy_time_s": 0.0}
+    return {"arrival_window_s": max(q.start_s for q in queries) - start_s,
+            "busy_time_s": busy_time_s([(q.start_s, q.end_s) for q in queries])}
+
+
+def system_costs(stages: dict[str, dict[str, Any]], names: Sequence[str]) -> dict[str, Any]:
+    """A system's cost: the sum over the stages it pays for (its own and those it reuses)."""
+    return {f: sum(stages[n][f] for n in names) for f in SYSTEM_COST_FIELDS}
 
 
 def system_summary(scores: Scores, rec: Recorder, system: str, stage: str, failed_queries: int) -> dict[str, Any]:
@@ -42,11 +82,13 @@ def system_summary(scores: Scores, rec: Recorder, system: str, stage: str, faile
     counts = scores.gating_counts
     rows = counts.sum(1, keepdims=True)
     gating = (counts / np.maximum(rows, 1)).round(6).tolist() if counts.size else []
+    inference = rec.stage_totals(system, stage)
     return {
         "f1_macro": scores.f1_macro, "accuracy": scores.accuracy, "local_ratio": scores.local_ratio,
         "queries": len(queries), "failed_queries": failed_queries,
         "latency_s": latency_summary(queries),
-        "inference_bytes": rec.stage_bytes([stage]), "inference_energy_j": rec.stage_energy_j([stage]),
+        "inference_bytes": inference.bytes, "inference_bytes_delivered": inference.bytes_delivered,
+        "inference_energy_j": inference.energy_j,
         "gating": gating,
         "gating_counts": counts.tolist(),
     }

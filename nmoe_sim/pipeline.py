@@ -26,37 +26,39 @@ from nmoe_sim.world import Sim, World
 
 @dataclass(frozen=True)
 class StageSpan:
+    """When a system's stage ran in that system's simulated clock."""
+
+    system: str
     stage: str
     start_s: float
     end_s: float
-
-
-def stage_names(world: World) -> tuple[str, str, str]:
-    return f"stage1_{world.cfg.stage1.algorithm}", STAGE2, f"stage3_{world.cfg.stage3.algorithm}"
+    inference: bool = False
 
 
 def train_nmoe(world: World, sim: Sim, spans: list[StageSpan]) -> Generator[simpy.Event, Any, tuple[NMoEParts, Router, CostScope]]:
-    s1, s2, s3 = stage_names(world)
-    scope = CostScope("nmoe", [s1, s2, s3])
+    # Each algorithm owns its stage name; the costs it causes are recorded under it.
+    fe_algo = make_stage1(world)
+    gate_method = GATE_ALGORITHMS.get(world.cfg.stage3.algorithm, "stage3.algorithm")
+    s1, s2, s3 = fe_algo.stage, STAGE2, gate_method.stage
+    scope = CostScope(sim.system, [s1, s2, s3])
     env = sim.env
 
     start = env.now
-    fe_algo = make_stage1(world)
     yield from RoundDriver(sim, world.n_clients, world.streams.numpy(f"{s1}/participation")).run(fe_algo, world.cfg.stage1, scope)
     fe = fe_algo.fe
     fe.eval()
-    spans.append(StageSpan(s1, start, env.now))
+    spans.append(StageSpan(sim.system, s1, start, env.now))
 
     start = env.now
     experts, feats, client_fes = yield from train_experts(world, sim, fe)
-    spans.append(StageSpan(s2, start, env.now))
+    spans.append(StageSpan(sim.system, s2, start, env.now))
 
     bank = QueryBank(client_fes, experts, [c.x_query for c in world.clients], [c.y_query for c in world.clients],
                      world.dataset.num_classes)
-    parts = NMoEParts(fe, experts, feats, bank)  # fe: raw FE, for FLOP counting
+    parts = NMoEParts(fe, experts, feats, bank, trained_by=(s1, s2))  # fe: raw FE, for FLOP counting
     start = env.now
-    router = yield from GATE_ALGORITHMS.get(world.cfg.stage3.algorithm, "stage3.algorithm")(world, sim, parts, scope)
-    spans.append(StageSpan(s3, start, env.now))
+    router = yield from gate_method.train(world, sim, parts, scope, s3)
+    spans.append(StageSpan(sim.system, s3, start, env.now))
     return parts, router, scope
 
 

@@ -1,46 +1,48 @@
 """Typed records of everything that happens in simulated time, and the recorder that keeps them.
 
 Observation stays out of the data path: processes hand records to a :class:`Recorder`;
-nothing prints. Results files (events.csv, rounds.csv, queries.csv) are views of these lists.
+nothing prints. Results files (events.csv, hops.csv, rounds.csv, queries.csv, clients.csv)
+are views of these lists.
+
+Every cost-carrying record is stamped with the ``system`` whose simulated world produced it
+and the ``stage`` that caused it, by the Network or executor of that world; costs are summed
+by (system, stage), never recovered from names. Energy is split by who pays it: the
+devices' batteries (clients' radios and compute) or the infrastructure (base station and
+edge server).
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Callable, Iterable
 
-
-def direction(src: str, dst: str) -> str:
-    """'up' (client -> base station), 'down' (base station -> client) or 'd2d'."""
-    if dst == "bs":
-        return "up"
-    if src == "bs":
-        return "down"
-    return "d2d"
+DIRECTIONS = ("up", "down", "d2d")  # client -> BS, BS -> client, client -> client (one hop)
 
 
 @dataclass(frozen=True)
 class TransferRecord:
     """One end-to-end transfer of ``size_bytes`` from ``src`` to ``dst`` (possibly multi-hop)."""
 
+    system: str
     stage: str
     tag: str
     src: str
     dst: str
-    size_bytes: int
+    size_bytes: int  # payload offered end to end
     start_s: float
     end_s: float
     attempts: int
     delivered: bool
-    hops: int
+    hops: int  # hops of the route chosen (not all of them are tried when one fails)
     airtime_s: float
-    energy_j: float
+    energy_j: float  # radio energy of every hop tried, = device + infrastructure
+    device_energy_j: float
+    infrastructure_energy_j: float
+    link_bytes: int  # payload delivered summed over hops: a 2-hop relay loads two links
+    route: tuple[str, ...] = ()
     reason: str = ""  # "" when delivered; "outage" or "deadline" otherwise
-    snr_db: float = float("nan")  # mean SNR over the attempts of the first hop
-
-    @property
-    def direction(self) -> str:
-        return direction(self.src, self.dst)
+    snr_db: float = float("nan")  # mean SNR over the blocks the first hop saw
 
     @property
     def duration_s(self) -> float:
@@ -51,23 +53,28 @@ class TransferRecord:
 class HopRecord:
     """One link-level transmission of a transfer: the data behind per-link statistics."""
 
+    system: str
     stage: str
     tag: str
     u: str
     v: str
+    direction: str  # one of DIRECTIONS, from the node kinds of u and v
     size_bytes: int
     start_s: float
     end_s: float
     attempts: int
     delivered: bool
     airtime_s: float
-    tx_energy_j: float
-    rx_energy_j: float
-    snr_db: float  # mean over attempts, dB
+    tx_energy_j: float  # paid by u
+    rx_energy_j: float  # paid by v
+    snr_db: float  # mean over the coherence blocks seen, dB
+    device_energy_j: float = 0.0
+    infrastructure_energy_j: float = 0.0
 
 
 @dataclass(frozen=True)
 class ComputeRecord:
+    system: str
     stage: str
     tag: str
     node: str
@@ -75,6 +82,8 @@ class ComputeRecord:
     start_s: float
     end_s: float
     energy_j: float
+    device_energy_j: float = 0.0
+    infrastructure_energy_j: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -84,11 +93,13 @@ class RoundRecord:
     system: str
     stage: str
     round: int
+    rounds_total: int
     start_s: float
     end_s: float
     participants: int
     failures: int
-    cum_bytes: int
+    cum_bytes: int  # offered payload of the system's stages so far
+    cum_bytes_delivered: int  # of which arrived
     cum_sim_time_s: float
     cum_energy_j: float
     f1_macro: float = float("nan")
@@ -101,13 +112,52 @@ class QueryRecord:
     client: int
     query: int
     start_s: float
-    end_s: float
+    end_s: float  # when the client holds its answer (from the experts or its fallback)
     experts: tuple[int, ...]
     delivered: bool
 
     @property
     def latency_s(self) -> float:
         return self.end_s - self.start_s
+
+
+@dataclass
+class StageTotals:
+    """Running totals of one (system, stage), kept as records arrive (O(1) per record)."""
+
+    bytes: int = 0
+    bytes_delivered: int = 0
+    hop_bytes: dict[str, int] = field(default_factory=lambda: dict.fromkeys(DIRECTIONS, 0))
+    hop_bytes_delivered: dict[str, int] = field(default_factory=lambda: dict.fromkeys(DIRECTIONS, 0))
+    transfers: int = 0
+    failed_transfers: int = 0
+    radio_energy_j: float = 0.0
+    compute_energy_j: float = 0.0
+    device_energy_j: float = 0.0
+    infrastructure_energy_j: float = 0.0
+    flops: float = 0.0
+
+    @property
+    def energy_j(self) -> float:
+        return self.radio_energy_j + self.compute_energy_j
+
+    def add(self, rec: Any) -> None:
+        if isinstance(rec, TransferRecord):
+            self.bytes += rec.size_bytes
+            self.bytes_delivered += rec.size_bytes if rec.delivered else 0
+            self.transfers += 1
+            self.failed_transfers += not rec.delivered
+            self.radio_energy_j += rec.energy_j
+        elif isinstance(rec, HopRecord):
+            # Energy is taken from the transfer (the sum of its hops), never twice.
+            self.hop_bytes[rec.direction] += rec.size_bytes
+            self.hop_bytes_delivered[rec.direction] += rec.size_bytes if rec.delivered else 0
+            return
+        elif isinstance(rec, ComputeRecord):
+            self.compute_energy_j += rec.energy_j
+            self.flops += rec.flops
+        self.device_energy_j += rec.device_energy_j
+        self.infrastructure_energy_j += rec.infrastructure_energy_j
 
 
 @dataclass
@@ -119,6 +169,8 @@ class Recorder:
     queries: list[QueryRecord] = field(default_factory=list)
     # Observers (e.g. a progress bar) called with every record; they must not mutate it.
     listeners: list[Callable[[Any], None]] = field(default_factory=list)
+    totals: dict[tuple[str, str], StageTotals] = field(default_factory=lambda: defaultdict(StageTotals))
+    systems: list[str] = field(default_factory=list)  # in the order they first recorded (ran)
 
     def add(self, rec: Any) -> None:
         table = {
@@ -129,19 +181,20 @@ class Recorder:
             QueryRecord: self.queries,
         }[type(rec)]
         table.append(rec)
+        if rec.system not in self.systems:
+            self.systems.append(rec.system)
+        if isinstance(rec, (TransferRecord, HopRecord, ComputeRecord)):
+            self.totals[(rec.system, rec.stage)].add(rec)
         for listener in self.listeners:
             listener(rec)
 
-    # -- running totals used by the round records and metrics
-    def stage_bytes(self, stages: Iterable[str] | None = None) -> int:
-        keep = None if stages is None else set(stages)
-        return sum(t.size_bytes for t in self.transfers if keep is None or t.stage in keep)
+    def stage_totals(self, system: str, stage: str) -> StageTotals:
+        """The running totals of one stage of one system (zeros if it recorded nothing)."""
+        return self.totals.get((system, stage)) or StageTotals()
 
-    def stage_energy_j(self, stages: Iterable[str] | None = None) -> float:
-        keep = None if stages is None else set(stages)
-        e = sum(t.energy_j for t in self.transfers if keep is None or t.stage in keep)
-        e += sum(c.energy_j for c in self.computes if keep is None or c.stage in keep)
-        return e
+    def sum_of(self, system: str, stages: Iterable[str], attr: str) -> float:
+        """One total (e.g. ``bytes_delivered``) summed over the given stages of ``system``."""
+        return sum(getattr(self.stage_totals(system, s), attr) for s in stages)
 
 
 def record_row(rec: Any) -> dict[str, Any]:

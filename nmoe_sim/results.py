@@ -80,16 +80,68 @@ def fieldnames(cls: type) -> list[str]:
     return [f.name for f in fields(cls)]
 
 
-EVENT_COLUMNS = ["kind", "stage", "tag", "src", "dst", "node", "size_bytes", "flops", "start_s", "end_s",
-                 "attempts", "delivered", "reason", "hops", "airtime_s", "energy_j", "snr_db"]
+EVENT_COLUMNS = ["system", "kind", "stage", "tag", "src", "dst", "route", "node", "size_bytes", "link_bytes",
+                 "flops", "start_s", "end_s", "attempts", "delivered", "reason", "hops", "airtime_s", "energy_j",
+                 "device_energy_j", "infrastructure_energy_j", "snr_db"]
+CLIENT_COLUMNS = ["system", "stage", "client", "bytes_sent", "bytes_received", "tx_airtime_s", "rx_airtime_s",
+                  "compute_time_s", "compute_energy_j", "radio_energy_j", "device_energy_j"]
 
 
-def write_records(run_dir: Path, rec: Recorder) -> None:
+def system_order(rec: Recorder) -> dict[str, int]:
+    """Systems in the order they first recorded anything (the order they ran)."""
+    return {name: i for i, name in enumerate(rec.systems)}
+
+
+def client_rows(rec: Recorder, clients: Iterable[Any]) -> list[dict[str, Any]]:
+    """clients.csv: per (system, stage, client), what its radio carried and its battery paid.
+
+    Bytes sent are the payload the client put on the air as a hop's sender (a relay sends
+    what it received), received what reached it over a hop; airtime is split by direction.
+    """
+    keep = {str(c) for c in clients}
+    rows: dict[tuple[str, str, str], dict[str, Any]] = {}
+
+    def row(system: str, stage: str, node: str) -> dict[str, Any]:
+        key = (system, stage, node)
+        if key not in rows:
+            rows[key] = {"system": system, "stage": stage, "client": node, "bytes_sent": 0, "bytes_received": 0,
+                         "tx_airtime_s": 0.0, "rx_airtime_s": 0.0, "compute_time_s": 0.0,
+                         "compute_energy_j": 0.0, "radio_energy_j": 0.0}
+        return rows[key]
+
+    for h in rec.hops:
+        if h.u in keep:
+            r = row(h.system, h.stage, h.u)
+            r["bytes_sent"] += h.size_bytes if h.delivered else 0
+            r["tx_airtime_s"] += h.airtime_s
+            r["radio_energy_j"] += h.tx_energy_j
+        if h.v in keep:
+            r = row(h.system, h.stage, h.v)
+            r["bytes_received"] += h.size_bytes if h.delivered else 0
+            r["rx_airtime_s"] += h.airtime_s
+            r["radio_energy_j"] += h.rx_energy_j
+    for c in rec.computes:
+        if c.node in keep:
+            r = row(c.system, c.stage, c.node)
+            r["compute_time_s"] += c.end_s - c.start_s
+            r["compute_energy_j"] += c.energy_j
+    # Stages in the order they first recorded (the recorder's totals keep insertion order).
+    stage_rank = {key: i for i, key in enumerate(rec.totals)}
+    out = sorted(rows.values(), key=lambda r: (stage_rank[(r["system"], r["stage"])], int(r["client"])))
+    for r in out:
+        r["device_energy_j"] = r["compute_energy_j"] + r["radio_energy_j"]
+    return out
+
+
+def write_records(run_dir: Path, rec: Recorder, clients: Iterable[Any]) -> None:
     events = [{"kind": "transfer", **record_row(t)} for t in rec.transfers]
     events += [{"kind": "compute", **record_row(c)} for c in rec.computes]
-    events.sort(key=lambda e: (e["start_s"], e["end_s"]))
+    # Each system ran in its own simulated clock: group by system, then by time within it.
+    order = system_order(rec)
+    events.sort(key=lambda e: (order[e["system"]], e["start_s"], e["end_s"]))
     write_csv(run_dir / "events.csv", EVENT_COLUMNS, events)
     write_csv(run_dir / "hops.csv", fieldnames(HopRecord), (record_row(h) for h in rec.hops))
     write_csv(run_dir / "rounds.csv", fieldnames(RoundRecord), (record_row(r) for r in rec.rounds))
     qcols = ["system", "client", "query", "start_s", "end_s", "latency_s", "experts", "delivered"]
     write_csv(run_dir / "queries.csv", qcols, ({**record_row(q), "latency_s": q.latency_s} for q in rec.queries))
+    write_csv(run_dir / "clients.csv", CLIENT_COLUMNS, client_rows(rec, clients))

@@ -17,7 +17,7 @@ import torch
 from nmoe_sim.config import Scenario, dump_yaml
 from nmoe_sim.fl.baselines import BASELINES
 from nmoe_sim.inference import run_inference
-from nmoe_sim.metrics import stage_costs, system_summary
+from nmoe_sim.metrics import inference_timing, stage_costs, system_costs, system_summary
 from nmoe_sim.pipeline import StageSpan, nmoe_spec, train_nmoe
 from nmoe_sim.results import atomic_write_text, write_csv, write_json, write_records
 from nmoe_sim.seeds import SeedStreams
@@ -29,38 +29,59 @@ def _run_process(sim: Sim, body: Generator[simpy.Event, Any, Any]) -> Any:
     return proc.value
 
 
-def run_systems(world: World) -> tuple[dict[str, Any], list[StageSpan], Sim]:
-    """Run the NMoE and the baselines; returns (system summaries, stage spans, the NMoE's sim)."""
+def run_systems(world: World) -> tuple[dict[str, Any], list[StageSpan], dict[str, list[str]], Sim]:
+    """Run the NMoE and the baselines, each in its own Sim.
+
+    Returns (system summaries, stage spans, the stages each system pays for, the NMoE's sim).
+    """
     spans: list[StageSpan] = []
     systems: dict[str, Any] = {}
-    nmoe_sim = world.new_sim()
+    pays: dict[str, list[str]] = {}
+    nmoe_sim = world.new_sim("nmoe")
 
     def nmoe() -> Generator[simpy.Event, Any, Any]:
-        parts, router, _ = yield from train_nmoe(world, nmoe_sim, spans)
+        parts, router, scope = yield from train_nmoe(world, nmoe_sim, spans)
         start = nmoe_sim.env.now
         outcome = yield from run_inference(world, nmoe_sim, nmoe_spec(world, parts, router))
-        spans.append(StageSpan(outcome.stage, start, nmoe_sim.env.now))
-        return parts, outcome
+        spans.append(StageSpan(nmoe_sim.system, outcome.stage, start, nmoe_sim.env.now, inference=True))
+        return parts, scope, outcome
 
-    parts, outcome = _run_process(nmoe_sim, nmoe())
+    parts, scope, outcome = _run_process(nmoe_sim, nmoe())
     systems["nmoe"] = system_summary(outcome.scores, world.recorder, "nmoe", outcome.stage, outcome.failed_queries)
+    pays["nmoe"] = [*scope.stages, outcome.stage]
 
     for name in world.cfg.baselines.systems:
-        sim = world.new_sim()
+        sim = world.new_sim(name)
 
         def baseline(name: str = name, sim: Sim = sim) -> Generator[simpy.Event, Any, Any]:
             start = sim.env.now
             spec, scope = yield from BASELINES.get(name, "baselines.systems")(world, sim, parts)
-            if scope.stages:
-                spans.append(StageSpan(scope.stages[0], start, sim.env.now))
+            for stage in scope.stages:
+                spans.append(StageSpan(sim.system, stage, start, sim.env.now))
             start = sim.env.now
             result = yield from run_inference(world, sim, spec)
-            spans.append(StageSpan(result.stage, start, sim.env.now))
-            return result
+            spans.append(StageSpan(sim.system, result.stage, start, sim.env.now, inference=True))
+            return scope, result
 
-        result = _run_process(sim, baseline())
+        scope, result = _run_process(sim, baseline())
         systems[name] = system_summary(result.scores, world.recorder, name, result.stage, result.failed_queries)
-    return systems, spans, nmoe_sim
+        pays[name] = [*scope.reused, *scope.stages, result.stage]
+    return systems, spans, pays, nmoe_sim
+
+
+def stage_table(world: World, spans: list[StageSpan]) -> dict[str, dict[str, Any]]:
+    """metrics.json's ``stages``: one entry per stage, keyed by its (run-wide unique) name."""
+    stages: dict[str, dict[str, Any]] = {}
+    for span in spans:
+        if span.stage in stages:
+            raise ValueError(f"stage name {span.stage!r} is used by systems {stages[span.stage]['system']!r} "
+                             f"and {span.system!r}; stage names must be unique within a run")
+        costs = stage_costs(world.recorder, span.system, span.stage, span.start_s, span.end_s)
+        if span.inference:
+            queries = [q for q in world.recorder.queries if q.system == span.system]
+            costs.update(inference_timing(queries, span.start_s))
+        stages[span.stage] = costs
+    return stages
 
 
 def topology_json(world: World, sim: Sim) -> dict[str, Any]:
@@ -96,19 +117,21 @@ def _run(cfg: Scenario, run_dir: Path, on_record: Callable[[Any], None] | None) 
     world = build_world(cfg, SeedStreams(cfg.seed))
     if on_record is not None:
         world.recorder.listeners.append(on_record)
-    systems, spans, nmoe_sim = run_systems(world)
-    stages = {s.stage: stage_costs(world.recorder, s.stage, s.start_s, s.end_s) for s in spans}
-    # The NMoE's own Sim carried only its stages, so its network's counters are its links' load.
-    nmoe_end = max(s.end_s for s in spans if s.stage.startswith(("stage", "inference_nmoe")))
+    systems, spans, pays, nmoe_sim = run_systems(world)
+    stages = stage_table(world, spans)
+    for name, summary in systems.items():
+        summary["stages"] = pays[name]
+        summary.update(system_costs(stages, pays[name]))
     metrics = {
         "scenario": cfg.name, "seed": cfg.seed, "run_id": run_dir.name,
         "wall_time_s": round(time.perf_counter() - wall0, 3),
         "dataset": dataset_summary(world),
         "systems": systems,
         "stages": stages,
-        "links": nmoe_sim.net.link_stats(nmoe_end),
+        # The NMoE's own Sim carried only its stages, so its network's counters are its links' load.
+        "links": nmoe_sim.net.link_stats(nmoe_sim.env.now),
     }
-    write_records(run_dir, world.recorder)
+    write_records(run_dir, world.recorder, [c.idx for c in world.clients])
     write_csv(run_dir / "gating.csv", GATING_COLUMNS, gating_rows(systems))
     write_json(run_dir / "topology.json", topology_json(world, nmoe_sim))
     write_json(run_dir / "metrics.json", metrics)  # last: its presence marks a finished run

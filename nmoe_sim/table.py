@@ -26,28 +26,19 @@ if TYPE_CHECKING:  # sweep imports this module; a runtime import would be circul
 
 log = logging.getLogger(__name__)
 
-# Stage name prefixes of the three-stage NMoE pipeline; baselines own `<kind>_<system>`.
-NMOE_STAGE_PREFIXES = ("stage1", "stage2", "stage3")
-# Systems that reuse parts of the NMoE pipeline pay for them too: the local classifier is
-# the stage-1 FE plus the client's stage-2 expert.
-REUSED_STAGE_PREFIXES = {"nmoe": NMOE_STAGE_PREFIXES, "local": ("stage1", "stage2")}
 LABEL_COLUMNS = ("point_id", "seed", "system")
 
 
-def system_stages(system: str, stage_names: Iterable[str]) -> list[str]:
-    """The stages whose cost ``system`` pays, in the given order.
+def system_stages(system: str, metrics: dict[str, Any]) -> list[str]:
+    """The stages whose cost ``system`` pays, as the run declared them (``systems.<s>.stages``).
 
-    ``nmoe`` pays stage 1-3 and ``inference_nmoe``; ``local`` pays stages 1-2 (its FE and
-    expert) and ``inference_local``; another baseline ``b`` pays ``baseline_b`` and
-    ``inference_b`` (stage names are ``<stage>_<algorithm or system>``).
+    ``nmoe`` pays its three stages and its inference; ``local`` pays the NMoE's stage-1 FE
+    and stage-2 expert that it reuses, and its own inference; the runner decides, this
+    only reads.
     """
-    reused = REUSED_STAGE_PREFIXES.get(system, ())
-    own = []
-    for name in stage_names:
-        prefix, _, suffix = name.partition("_")
-        if suffix == system or prefix in reused:
-            own.append(name)
-    return own
+    declared = ((metrics.get("systems") or {}).get(system) or {}).get("stages") or []
+    stages = metrics.get("stages") or {}
+    return [name for name in declared if name in stages]
 
 
 def _num(value: Any) -> float | None:
@@ -67,12 +58,13 @@ def run_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
     systems: dict[str, Any] = metrics.get("systems") or {}
     totals = {
         "total_bytes": _stage_sum(stages, stages, "bytes"),
+        "total_bytes_delivered": _stage_sum(stages, stages, "bytes_delivered"),
         "sim_time_s": _stage_sum(stages, stages, "sim_time_s"),
         "energy_j": _stage_sum(stages, stages, "energy_j"),
     }
     rows = []
     for system, m in systems.items():
-        own = system_stages(system, stages)
+        own = system_stages(system, metrics)
         row: dict[str, Any] = {
             "system": system,
             "f1_macro": _num(m.get("f1_macro")),
@@ -83,6 +75,8 @@ def run_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
         for name, stage in stages.items():
             row[f"bytes_{name}"] = _num(stage.get("bytes"))
         row["system_bytes"] = _stage_sum(stages, own, "bytes")
+        row["system_bytes_delivered"] = _stage_sum(stages, own, "bytes_delivered")
+        row["system_device_energy_j"] = _stage_sum(stages, own, "device_energy_j")
         row["system_sim_time_s"] = _stage_sum(stages, own, "sim_time_s")
         row["system_energy_j"] = _stage_sum(stages, own, "energy_j")
         row.update(totals)
@@ -188,9 +182,11 @@ MARKDOWN_COLUMNS = (
     ("Accuracy (%)", "accuracy", 100.0, 1),
     ("LR (%)", "local_ratio", 100.0, 1),
     ("p95 latency (ms)", "latency_p95_s", 1e3, 2),  # sub-ms on-device answers stay visible
-    ("Bytes (MB)", "system_bytes", 1e-6, 2),
+    ("Delivered (MB)", "system_bytes_delivered", 1e-6, 2),
+    ("Offered (MB)", "system_bytes", 1e-6, 2),
     ("Time (s)", "system_sim_time_s", 1.0, 2),
     ("Energy (J)", "system_energy_j", 1.0, 2),
+    ("Device energy (J)", "system_device_energy_j", 1.0, 2),
     ("Run bytes (MB)", "total_bytes", 1e-6, 2),
 )
 
@@ -203,10 +199,13 @@ def table_markdown(agg: Sequence[dict[str, Any]]) -> str:
         cells += [_cell(row, col, scale, d) for _, col, scale, d in MARKDOWN_COLUMNS]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     note = (
-        "\nCells are mean ± sample std over seeds. Bytes, time and energy count the stages "
-        "the system pays for (nmoe: stage 1-3 and inference_nmoe; local: stages 1-2, whose FE "
-        "and expert it reuses, and inference_local; another baseline: baseline_<b> and "
-        "inference_<b>); Run bytes count every stage of the run.\n"
+        "\nCells are mean ± sample std over seeds (a single seed shows ± 0). Bytes, time and "
+        "energy count the stages the system pays for, as each run declares them in "
+        "metrics.json (nmoe: its three stages and its inference; local: the NMoE's stage-1 FE "
+        "and stage-2 experts that it reuses, and its inference; another baseline: its own "
+        "training and inference). Delivered counts the payload of transfers that arrived, "
+        "offered every transfer tried; device energy is the clients' batteries' share. Run "
+        "bytes count every stage of the run (offered).\n"
     )
     return "\n".join(lines) + "\n" + note
 

@@ -66,15 +66,20 @@ class World:
     def tensor_bytes(self, numel: int) -> int:
         return int(numel) * self.cfg.network.bytes_per_param
 
-    def new_sim(self) -> "Sim":
-        return Sim(self)
+    def new_sim(self, system: str) -> "Sim":
+        return Sim(self, system)
 
 
 class Sim:
-    """One SimPy world for one system: environment, network and executor."""
+    """One SimPy world for one system: environment, network and executor.
 
-    def __init__(self, world: World) -> None:
+    The network and the executor stamp ``system`` on every record they make, so costs are
+    attributed to the world that paid them, never recovered from stage names.
+    """
+
+    def __init__(self, world: World, system: str) -> None:
         self.world = world
+        self.system = system
         self.env = simpy.Environment()
         self.recorder = world.recorder
         net_cfg = world.cfg.network
@@ -83,15 +88,19 @@ class Sim:
             tx_power_dbm={n: p.tx_power_dbm for n, p in world.profiles.items()},
             rx_power_w={n: p.rx_power_w for n, p in world.profiles.items()},
             recorder=world.recorder, rng=world.streams.numpy("network/channel"),
+            system=system, routing=net_cfg.routing,
         )
-        self.executor = LocalExecutor(self.env, world.profiles, world.recorder)
+        self.executor = LocalExecutor(self.env, world.profiles, world.recorder, system=system,
+                                      infrastructure=self.net.infrastructure)
 
-    def record_round(self, scope: CostScope, stage: str, rnd: int, start_s: float,
+    def record_round(self, scope: CostScope, stage: str, rnd: int, rounds_total: int, start_s: float,
                      participants: int, failures: int, scores: tuple[float, float] | None) -> None:
         rec = self.recorder
         self.recorder.add(make_round_record(
-            scope, stage, rnd, start_s, self.env.now, participants, failures,
-            rec.stage_bytes(scope.stages), rec.stage_energy_j(scope.stages), scores,
+            scope, stage, rnd, rounds_total, start_s, self.env.now, participants, failures,
+            int(rec.sum_of(self.system, scope.stages, "bytes")),
+            int(rec.sum_of(self.system, scope.stages, "bytes_delivered")),
+            rec.sum_of(self.system, scope.stages, "energy_j"), scores,
         ))
 
 

@@ -54,7 +54,7 @@ def tiny_world(cfg: Any) -> Any:
 
 def train(cfg: Any, assignment: str) -> tuple[AlignmentFL, Any]:
     world = tiny_world(cfg)
-    profiles = profile_clients(world, world.new_sim(), cfg.alignment, alignment_costs(world, cfg.alignment))
+    profiles = profile_clients(world, world.new_sim("test"), cfg.alignment, alignment_costs(world, cfg.alignment))
     return run_assignment(world, cfg.alignment, assignment, profiles)
 
 
@@ -121,8 +121,8 @@ def test_client_downloads_fe_plus_only_its_experts(assignment: str) -> None:
     held = algo.logs[0].assigned.sum(1)  # (C,)
     expected_k = [4, 4, 4, 4] if assignment == "unlimited" else [1, 2, 3, 2]
     assert held.tolist() == expected_k
-    down = {int(t.dst): t.size_bytes for t in transfers if t.direction == "down"}
-    up = {int(t.src): t.size_bytes for t in transfers if t.direction == "up"}
+    down = {int(t.dst): t.size_bytes for t in transfers if t.src == "bs"}
+    up = {int(t.src): t.size_bytes for t in transfers if t.dst == "bs"}
     for c, k in enumerate(expected_k):
         assert down[c] == FE_BYTES + k * EXPERT_BYTES
         assert up[c] == FE_BYTES + k * EXPERT_BYTES + 3 * k * 4  # + usage/accuracy/loss floats

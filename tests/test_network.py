@@ -50,7 +50,7 @@ def tx_for(c: ChannelConfig, distance_m: float, kind: str, snr_db: float) -> flo
 def make(positions: tuple[tuple[float, float], ...], d2d: tuple[tuple[int, int], ...] = (),
          bs_cfg: ChannelConfig | None = None, d2d_cfg: ChannelConfig | None = None,
          snr_db: float = 20.0, bs_snr_db: float = 30.0, bs_pos: tuple[float, float] = (0, 0),
-         seed: int = 0) -> tuple[simpy.Environment, Network, Recorder]:
+         seed: int = 0, routing: str = "min_airtime") -> tuple[simpy.Environment, Network, Recorder]:
     """Clients at ``positions`` around a BS; client tx powers put their BS links at ``snr_db``
     (clients must be equidistant from the BS), the BS's downlinks at ``bs_snr_db``."""
     bs_cfg = bs_cfg or cfg()
@@ -63,7 +63,7 @@ def make(positions: tuple[tuple[float, float], ...], d2d: tuple[tuple[int, int],
     rx = {i: RX_W for i in range(len(positions))} | {BS: BS_RX_W}
     env, rec = simpy.Environment(), Recorder()
     net = Network(env, g, LinkChannels(bs=bs_cfg, d2d=d2d_cfg or cfg()), tx, rx, rec,
-                  np.random.default_rng(seed))
+                  np.random.default_rng(seed), system="test", routing=routing)
     return env, net, rec
 
 
@@ -256,7 +256,7 @@ def run_faded(seed: int) -> list[str]:
     tx = {n: 23.0 for n in g.nodes} | {BS: 43.0}
     env, rec = simpy.Environment(), Recorder()
     net = Network(env, g, LinkChannels(bs=c, d2d=c), tx, {n: 0.1 for n in g.nodes}, rec,
-                  np.random.default_rng(seed))
+                  np.random.default_rng(seed), system="test")
     rng = np.random.default_rng(seed + 1)
     for k in range(12):
         src, dst = (int(x) for x in rng.choice(6, size=2, replace=False))

@@ -62,7 +62,7 @@ def test_run_directory_has_every_documented_file(tiny_run: tuple[dict[str, Any],
             continue  # drawn by the CLI (output.plots); checked in test_cli
         assert (run_dir / name).is_file(), name
     assert not list(run_dir.glob(".*.tmp"))  # atomic writes leave no temporaries
-    for name in ("rounds.csv", "gating.csv", "events.csv", "hops.csv", "queries.csv"):
+    for name in ("rounds.csv", "gating.csv", "events.csv", "hops.csv", "queries.csv", "clients.csv"):
         with (run_dir / name).open() as f:
             assert f.readline().strip().split(",") == documented_header(name), name
     # config.yaml is the resolved scenario: it loads back to the same config.
@@ -99,9 +99,14 @@ def test_metrics_stages_exact_bytes(tiny_run: tuple[dict[str, Any], Path]) -> No
                            "inference_local", "baseline_centralized", "inference_centralized",
                            "baseline_fedavg", "inference_fedavg"}
     for name, s in stages.items():
-        assert s["bytes"] == s["bytes_up"] + s["bytes_down"] + s["bytes_d2d"], name
+        # Direction columns count hops: a relayed transfer loads two of them, so their sum
+        # is the link-level payload, at least the end-to-end one. Ideal links lose nothing.
+        per_hop = s["bytes_up"] + s["bytes_down"] + s["bytes_d2d"]
+        assert s["bytes"] <= per_hop == s["link_bytes"], name
+        assert s["bytes_delivered"] == s["bytes"], name
         assert s["sim_time_s"] == pytest.approx(s["end_s"] - s["start_s"]) and s["sim_time_s"] >= 0
         assert s["failed_transfers"] == 0
+        assert s["energy_j"] == pytest.approx(s["device_energy_j"] + s["infrastructure_energy_j"]), name
     model_bytes = TINY_CLASSIFIER_PARAMS * 4
     # 2 rounds x 4 clients x (one download + one upload) of the classifier.
     assert stages["stage1_fedce"]["bytes_up"] == stages["stage1_fedce"]["bytes_down"] == 2 * 4 * model_bytes == 20800
@@ -121,11 +126,18 @@ def test_metrics_stages_exact_bytes(tiny_run: tuple[dict[str, Any], Path]) -> No
 def test_records_files_agree_with_metrics(tiny_run: tuple[dict[str, Any], Path]) -> None:
     metrics, run_dir = tiny_run
     events = read_csv(run_dir / "events.csv")
-    starts = [float(e["start_s"]) for e in events]
-    assert starts == sorted(starts)
+    # Each system ran in its own clock: events come grouped by system, in time within it.
+    systems = [e["system"] for e in events]
+    assert list(dict.fromkeys(systems)) == ["nmoe", "local", "centralized", "fedavg"]  # the order they ran
+    assert systems == sorted(systems, key=["nmoe", "local", "centralized", "fedavg"].index)
+    for system in set(systems):
+        starts = [float(e["start_s"]) for e in events if e["system"] == system]
+        assert starts == sorted(starts), system
     for name, s in metrics["stages"].items():
-        moved = sum(int(e["size_bytes"]) for e in events if e["kind"] == "transfer" and e["stage"] == name)
-        assert moved == s["bytes"], name
+        mine = [e for e in events if e["kind"] == "transfer" and e["stage"] == name]
+        assert {e["system"] for e in mine} <= {s["system"]}, name
+        assert sum(int(e["size_bytes"]) for e in mine) == s["bytes"], name
+        assert sum(int(e["link_bytes"]) for e in mine) == s["link_bytes"], name
     rounds = read_csv(run_dir / "rounds.csv")
     keys = [(r["system"], r["stage"], int(r["round"])) for r in rounds]
     assert keys == [("nmoe", "stage1_fedce", 0), ("nmoe", "stage1_fedce", 1), ("nmoe", "stage3_fedgate", 0),
@@ -184,8 +196,11 @@ def test_every_gate_algorithm_runs(tmp_path: Path, algorithm: str) -> None:
 
 
 def test_rollgate_passes_the_gate_over_d2d_links_of_the_ring(tmp_path: Path) -> None:
+    # direct_first: the hand-overs take the ring's D2D links (min_airtime may relay them
+    # through the base station when that costs less airtime).
     metrics, run_dir = run_tiny(tmp_path, "stage3.algorithm=rollgate", "baselines.systems=[local]",
-                                "network.channel={bs: urban_micro, d2d: urban_micro_d2d}")
+                                "network.channel={bs: urban_micro, d2d: urban_micro_d2d}",
+                                "network.routing=direct_first")
     gate_bytes = TINY_GATE_PARAMS * 4
     events = read_csv(run_dir / "events.csv")
     laps = [e for e in events if e["kind"] == "transfer" and e["stage"] == "stage3_rollgate"
@@ -300,3 +315,40 @@ def test_quickstart_tiny_variant_runs(tmp_path: Path) -> None:
     assert metrics["stages"]["stage1_fedsc"]["bytes"] > 0
     assert all(math.isfinite(s["sim_time_s"]) for s in metrics["stages"].values())
     assert (run_dir / "metrics.json").is_file()
+
+
+# --------------------------------------------------------------------------- the ledger's attribution
+def test_unusual_stage_names_still_get_every_byte_they_moved(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Costs are summed by (system, stage) as stamped at the source, never by parsing names."""
+    from nmoe_sim.fl import stage1, stage3
+
+    class RenamedFedCE(stage1.FedCE):
+        def __init__(self, world: Any, cfg: Any) -> None:
+            super().__init__(world, cfg, stage="fe_learning_v2")
+
+    monkeypatch.setitem(stage1.FE_ALGORITHMS._items, "fedce", RenamedFedCE)
+    monkeypatch.setitem(stage3.GATE_ALGORITHMS._items, "fedgate", stage3.GateMethod("my-gate", stage3.run_fedgate))
+    metrics, run_dir = run_tiny(tmp_path, "network.channel={bs: urban_micro, d2d: urban_micro_d2d}")
+    nmoe, local = metrics["systems"]["nmoe"], metrics["systems"]["local"]
+    assert nmoe["stages"] == ["fe_learning_v2", "stage2_experts", "my-gate", "inference_nmoe"]
+    assert local["stages"] == ["fe_learning_v2", "stage2_experts", "inference_local"]
+    events = read_csv(run_dir / "events.csv")
+    moved = [e for e in events if e["kind"] == "transfer" and e["system"] == "nmoe"]
+    assert {e["stage"] for e in moved} == {"fe_learning_v2", "stage2_experts", "my-gate", "inference_nmoe"}
+    assert nmoe["bytes"] == sum(int(e["size_bytes"]) for e in moved) > 0
+    assert nmoe["bytes_delivered"] == sum(int(e["size_bytes"]) for e in moved if e["delivered"] == "True")
+    fe = metrics["stages"]["fe_learning_v2"]
+    assert fe["rounds"] == 2 and fe["bytes"] == 2 * 2 * 4 * TINY_CLASSIFIER_PARAMS * 4
+    rounds = [r for r in read_csv(run_dir / "rounds.csv") if r["system"] == "nmoe"]
+    assert [r["stage"] for r in rounds] == ["fe_learning_v2"] * 2 + ["my-gate"] * 2
+    assert int(rounds[1]["cum_bytes"]) == fe["bytes"]  # the running totals see the renamed stage
+
+
+def test_clients_csv_adds_up_to_the_stage_device_energy(tiny_run: tuple[dict[str, Any], Path]) -> None:
+    metrics, run_dir = tiny_run
+    rows = read_csv(run_dir / "clients.csv")
+    for name, s in metrics["stages"].items():
+        mine = [r for r in rows if r["stage"] == name and r["system"] == s["system"]]
+        assert sum(float(r["device_energy_j"]) for r in mine) == pytest.approx(s["device_energy_j"], abs=1e-12), name
+        assert sum(int(r["bytes_received"]) for r in mine) == s["bytes_down_delivered"] + s["bytes_d2d_delivered"], name
+        assert sum(int(r["bytes_sent"]) for r in mine) == s["bytes_up_delivered"] + s["bytes_d2d_delivered"], name

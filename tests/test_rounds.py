@@ -72,13 +72,13 @@ def world_of(*overrides: str) -> World:
 # --------------------------------------------------------------------------- deadlines
 def test_deadline_drops_exactly_the_slow_client() -> None:
     world = world_of(DEVICES)
-    sim = world.new_sim()
+    sim = world.new_sim("test")
     algo = FakeAlgo(sim, flops=1e5)  # fast: 1e5/1e9 = 0.1 ms; slow (client 2): 1e5/1e6 = 0.1 s
     drive(sim, algo, TrainConfig(rounds=1, deadline_s=0.05))
     [(rnd, results, failures, at_s)] = algo.aggregated
     assert rnd == 0
     assert sorted(r.client for r in results) == [0, 1, 3]
-    assert failures == [Failure(2, "deadline", "deadline")]
+    assert failures == [Failure(2, "compute", "deadline")]  # still training when the round closed
     assert at_s == 0.05  # the server closes the round at the deadline, not when client 2 ends
     [rec] = world.recorder.rounds
     assert (rec.start_s, rec.end_s, rec.participants, rec.failures) == (0.0, 0.05, 4, 1)
@@ -92,7 +92,7 @@ def test_deadline_drops_exactly_the_slow_client() -> None:
 
 def test_deadline_not_binding_when_everyone_is_fast() -> None:
     world = world_of(DEVICES)
-    sim = world.new_sim()
+    sim = world.new_sim("test")
     algo = FakeAlgo(sim, flops=1e3)  # slow client: 1 ms
     drive(sim, algo, TrainConfig(rounds=2, deadline_s=0.05))
     assert [len(a[1]) for a in algo.aggregated] == [4, 4]
@@ -104,12 +104,12 @@ def test_deadline_during_upload_interrupts_the_transfer() -> None:
     # Ideal links with 10 ms per hop; compute 1 ms; deadline 15 ms falls inside the upload.
     world = world_of("network.channel={bs: {preset: ideal, latency_s: 0.01}, d2d: ideal}",
                      "network.devices={profiles: {d: {flops_per_s: 1.0e+6, compute_power_w: 0.0}}, assign: [d]}")
-    sim = world.new_sim()
+    sim = world.new_sim("test")
     algo = FakeAlgo(sim, flops=1e3)
     drive(sim, algo, TrainConfig(rounds=1, deadline_s=0.015))
     [(_, results, failures, at_s)] = algo.aggregated
     assert results == []
-    assert [(f.client, f.phase) for f in failures] == [(c, "deadline") for c in range(4)]
+    assert [(f.client, f.phase, f.reason) for f in failures] == [(c, "upload", "deadline") for c in range(4)]
     assert at_s == pytest.approx(0.015)
     ups = [t for t in world.recorder.transfers if t.tag == "r0/up"]
     assert len(ups) == 4
@@ -127,7 +127,7 @@ def test_sample_participants_takes_ceil_fraction(fraction: float, expect: int) -
 def test_participation_is_deterministic_per_seed_and_reaches_configure() -> None:
     def participants(seed: int) -> tuple[list[list[int]], list[int]]:
         world = world_of()
-        sim = world.new_sim()
+        sim = world.new_sim("test")
         algo = FakeAlgo(sim, flops=1.0)
         driver = RoundDriver(sim, 4, SeedStreams(seed).numpy("participation"))
         sim.env.run(until=sim.env.process(driver.run(algo, TrainConfig(rounds=6, participation=0.6),
@@ -155,7 +155,7 @@ HARSH_BS = ("network.channel={bs: {model: wireless, fading: none, outage_snr_db:
 
 def test_failed_download_reaches_aggregate_as_failure() -> None:
     world = world_of(HARSH_BS)
-    sim = world.new_sim()
+    sim = world.new_sim("test")
     algo = FakeAlgo(sim)
     drive(sim, algo, TrainConfig(rounds=1))
     [(_, results, failures, at_s)] = algo.aggregated
@@ -173,12 +173,12 @@ def test_failed_upload_reaches_aggregate_as_failure_after_training() -> None:
     # 43 dBm and a phone at 23 dBm, so a threshold between the two SNRs lets every download
     # through and fails every upload.
     chan = "model: wireless, fading: none, shadowing_std_db: 0.0, max_attempts: 3, retx_timeout_s: 0.02"
-    probe = world_of(f"network.channel={{bs: {{{chan}}}, d2d: ideal}}").new_sim()
+    probe = world_of(f"network.channel={{bs: {{{chan}}}, d2d: ideal}}").new_sim("test")
     down_db, up_db = probe.net.mean_snr_db(BS, 0), probe.net.mean_snr_db(0, BS)
     assert down_db - up_db == pytest.approx(20.0)
     threshold = (down_db + up_db) / 2
     world = world_of(f"network.channel={{bs: {{{chan}, outage_snr_db: {threshold}}}, d2d: ideal}}")
-    sim = world.new_sim()
+    sim = world.new_sim("test")
     algo = FakeAlgo(sim, flops=0.0)
     drive(sim, algo, TrainConfig(rounds=1))
     [(_, results, failures, _)] = algo.aggregated
@@ -196,7 +196,7 @@ def test_fedce_round_time_is_two_latencies_plus_compute() -> None:
     world = world_of("network.channel={bs: {preset: ideal, latency_s: 0.01}, d2d: ideal}",
                      "network.devices={profiles: {d: {flops_per_s: 1.0e+6, compute_power_w: 2.0}}, assign: [d]}",
                      "stage1.rounds=1")
-    sim = world.new_sim()
+    sim = world.new_sim("test")
     algo = FedCE(world, world.cfg.stage1)
     # Classifier forward on 1x8x8: conv 2*4*9*64 = 4608, fc 2*64*8 = 1024, head 2*8*10 = 160.
     assert forward_flops_per_sample(algo.model, (1, 8, 8)) == 5792.0
@@ -223,7 +223,7 @@ def test_fedce_round_time_is_two_latencies_plus_compute() -> None:
 # --------------------------------------------------------------------------- exact bytes
 def stage1_transfers(algo_cls: Any, rounds: int, *overrides: str) -> tuple[World, list[Any]]:
     world = world_of(f"stage1.rounds={rounds}", *overrides)
-    sim = world.new_sim()
+    sim = world.new_sim("test")
     algo = algo_cls(world, world.cfg.stage1)
     drive(sim, algo, world.cfg.stage1)
     return world, [t for t in world.recorder.transfers if t.stage == algo.stage]
@@ -236,10 +236,12 @@ def test_fedce_round_moves_the_classifier_once_each_way(bytes_per_param: int) ->
     assert model_bytes == {4: 2600, 2: 1300}[bytes_per_param]
     assert param_count(FedCE(world, world.cfg.stage1).model) == TINY_CLASSIFIER_PARAMS
     for c in range(4):
-        mine = [(t.direction, t.size_bytes, t.delivered) for t in ts if str(c) in (t.src, t.dst)]
+        mine = [("up" if t.dst == BS else "down", t.size_bytes, t.delivered) for t in ts if str(c) in (t.src, t.dst)]
         assert sorted(mine) == [("down", model_bytes, True), ("up", model_bytes, True)]
     assert len(ts) == 8
-    assert world.recorder.stage_bytes(["stage1_fedce"]) == 8 * model_bytes
+    totals = world.recorder.stage_totals("test", "stage1_fedce")
+    assert (totals.bytes, totals.bytes_delivered) == (8 * model_bytes, 8 * model_bytes)
+    assert totals.hop_bytes == {"up": 4 * model_bytes, "down": 4 * model_bytes, "d2d": 0}
 
 
 @pytest.mark.parametrize("bytes_per_param", [4, 2])
@@ -267,5 +269,32 @@ def test_fedsc_without_sharing_sends_only_the_model() -> None:
 
 def test_round_driver_uses_bs_as_server() -> None:
     world, ts = stage1_transfers(FedCE, 1)
-    assert {t.src for t in ts if t.direction == "down"} == {BS}
-    assert {t.dst for t in ts if t.direction == "up"} == {BS}
+    assert {t.route for t in ts} == {(BS, str(c)) for c in range(4)} | {(str(c), BS) for c in range(4)}
+
+
+def test_fedgate_client_whose_download_failed_keeps_its_old_gate() -> None:
+    """FedGate's per-round evaluation reflects delivery, as its final broadcast does."""
+    import torch
+
+    from nmoe_sim.fl.stage3 import FedGate, GateData
+
+    world = world_of("stage3.rounds=4", "stage3.fedgate.sync_every=2")
+    data = [GateData(torch.zeros(2, 8), torch.zeros(2, dtype=torch.long), torch.zeros(2, 4, 10),
+                     torch.ones(4, dtype=torch.bool)) for _ in range(4)]
+    algo = FedGate(world, None, data, "stage3_fedgate")  # type: ignore[arg-type]
+    algo.global_shared = {k: v + 1.0 for k, v in algo.global_shared.items()}  # differs from every gate
+    same = {k: v.clone() for k, v in algo.global_shared.items()}  # sync updates that keep it as is
+    ok = [LocalResult(c, same, 2, 0) for c in (0, 1, 3)]
+    algo.aggregate(0, ok, [Failure(2, "download", "outage")])
+
+    def holds_global(gate: Any) -> bool:
+        state = gate.state_dict()
+        return all(torch.equal(state[k], v) for k, v in algo.global_shared.items())
+
+    deployed = algo.deployed()
+    assert deployed[2] is algo.gates[2] and not holds_global(deployed[2])
+    assert all(holds_global(deployed[c]) for c in (0, 1, 3))
+    algo.aggregate(1, ok, [Failure(2, "upload", "outage")])  # round 1 has no download: no news
+    assert algo.missed_download == {2}
+    algo.aggregate(2, ok + [LocalResult(2, same, 2, 0)], [])  # round 2 re-downloads: it arrived
+    assert algo.missed_download == set() and holds_global(algo.deployed()[2])

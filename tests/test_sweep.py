@@ -174,12 +174,14 @@ def test_collect_rows_one_per_seed_and_system(two_seed_sweep) -> None:
     assert nmoe["bytes_stage1_fedsc"] == 800_000
     # nmoe pays stage 1-3 and its inference: 800k + 0 + 100k + 120k.
     assert nmoe["system_bytes"] == 1_020_000
+    # Delivered: stage 1 lost 40k of uploads and inference 10k: 760k + 0 + 100k + 110k.
+    assert nmoe["system_bytes_delivered"] == 970_000
     # The run: 800k + 100k + 120k + 1000k + 100k + 600k (the other stages move nothing).
     assert nmoe["total_bytes"] == 2_720_000
     assert nmoe["sim_time_s"] == pytest.approx(40.5)
     assert nmoe["system_sim_time_s"] == pytest.approx(21.0)
     # local pays for the FE and expert it reuses (stages 1-2: 800k + 0) and nothing more.
-    assert rows[1]["system_bytes"] == 800_000
+    assert rows[1]["system_bytes"] == 800_000 and rows[1]["system_bytes_delivered"] == 760_000
 
 
 def test_aggregate_means_and_sample_stds(two_seed_sweep) -> None:

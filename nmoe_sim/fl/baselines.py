@@ -48,13 +48,13 @@ def local(world: World, sim: Sim, parts: NMoEParts) -> Generator[simpy.Event, An
                          [0] * world.n_clients)
     yield sim.env.timeout(0)
     # It reuses the NMoE's stage-1 FE and stage-2 experts: those are its training costs.
-    return spec, CostScope("local", [])
+    return spec, CostScope(sim.system, [], reused=parts.trained_by)
 
 
 @BASELINES.register("fedavg")
 def fedavg(world: World, sim: Sim, parts: NMoEParts) -> Generator[simpy.Event, Any, tuple[InferenceSpec, CostScope]]:
     stage = "baseline_fedavg"
-    scope = CostScope("fedavg", [stage])
+    scope = CostScope(sim.system, [stage])
     algo = FedCE(world, world.cfg.baselines.fedavg, stage=stage, evaluate=True)
     yield from RoundDriver(sim, world.n_clients, world.streams.numpy(f"{stage}/participation")).run(
         algo, world.cfg.baselines.fedavg, scope)
@@ -90,14 +90,13 @@ class CentralMoE(torch.nn.Module):
 @BASELINES.register("centralized")
 def centralized(world: World, sim: Sim, parts: NMoEParts) -> Generator[simpy.Event, Any, tuple[InferenceSpec, CostScope]]:
     stage, cfg = "baseline_centralized", world.cfg.baselines.centralized
-    scope = CostScope("centralized", [stage])
+    scope = CostScope(sim.system, [stage])
     c_, h_, w_ = world.dataset.input_shape
     sample_bytes = c_ * h_ * w_ * RAW_BYTES_PER_VALUE + 1
-    yield sim.env.all_of([sim.net.transfer(c.idx, BS, c.num_samples * sample_bytes, stage=stage, tag="raw_data")
-                          for c in world.clients])
     model = CentralMoE(world)
-    got = [r for r in world.recorder.transfers if r.stage == stage and r.delivered]
-    arrived = {int(r.src) for r in got}
+    recs = yield sim.env.all_of([sim.net.transfer(c.idx, BS, c.num_samples * sample_bytes, stage=stage, tag="raw_data")
+                                 for c in world.clients])
+    arrived = {c.idx for c, r in zip(world.clients, recs.values()) if r.delivered}
     # Only the data that reached the server can be trained on (none: the model stays untrained).
     keep = [c for c in world.clients if c.idx in arrived]
     x = torch.cat([c.x_train for c in keep]) if keep else world.clients[0].x_train[:0]

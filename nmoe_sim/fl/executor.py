@@ -20,10 +20,15 @@ T = TypeVar("T")
 
 
 class LocalExecutor:
-    def __init__(self, env: simpy.Environment, profiles: dict[Hashable, DeviceProfile], recorder: Recorder) -> None:
+    """Charges compute to ``system``'s records; ``infrastructure`` nodes' energy is not a battery's."""
+
+    def __init__(self, env: simpy.Environment, profiles: dict[Hashable, DeviceProfile], recorder: Recorder,
+                 *, system: str, infrastructure: frozenset[Hashable] = frozenset()) -> None:
         self.env = env
         self.profiles = profiles
         self.recorder = recorder
+        self.system = system
+        self.infrastructure = infrastructure
         self._cpu = {node: simpy.Resource(env, capacity=1) for node in profiles}
 
     def compute_time_s(self, node: Hashable, flops: float) -> float:
@@ -45,5 +50,8 @@ class LocalExecutor:
             if duration_s > 0:
                 yield self.env.timeout(duration_s)
             energy_j = self.profiles[node].compute_power_w * duration_s
-            self.recorder.add(ComputeRecord(stage, tag, str(node), float(flops), start_s, self.env.now, energy_j))
+            infra = node in self.infrastructure
+            self.recorder.add(ComputeRecord(
+                self.system, stage, tag, str(node), float(flops), start_s, self.env.now, energy_j,
+                device_energy_j=0.0 if infra else energy_j, infrastructure_energy_j=energy_j if infra else 0.0))
         return result

@@ -32,8 +32,8 @@ class LocalResult:
 @dataclass(frozen=True)
 class Failure:
     client: int
-    phase: str  # "download", "upload" or "deadline"
-    reason: str
+    phase: str  # where the client was: "download", "compute" or "upload"
+    reason: str  # why: "outage" (retries exhausted) or the interrupt's cause, e.g. "deadline"
 
 
 def sample_participants(n_clients: int, fraction: float, rng: np.random.Generator) -> list[int]:
@@ -46,11 +46,18 @@ def sample_participants(n_clients: int, fraction: float, rng: np.random.Generato
 
 @dataclass
 class CostScope:
-    """Which stages a system's running totals include, and when that system started."""
+    """Which stages a system pays for: its own (run in its world) and those it reuses.
+
+    ``stages`` are the system's own stages, whose running totals its round records carry;
+    ``reused`` names stages of another system whose products it uses (the ``local``
+    baseline reuses the NMoE's stage-1 FE and stage-2 experts) and so pays for too. This
+    is the one place that declares it; tables and plots read it from metrics.json.
+    """
 
     system: str
     stages: list[str]
     start_s: float = 0.0
+    reused: tuple[str, ...] = ()
 
 
 class RoundAlgorithm(ABC):
@@ -107,11 +114,13 @@ class RoundDriver:
             failures = [o for o in outcomes if isinstance(o, Failure)]
             algo.aggregate(rnd, results, failures)
             scores = algo.evaluate(rnd)
-            self.sim.record_round(scope, algo.stage, rnd, start_s, len(participants), len(failures), scores)
+            self.sim.record_round(scope, algo.stage, rnd, cfg.rounds, start_s, len(participants), len(failures),
+                                  scores)
 
     def _client_round(self, algo: RoundAlgorithm, rnd: int, client: int) -> Generator[simpy.Event, Any, Any]:
         sim = self.sim
         transfer: simpy.Process | None = None
+        phase = "download"
         try:
             down = algo.download_bytes(rnd, client)
             if down > 0:
@@ -119,29 +128,31 @@ class RoundDriver:
                 rec = yield transfer
                 transfer = None
                 if not rec.delivered:
-                    return Failure(client, "download", rec.reason)
+                    return Failure(client, phase, rec.reason)
+            phase = "compute"
             result: LocalResult = yield sim.executor.compute(
                 client, algo.local_flops(rnd, client), stage=algo.stage, tag=f"r{rnd}/train",
                 fn=lambda: algo.local_update(rnd, client),
             )
+            phase = "upload"
             if result.upload_bytes > 0:
                 transfer = sim.net.transfer(client, BS, result.upload_bytes, stage=algo.stage, tag=f"r{rnd}/up")
                 rec = yield transfer
                 transfer = None
                 if not rec.delivered:
-                    return Failure(client, "upload", rec.reason)
+                    return Failure(client, phase, rec.reason)
             return result
         except simpy.Interrupt as stop:
             # The server closed the round: abort the transfer in flight so it frees its
             # share of the radio; a computation in progress runs to its end on the device.
             if transfer is not None and transfer.is_alive:
                 transfer.interrupt(stop.cause)
-            return Failure(client, "deadline", str(stop.cause))
+            return Failure(client, phase, str(stop.cause))
 
 
-def make_round_record(scope: CostScope, stage: str, rnd: int, start_s: float, end_s: float,
-                      participants: int, failures: int, cum_bytes: int, cum_energy_j: float,
-                      scores: tuple[float, float] | None) -> RoundRecord:
+def make_round_record(scope: CostScope, stage: str, rnd: int, rounds_total: int, start_s: float, end_s: float,
+                      participants: int, failures: int, cum_bytes: int, cum_bytes_delivered: int,
+                      cum_energy_j: float, scores: tuple[float, float] | None) -> RoundRecord:
     f1, acc = scores if scores is not None else (float("nan"), float("nan"))
-    return RoundRecord(scope.system, stage, rnd, start_s, end_s, participants, failures,
-                       cum_bytes, end_s - scope.start_s, cum_energy_j, f1, acc)
+    return RoundRecord(scope.system, stage, rnd, rounds_total, start_s, end_s, participants, failures,
+                       cum_bytes, cum_bytes_delivered, end_s - scope.start_s, cum_energy_j, f1, acc)

@@ -23,7 +23,7 @@ from torch.nn import functional as F
 
 from nmoe_sim.config import Stage3Config
 from nmoe_sim.fl.aggregate import fedavg
-from nmoe_sim.fl.rounds import CostScope, Failure, LocalResult, RoundAlgorithm, RoundDriver, sample_participants
+from nmoe_sim.fl.rounds import BS, CostScope, Failure, LocalResult, RoundAlgorithm, RoundDriver, sample_participants
 from nmoe_sim.fl.routing import GateRouter, QueryBank, RandomRouter, Router
 from nmoe_sim.fl.train import make_sgd, run_epochs
 from nmoe_sim.models import Expert, FeatureExtractor, Gate, forward_flops_per_sample, gate_train_flops_per_sample
@@ -38,6 +38,7 @@ class NMoEParts:
     experts: list[Expert]
     train_feats: list[torch.Tensor]  # per client (n_c, D)
     bank: QueryBank
+    trained_by: tuple[str, ...] = ()  # the stages that produced fe and experts (their cost)
 
 
 @dataclass
@@ -119,10 +120,8 @@ LOCAL_PARAMS: dict[str, tuple[str, ...]] = {
 
 
 class FedGate(RoundAlgorithm):
-    stage = "stage3_fedgate"
-
-    def __init__(self, world: World, parts: NMoEParts, data: list[GateData]) -> None:
-        self.world, self.cfg, self.parts, self.data = world, world.cfg.stage3, parts, data
+    def __init__(self, world: World, parts: NMoEParts, data: list[GateData], stage: str) -> None:
+        self.world, self.cfg, self.parts, self.data, self.stage = world, world.cfg.stage3, parts, data, stage
         base = make_gate(world.cfg, world.n_clients, world.streams, self.stage)
         self.gates = [copy.deepcopy(base) for _ in range(world.n_clients)]
         local = LOCAL_PARAMS[self.cfg.fedgate.local_part]
@@ -131,6 +130,8 @@ class FedGate(RoundAlgorithm):
         self.global_shared = {k: v.clone() for k, v in base.state_dict().items() if k in self.shared}
         self.flops = gate_train_flops_per_sample(base, world.cfg.model.feature_dim)
         self.gens = [world.streams.torch(f"{self.stage}/client{i}") for i in range(world.n_clients)]
+        # Clients whose latest download of the shared part failed: they hold their old gate.
+        self.missed_download: set[int] = set()
 
     def is_sync(self, rnd: int) -> bool:
         return (rnd + 1) % self.cfg.fedgate.sync_every == 0 or rnd == self.cfg.rounds - 1
@@ -151,15 +152,25 @@ class FedGate(RoundAlgorithm):
         return LocalResult(client, update, len(self.data[client].y), self.shared_bytes if sync else 0)
 
     def aggregate(self, rnd: int, results: list[LocalResult], failures: list[Failure]) -> None:
+        if self.download_bytes(rnd, 0):  # this round began with a download of the shared part
+            self.missed_download -= {r.client for r in results}
+            self.missed_download -= {f.client for f in failures if f.phase != "download"}
+            self.missed_download |= {f.client for f in failures if f.phase == "download"}
         if self.is_sync(rnd) and results:
             self.global_shared = fedavg([r.update for r in results], [r.num_samples for r in results])
 
-    def deployed(self) -> list[Gate]:
-        """Each client's gate as it would be after receiving the current shared part."""
+    def deployed(self, received: set[int] | None = None) -> list[Gate]:
+        """Each client's gate: its own with the current shared part, if that reaches it.
+
+        ``received`` lists the clients the shared part reaches (default: all but those whose
+        latest download failed); the others keep their own gate as it is.
+        """
+        got = received if received is not None else set(range(self.world.n_clients)) - self.missed_download
         out = []
-        for g in self.gates:
-            g = copy.deepcopy(g)
-            g.load_state_dict(self.global_shared, strict=False)
+        for c, g in enumerate(self.gates):
+            if c in got:
+                g = copy.deepcopy(g)
+                g.load_state_dict(self.global_shared, strict=False)
             out.append(g)
         return out
 
@@ -169,30 +180,39 @@ class FedGate(RoundAlgorithm):
 
     def finalize(self, sim: Sim) -> Generator[simpy.Event, Any, Router]:
         """Broadcast the final shared part; a client whose download fails keeps its own gate."""
-        deployed = self.deployed()
         recs = yield sim.env.all_of([
-            sim.net.transfer("bs", c, self.shared_bytes, stage=self.stage, tag="final/down")
+            sim.net.transfer(BS, c, self.shared_bytes, stage=self.stage, tag="final/down")
             for c in range(self.world.n_clients)
         ])
-        final = [deployed[c] if rec.delivered else self.gates[c] for c, rec in zip(range(self.world.n_clients), recs.values())]
-        return GateRouter(final, self.world.cfg.model.top_k)
+        got = {c for c, rec in zip(range(self.world.n_clients), recs.values()) if rec.delivered}
+        return GateRouter(self.deployed(got), self.world.cfg.model.top_k)
 
 
-GATE_ALGORITHMS: Registry[Callable[..., Generator[simpy.Event, Any, Router]]] = Registry("stage3 algorithm")
+# A gate method trains the gate inside a SimPy process and returns the router clients use.
+GateTrainer = Callable[[World, Sim, NMoEParts, CostScope, str], Generator[simpy.Event, Any, Router]]
 
 
-@GATE_ALGORITHMS.register("fedgate")
-def run_fedgate(world: World, sim: Sim, parts: NMoEParts, scope: CostScope) -> Generator[simpy.Event, Any, Router]:
-    data = yield from exchange_expert_outputs(world, sim, parts, FedGate.stage)
-    algo = FedGate(world, parts, data)
-    yield from RoundDriver(sim, world.n_clients, world.streams.numpy(f"{algo.stage}/participation")).run(algo, world.cfg.stage3, scope)
+@dataclass(frozen=True)
+class GateMethod:
+    """A stage-3 algorithm: the stage name it owns (its costs are recorded under it) and its body."""
+
+    stage: str
+    train: GateTrainer
+
+
+GATE_ALGORITHMS: Registry[GateMethod] = Registry("stage3 algorithm")
+
+
+def run_fedgate(world: World, sim: Sim, parts: NMoEParts, scope: CostScope, stage: str) -> Generator[simpy.Event, Any, Router]:
+    data = yield from exchange_expert_outputs(world, sim, parts, stage)
+    algo = FedGate(world, parts, data, stage)
+    yield from RoundDriver(sim, world.n_clients, world.streams.numpy(f"{stage}/participation")).run(algo, world.cfg.stage3, scope)
     router = yield from algo.finalize(sim)
     return router
 
 
-@GATE_ALGORITHMS.register("rollgate")
-def run_rollgate(world: World, sim: Sim, parts: NMoEParts, scope: CostScope) -> Generator[simpy.Event, Any, Router]:
-    stage, cfg, n = "stage3_rollgate", world.cfg.stage3, world.n_clients
+def run_rollgate(world: World, sim: Sim, parts: NMoEParts, scope: CostScope, stage: str) -> Generator[simpy.Event, Any, Router]:
+    cfg, n = world.cfg.stage3, world.n_clients
     data = yield from exchange_expert_outputs(world, sim, parts, stage)
     gate = make_gate(world.cfg, n, world.streams, stage)
     gate_bytes = world.param_bytes(gate)
@@ -216,7 +236,7 @@ def run_rollgate(world: World, sim: Sim, parts: NMoEParts, scope: CostScope) -> 
                                        tag=f"lap{lap}/train", fn=lambda c=c: train_gate(gate, data[c], cfg, gen))
             holder = c
         s = parts.bank.evaluate(GateRouter([gate] * n, k))
-        sim.record_round(scope, stage, lap, start_s, len(visit), failures, (s.f1_macro, s.accuracy))
+        sim.record_round(scope, stage, lap, cfg.rounds, start_s, len(visit), failures, (s.f1_macro, s.accuracy))
     # The last holder hands the finished gate to everyone else over the network.
     others = [c for c in range(n) if c != holder]
     recs = yield sim.env.all_of([sim.net.transfer(holder, c, gate_bytes, stage=stage, tag="final") for c in others])
@@ -225,10 +245,14 @@ def run_rollgate(world: World, sim: Sim, parts: NMoEParts, scope: CostScope) -> 
     return GateRouter([gate if c == holder or got[c] else untrained for c in range(n)], k)
 
 
-@GATE_ALGORITHMS.register("rangate")
-def run_rangate(world: World, sim: Sim, parts: NMoEParts, scope: CostScope) -> Generator[simpy.Event, Any, Router]:
-    router = RandomRouter(world.n_clients, world.cfg.model.top_k, world.streams.numpy("stage3_rangate/eval"))
+def run_rangate(world: World, sim: Sim, parts: NMoEParts, scope: CostScope, stage: str) -> Generator[simpy.Event, Any, Router]:
+    router = RandomRouter(world.n_clients, world.cfg.model.top_k, world.streams.numpy(f"{stage}/eval"))
     s = parts.bank.evaluate(router)
-    sim.record_round(scope, "stage3_rangate", 0, sim.env.now, world.n_clients, 0, (s.f1_macro, s.accuracy))
+    sim.record_round(scope, stage, 0, 1, sim.env.now, world.n_clients, 0, (s.f1_macro, s.accuracy))
     yield sim.env.timeout(0)
-    return RandomRouter(world.n_clients, world.cfg.model.top_k, world.streams.numpy("stage3_rangate/route"))
+    return RandomRouter(world.n_clients, world.cfg.model.top_k, world.streams.numpy(f"{stage}/route"))
+
+
+GATE_ALGORITHMS.register("fedgate")(GateMethod("stage3_fedgate", run_fedgate))
+GATE_ALGORITHMS.register("rollgate")(GateMethod("stage3_rollgate", run_rollgate))
+GATE_ALGORITHMS.register("rangate")(GateMethod("stage3_rangate", run_rangate))

@@ -2,9 +2,12 @@
 
 ``Network.transfer(src, dst, size_bytes)`` is a SimPy process: it routes the transfer (see
 :mod:`nmoe_sim.net.routing`), then sends it hop after hop (store and forward). Each hop
-samples its link's channel at the current simulated time, retries on outage, and is served
-by :class:`~nmoe_sim.net.sharing.SharedRadios`, a fluid processor-sharing model of the radios' bandwidth budgets.
-Bytes, airtime and energy are charged to typed records (:mod:`nmoe_sim.record`).
+samples its link's channel at the current simulated time and, by default, again at every
+coherence-block boundary it spans (a block in outage fails the attempt, which is retried
+up to ``max_attempts``), and is served by :class:`~nmoe_sim.net.sharing.SharedRadios`, a
+fluid processor-sharing model of the radios' bandwidth budgets. Bytes offered and
+delivered, airtime and energy (split between device batteries and infrastructure) are
+charged to typed records (:mod:`nmoe_sim.record`), stamped with the network's system.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import simpy
 
 from nmoe_sim.config import LinkChannels
 from nmoe_sim.net.fading import LinkChannel
-from nmoe_sim.net.routing import Router, airtime_weight_s_per_bit
+from nmoe_sim.net.routing import ROUTING, airtime_weight_s_per_bit
 from nmoe_sim.net.sharing import Flow, SharedRadios
 from nmoe_sim.record import HopRecord, Recorder, TransferRecord
 
@@ -58,6 +61,9 @@ class _Hop:
     snrs_db: list[float] = field(default_factory=list)
     delivered: bool = False
     flow: Flow | None = None
+    # The segment of the current flow sent at one rate: airtime is bits / rate per segment.
+    seg_rate_bps: float = 0.0
+    seg_sent0_bits: float = 0.0
     wait_start_s: float | None = None  # set while waiting for an ACK that will not come
 
     def charge(self, airtime_s: float, rx: bool) -> None:
@@ -66,23 +72,37 @@ class _Hop:
         if rx:
             self.rx_energy_j += self.p_rx_w * airtime_s
 
+    def close_segment(self) -> None:
+        """Charge the airtime of the current flow's bits sent since the last rate change."""
+        assert self.flow is not None
+        sent = self.flow.sent_bits
+        self.charge((sent - self.seg_sent0_bits) / self.seg_rate_bps, rx=True)
+        self.seg_sent0_bits = sent
+
     @property
     def mean_snr_db(self) -> float:
         return float(np.mean(self.snrs_db)) if self.snrs_db else math.nan
 
 
 class Network:
-    """Emulated wireless network over a topology graph (see :mod:`nmoe_sim.net.topology`)."""
+    """Emulated wireless network over a topology graph (see :mod:`nmoe_sim.net.topology`).
+
+    One Network per simulated world, hence per system: it stamps ``system`` on every record.
+    """
 
     def __init__(self, env: simpy.Environment, graph: nx.Graph, channels: LinkChannels,
                  tx_power_dbm: dict[Any, float], rx_power_w: dict[Any, float],
-                 recorder: Recorder, rng: np.random.Generator) -> None:
+                 recorder: Recorder, rng: np.random.Generator, *, system: str,
+                 routing: str = "min_airtime") -> None:
         missing = [n for n in graph.nodes if n not in tx_power_dbm or n not in rx_power_w]
         if missing:
             raise ValueError(f"Network: no tx/rx power for nodes {sorted(missing, key=node_order)}")
         self.env = env
         self.graph = graph
         self.recorder = recorder
+        self.system = system
+        # Who pays a radio's energy: the base station is infrastructure, clients are devices.
+        self.infrastructure = frozenset(n for n in graph.nodes if graph.nodes[n]["kind"] == "bs")
         self._tx_power_dbm = dict(tx_power_dbm)
         self._rx_power_w = dict(rx_power_w)
         self._radios_busy = SharedRadios(env)
@@ -103,7 +123,7 @@ class Network:
             for a, b in ((u, v), (v, u)):
                 weights[(a, b)] = airtime_weight_s_per_bit(self._links[(u, v)],
                                                            self._tx_power_dbm[a])
-        self._router = Router(sorted(graph.nodes, key=node_order), weights)
+        self._router = ROUTING.get(routing, "network.routing")(sorted(graph.nodes, key=node_order), weights)
         self._bytes: Counter[tuple[Hashable, Hashable]] = Counter()
         self._airtime_s: Counter[tuple[Hashable, Hashable]] = Counter()
 
@@ -114,12 +134,23 @@ class Network:
     def route(self, src: Hashable, dst: Hashable) -> list[Any]:
         return self._router.route(src, dst)
 
+    def route_weight_s_per_bit(self, path: list[Any]) -> float:
+        return self._router.path_weight(path)
+
     def tx_power_dbm(self, node: Hashable) -> float:
         return self._tx_power_dbm[node]
 
     def mean_snr_db(self, u: Hashable, v: Hashable) -> float:
         """Mean SNR (no fading) of edge (u, v) in the direction u -> v."""
         return self.link(u, v).mean_snr_db(self._tx_power_dbm[u])
+
+    def direction(self, u: Hashable, v: Hashable) -> str:
+        """'up' (into the base station), 'down' (out of it) or 'd2d' (client to client)."""
+        if v in self.infrastructure:
+            return "up"
+        if u in self.infrastructure:
+            return "down"
+        return "d2d"
 
     def link_stats(self, sim_end_s: float) -> list[dict[str, Any]]:
         """One row per edge, canonical orientation (mean_snr_db is u -> v, _vu the reverse)."""
@@ -167,22 +198,31 @@ class Network:
             hop = hops[-1]  # the only yields are inside hops, so the last one is open
             self._abort_hop(hop)
             self._close_hop(hop, size_bytes, stage, tag)
+        device_j = sum(self._device_share_j(h) for h in hops)
+        total_j = sum(h.tx_energy_j + h.rx_energy_j for h in hops)
         rec = TransferRecord(
-            stage=stage, tag=tag, src=str(path[0]), dst=str(path[-1]), size_bytes=size_bytes,
-            start_s=start_s, end_s=self.env.now, attempts=sum(h.attempts for h in hops),
-            delivered=not reason, hops=len(path) - 1,
-            airtime_s=sum(h.airtime_s for h in hops),
-            energy_j=sum(h.tx_energy_j + h.rx_energy_j for h in hops), reason=reason,
+            system=self.system, stage=stage, tag=tag, src=str(path[0]), dst=str(path[-1]),
+            size_bytes=size_bytes, start_s=start_s, end_s=self.env.now,
+            attempts=sum(h.attempts for h in hops), delivered=not reason, hops=len(path) - 1,
+            airtime_s=sum(h.airtime_s for h in hops), energy_j=total_j,
+            device_energy_j=device_j, infrastructure_energy_j=total_j - device_j,
+            link_bytes=size_bytes * sum(h.delivered for h in hops),
+            route=tuple(str(n) for n in path), reason=reason,
             snr_db=hops[0].mean_snr_db if hops else math.nan,
         )
         self.recorder.add(rec)
         return rec
 
+    def _device_share_j(self, hop: _Hop) -> float:
+        """The part of a hop's radio energy paid by client batteries (tx by u, rx by v)."""
+        return ((hop.tx_energy_j if hop.u not in self.infrastructure else 0.0)
+                + (hop.rx_energy_j if hop.v not in self.infrastructure else 0.0))
+
     def _radios(self, u: Hashable, v: Hashable) -> tuple[Hashable, Hashable]:
         # A client has one half-duplex radio for both directions; the base station has
         # separate uplink (receive) and downlink (transmit) radios.
-        tx = (u, "down") if self.graph.nodes[u]["kind"] == "bs" else (u, "radio")
-        rx = (v, "up") if self.graph.nodes[v]["kind"] == "bs" else (v, "radio")
+        tx = (u, "down") if u in self.infrastructure else (u, "radio")
+        rx = (v, "up") if v in self.infrastructure else (v, "radio")
         return (tx, rx)
 
     def _send_hop(self, hop: _Hop, size_bytes: int) -> Generator[simpy.Event, Any, None]:
@@ -198,37 +238,68 @@ class Network:
         if size_bytes == 0:
             hop.delivered = True
             return
-        tx_dbm = self._tx_power_dbm[hop.u]
-        hop.p_tx_w = dbm_to_w(tx_dbm)
+        hop.p_tx_w = dbm_to_w(self._tx_power_dbm[hop.u])
         hop.p_rx_w = self._rx_power_w[hop.v]
-        bits = 8.0 * size_bytes
         while hop.attempts < cfg.max_attempts:
             hop.attempts += 1
-            snr_db = link.snr_db(self.env.now, tx_dbm)
-            hop.snrs_db.append(snr_db)
-            se = link.spectral_efficiency_bps_hz(snr_db)
-            if se <= 0:
-                # Outage: the sender transmits until the ACK timeout, then tries again.
-                hop.wait_start_s = self.env.now
-                yield self.env.timeout(cfg.retx_timeout_s)
-                hop.wait_start_s = None
-                hop.charge(cfg.retx_timeout_s, rx=False)
-                continue
-            rate_full_bps = cfg.bandwidth_hz * se  # fixed for the attempt (block fading)
-            hop.flow = self._radios_busy.start(bits, rate_full_bps, self._radios(hop.u, hop.v))
-            yield hop.flow.done
-            hop.flow = None
-            hop.charge(bits / rate_full_bps, rx=True)  # airtime: the channel's time alone
-            if cfg.latency_s > 0:
-                yield self.env.timeout(cfg.latency_s)
-            hop.delivered = True
-            return
+            sent = yield from self._attempt(hop, link, 8.0 * size_bytes)
+            if sent:
+                if cfg.latency_s > 0:
+                    yield self.env.timeout(cfg.latency_s)
+                hop.delivered = True
+                return
+            # Outage: the sender transmits until the ACK timeout, then tries again.
+            hop.wait_start_s = self.env.now
+            yield self.env.timeout(cfg.retx_timeout_s)
+            hop.wait_start_s = None
+            hop.charge(cfg.retx_timeout_s, rx=False)
+
+    def _block_rate_bps(self, hop: _Hop, link: LinkChannel) -> float:
+        """Rate alone on the link in the current coherence block; 0 in outage."""
+        snr_db = link.snr_db(self.env.now, self._tx_power_dbm[hop.u])
+        hop.snrs_db.append(snr_db)
+        return link.cfg.bandwidth_hz * link.spectral_efficiency_bps_hz(snr_db)
+
+    def _attempt(self, hop: _Hop, link: LinkChannel, bits: float) -> Generator[simpy.Event, Any, bool]:
+        """One transmission of the whole payload; False when a block in outage breaks it.
+
+        ``per_block``: the rate follows every coherence block the attempt spans, and a block
+        in outage fails it. ``per_attempt``: the first block's rate holds to the end.
+        """
+        rate_bps = self._block_rate_bps(hop, link)
+        if rate_bps <= 0:
+            return False
+        hop.flow = self._radios_busy.start(bits, rate_bps, self._radios(hop.u, hop.v))
+        hop.seg_rate_bps, hop.seg_sent0_bits = rate_bps, 0.0
+        follow = link.cfg.rate_adaptation == "per_block" and link.varies_in_time
+        while True:
+            if not follow:
+                yield hop.flow.done
+                break
+            boundary = self.env.timeout(link.next_block_start_s(self.env.now) - self.env.now)
+            yield hop.flow.done | boundary
+            if hop.flow.done.triggered:
+                break
+            # A new block: re-rate the flow (or drop it in outage), then charge the segment
+            # sent at the old rate (the scheduler brings sent_bits up to now when it re-rates).
+            rate_bps = self._block_rate_bps(hop, link)
+            if rate_bps <= 0:
+                self._radios_busy.cancel(hop.flow)
+                hop.close_segment()
+                hop.flow = None
+                return False
+            self._radios_busy.set_rate(hop.flow, rate_bps)
+            hop.close_segment()
+            hop.seg_rate_bps = rate_bps
+        hop.close_segment()  # airtime: the channel's time alone, segment by segment
+        hop.flow = None
+        return True
 
     def _abort_hop(self, hop: _Hop) -> None:
         """Charge what an interrupted hop used up to now and free its bandwidth."""
         if hop.flow is not None:
             self._radios_busy.cancel(hop.flow)
-            hop.charge(hop.flow.sent_bits / hop.flow.rate_full_bps, rx=True)
+            hop.close_segment()
             hop.flow = None
         elif hop.wait_start_s is not None:
             hop.charge(self.env.now - hop.wait_start_s, rx=False)
@@ -240,9 +311,12 @@ class Network:
         self._airtime_s[key] += hop.airtime_s
         if hop.delivered:
             self._bytes[key] += size_bytes
+        device_j = self._device_share_j(hop)
         self.recorder.add(HopRecord(
-            stage=stage, tag=tag, u=str(hop.u), v=str(hop.v), size_bytes=size_bytes,
+            system=self.system, stage=stage, tag=tag, u=str(hop.u), v=str(hop.v),
+            direction=self.direction(hop.u, hop.v), size_bytes=size_bytes,
             start_s=hop.start_s, end_s=self.env.now, attempts=hop.attempts,
             delivered=hop.delivered, airtime_s=hop.airtime_s, tx_energy_j=hop.tx_energy_j,
-            rx_energy_j=hop.rx_energy_j, snr_db=hop.mean_snr_db,
+            rx_energy_j=hop.rx_energy_j, snr_db=hop.mean_snr_db, device_energy_j=device_j,
+            infrastructure_energy_j=hop.tx_energy_j + hop.rx_energy_j - device_j,
         ))

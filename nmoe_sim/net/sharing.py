@@ -3,7 +3,9 @@
 Pure scheduling, no channel model: a flow arrives with its bits and the rate it would get
 alone (``rate_full_bps``, from the link's SNR); the scheduler divides each radio's time
 equally among the flows on it. Two equal flows on one radio each take twice as long as
-one alone. :class:`nmoe_sim.net.network.Network` owns one instance per simulated world.
+one alone. A flow's own rate may change while it is served (block fading: the rate follows
+the SNR of each coherence block). :class:`nmoe_sim.net.network.Network` owns one instance
+per simulated world.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ class SharedRadios:
     """Fluid processor sharing: each radio is time-shared equally among its active flows.
 
     A flow's share is the minimum over its radios of 1 / (active flows on that radio). Rates
-    are recomputed whenever a flow starts or ends; a version counter invalidates the timer
+    are recomputed whenever a flow starts, ends or changes its rate; a version counter invalidates the timer
     set for the previous earliest completion, so only the latest timer completes flows.
     """
 
@@ -60,6 +62,15 @@ class SharedRadios:
         self._flows.append(flow)
         self._reschedule()
         return flow
+
+    def set_rate(self, flow: Flow, rate_full_bps: float) -> None:
+        """Change the rate ``flow`` would get alone from now on (a new coherence block)."""
+        if not rate_full_bps > 0:
+            raise ValueError(f"flow rate must be > 0 (got {rate_full_bps})")
+        self._advance()
+        flow.rate_full_bps = rate_full_bps
+        if flow in self._flows:
+            self._reschedule()
 
     def cancel(self, flow: Flow) -> None:
         """Stop serving ``flow`` now (its bits sent so far stay in ``flow.sent_bits``)."""

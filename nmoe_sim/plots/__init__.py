@@ -2,7 +2,8 @@
 
 Each plot is a ``make_<name>_figure(...) -> Figure`` (tests inspect it) and a registered
 ``PLOTS[name](run, out_dir) -> list[Path]`` that saves it; a plot whose input file is
-missing from the run is skipped with a log line.
+missing from the run, or lacks a column the plot needs, is skipped with a log line
+naming the file and the column.
 """
 
 from __future__ import annotations
@@ -10,15 +11,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from nmoe_sim.errors import ConfigError
-from nmoe_sim.plots import alignment_plots, curves, maps  # noqa: F401 (registers the run plots)
+# Importing a plot module registers its plots.
+from nmoe_sim.plots import alignment_plots, curves, maps, stage_costs  # noqa: F401
 from nmoe_sim.plots.base import PLOTS, PlotFn, PlotSkipped, save_figure
-from nmoe_sim.plots.curves import (
-    make_comm_vs_accuracy_figure,
-    make_latency_cdf_figure,
-    make_stage_costs_figure,
-)
+from nmoe_sim.plots.curves import make_comm_vs_accuracy_figure, make_latency_cdf_figure
 from nmoe_sim.plots.maps import make_gating_figure, make_topology_figure
-from nmoe_sim.plots.rundata import CsvTable, RunData, load_run
+from nmoe_sim.plots.rundata import CsvTable, RunData, load_run, read_table
+from nmoe_sim.plots.stage_costs import make_stage_costs_figure
 from nmoe_sim.plots.sweep_plots import (
     load_table,
     make_sweep_f1_bar_figure,
@@ -27,7 +26,7 @@ from nmoe_sim.plots.sweep_plots import (
 )
 
 __all__ = [
-    "PLOTS", "PlotFn", "PlotSkipped", "CsvTable", "RunData", "load_run", "load_table",
+    "PLOTS", "PlotFn", "PlotSkipped", "CsvTable", "RunData", "load_run", "load_table", "read_table",
     "plot_run", "plot_sweep", "plot_path", "save_figure",
     "make_comm_vs_accuracy_figure", "make_gating_figure", "make_topology_figure",
     "make_stage_costs_figure", "make_latency_cdf_figure",

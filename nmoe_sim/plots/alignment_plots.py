@@ -21,6 +21,8 @@ def make_accuracy_vs_rounds_figure(run: RunData) -> Figure:
         raise PlotSkipped("not an alignment run")
     if run.rounds is None:
         raise PlotSkipped("no rounds.csv")
+    # Delivered, like the NMoE's comm-vs-accuracy and metrics.json's bytes_to_target.
+    run.rounds.require("system", "round", "accuracy", "cum_bytes_delivered")
     fig = Figure(figsize=(14, 4.2), layout="constrained")
     ax_r, ax_b, ax_cv = fig.subplots(1, 3)
     target = None
@@ -32,7 +34,7 @@ def make_accuracy_vs_rounds_figure(run: RunData) -> Figure:
             continue
         color = system_color(name, i)
         ax_r.plot(rows.floats("round") + 1, acc * 100, "o-", ms=3, color=color, label=name)
-        ax_b.plot(rows.floats("cum_bytes") / MB, acc * 100, "o-", ms=3, color=color, label=name)
+        ax_b.plot(rows.floats("cum_bytes_delivered") / MB, acc * 100, "o-", ms=3, color=color, label=name)
         cv = m.get("utilization_cv_per_round") or []
         ax_cv.plot(np.arange(1, len(cv) + 1), [np.nan if v is None else v for v in cv], "o-", ms=3,
                    color=color, label=name)
@@ -44,12 +46,12 @@ def make_accuracy_vs_rounds_figure(run: RunData) -> Figure:
         for ax in (ax_r, ax_b):
             ax.axhline(target * 100, ls="--", color="gray", lw=1, label="target")
     ax_r.set_xlabel("round")
-    ax_b.set_xlabel("cumulative communication (MB)")
+    ax_b.set_xlabel("cumulative delivered communication (MB)")
     ax_cv.set_xlabel("round")
     ax_r.set_ylabel("test accuracy (%)")
     ax_cv.set_ylabel("utilization CV (std / mean of routed samples)")
     ax_r.set_title("Accuracy vs rounds")
-    ax_b.set_title("Accuracy vs communication")
+    ax_b.set_title("Accuracy vs delivered communication")
     ax_cv.set_title("Expert utilization CV per round")
     for ax in (ax_r, ax_b, ax_cv):
         ax.grid(alpha=0.3)

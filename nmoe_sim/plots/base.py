@@ -14,7 +14,7 @@ from typing import Callable
 
 from matplotlib.figure import Figure
 
-from nmoe_sim.plots.rundata import RunData
+from nmoe_sim.plots.rundata import PlotSkipped, RunData
 from nmoe_sim.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -29,14 +29,25 @@ MB = 1e6  # bytes per megabyte, for every axis in MB
 # an alignment run never share a figure, so the two sets may reuse colours.
 _SYSTEM_COLORS = {"nmoe": "C0", "local": "C1", "centralized": "C2", "fedavg": "C3",
                   "alignment": "C0", "greedy": "C3", "random": "C1", "unlimited": "C2"}
+# And a fixed line style and marker per system, so that two systems with the same curve
+# (local and fedavg both answer on the device) stay distinguishable where one hides the
+# other, and in greyscale print.
+_SYSTEM_STYLES = {"nmoe": ("-", "o"), "local": ("--", "s"), "centralized": ("-.", "^"),
+                  "fedavg": (":", "v"), "alignment": ("-", "o"), "greedy": (":", "v"),
+                  "random": ("--", "s"), "unlimited": ("-.", "^")}
+_OTHER_STYLES = (("-", "D"), ("--", "P"), ("-.", "X"), (":", "*"))
 
-
-class PlotSkipped(Exception):
-    """The run lacks what a plot needs (an optional file, an empty matrix): logged, not fatal."""
+__all__ = ["PLOTS", "PlotFn", "PlotSkipped", "FORMATS", "DPI", "MB", "system_color",
+           "system_style", "save_figure", "draw"]
 
 
 def system_color(system: str, order: int = 0) -> str:
     return _SYSTEM_COLORS.get(system, f"C{4 + order % 6}")
+
+
+def system_style(system: str, order: int = 0) -> tuple[str, str]:
+    """(line style, marker) of ``system``: fixed for the known ones, cycled for the rest."""
+    return _SYSTEM_STYLES.get(system, _OTHER_STYLES[order % len(_OTHER_STYLES)])
 
 
 def save_figure(fig: Figure, path_stem: Path) -> list[Path]:

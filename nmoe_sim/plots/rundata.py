@@ -2,10 +2,14 @@
 
 Only ``metrics.json`` is required; every other file is optional and is ``None`` when
 absent, so that the plot needing it is skipped rather than the whole figure set failing.
+A file that is present but lacks a column or key a plot needs (a run written by an older
+nmoe-sim) raises ``PlotSkipped`` naming the file and the column: a figure silently drawn
+from a missing field would be drawn from zeros, which is worse than no figure.
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import math
@@ -16,24 +20,44 @@ from typing import Any, Optional
 import numpy as np
 
 from nmoe_sim.errors import ConfigError
-from nmoe_sim.table import read_csv
 
 log = logging.getLogger(__name__)
 
 _TRUE = {"true", "1", "yes"}
 
 
+class PlotSkipped(Exception):
+    """The run lacks what a plot needs (a file, a column, an empty matrix): logged, not fatal."""
+
+
 @dataclass(frozen=True)
 class CsvTable:
-    """The rows of one results CSV, as text; typed views on demand."""
+    """The rows of one results CSV, as text; typed views on demand.
+
+    ``source`` names the file in error messages; ``columns`` is its header, kept apart from
+    the rows because a header-only file (no query, no round) still says what it holds.
+    """
 
     rows: tuple[dict[str, str], ...]
+    source: str = "CSV"
+    columns: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return len(self.rows)
 
+    def has(self, column: str) -> bool:
+        return column in self.columns or bool(self.rows and column in self.rows[0])
+
+    def require(self, *columns: str) -> None:
+        """PlotSkipped naming this file and the first of ``columns`` it lacks."""
+        for column in columns:
+            if not self.has(column):
+                raise PlotSkipped(f"{self.source} has no column {column!r} "
+                                  "(written by an older nmoe-sim? rerun to redraw this plot)")
+
     def where(self, column: str, value: str) -> "CsvTable":
-        return CsvTable(tuple(r for r in self.rows if r.get(column) == value))
+        rows = tuple(r for r in self.rows if r.get(column) == value)
+        return CsvTable(rows, self.source, self.columns)
 
     def values(self, column: str) -> list[str]:
         """Distinct values of ``column`` in first-seen order."""
@@ -55,6 +79,15 @@ class CsvTable:
         return np.array([(r.get(column) or "").strip().lower() in _TRUE for r in self.rows], bool)
 
 
+def read_table(path: Path) -> CsvTable:
+    """A CSV file as a CsvTable named after its path (its header kept even with no rows)."""
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        rows = tuple(reader)
+        columns = tuple(reader.fieldnames or ())
+    return CsvTable(rows, str(path), columns)
+
+
 @dataclass(frozen=True)
 class RunData:
     run_dir: Path
@@ -73,13 +106,43 @@ class RunData:
     def stages(self) -> dict[str, Any]:
         return self.metrics.get("stages") or {}
 
+    @property
+    def title(self) -> str:
+        return str(self.metrics.get("scenario", self.run_dir.name))
+
+    def _metrics_path(self) -> str:
+        return str(self.run_dir / "metrics.json")
+
+    def system_stages(self, system: str) -> list[str]:
+        """The stages whose cost ``system`` pays, as the system declared them in metrics.json.
+
+        Only names present in ``stages`` are returned (a declared stage the run did not
+        execute has no cost to add). Declared, never guessed from names: the local
+        baseline pays for the NMoE stages whose FE and expert it reuses.
+        """
+        declared = (self.systems.get(system) or {}).get("stages")
+        if not isinstance(declared, list):
+            raise PlotSkipped(f"{self._metrics_path()}: systems.{system} has no 'stages' list "
+                              "(written by an older nmoe-sim?)")
+        return [name for name in declared if name in self.stages]
+
+    def is_inference(self, name: str) -> bool:
+        """An inference stage: it has an arrival window (older runs: its name says so)."""
+        return "arrival_window_s" in (self.stages.get(name) or {}) or name.startswith("inference_")
+
+    def stage_value(self, name: str, field_name: str) -> float:
+        """One stage's field as float; PlotSkipped when the key is absent, 0 for null/NaN."""
+        stage = self.stages[name]
+        if field_name not in stage:
+            raise PlotSkipped(f"{self._metrics_path()}: stages.{name} has no {field_name!r} "
+                              "(written by an older nmoe-sim?)")
+        value = stage[field_name]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+            return 0.0
+        return float(value)
+
     def stage_total(self, names: list[str], field_name: str) -> float:
-        total = 0.0
-        for name in names:
-            value = self.stages[name].get(field_name)
-            if isinstance(value, (int, float)) and not math.isnan(value):
-                total += float(value)
-        return total
+        return sum((self.stage_value(name, field_name) for name in names), 0.0)
 
     def gating_matrix(self, system: str) -> np.ndarray:
         """clients x experts routing shares: metrics.json's, else rebuilt from gating.csv."""
@@ -91,6 +154,7 @@ class RunData:
         rows = self.gating.where("system", system)
         if not len(rows):
             return np.zeros((0, 0))
+        rows.require("client", "expert", "share")
         clients = rows.floats("client").astype(int)
         experts = rows.floats("expert").astype(int)
         out = np.zeros((clients.max() + 1, experts.max() + 1))
@@ -99,9 +163,7 @@ class RunData:
 
 
 def _read_optional_csv(path: Path) -> Optional[CsvTable]:
-    if not path.is_file():
-        return None
-    return CsvTable(tuple(read_csv(path)))
+    return read_table(path) if path.is_file() else None
 
 
 def load_run(run_dir: Path) -> RunData:

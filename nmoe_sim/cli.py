@@ -66,22 +66,21 @@ def summary_table(metrics: dict[str, Any]) -> Table:
         return alignment_table(metrics)
     table = Table(title=f"{metrics['scenario']} (seed {metrics['seed']})")
     for col in ("system", "macro-F1", "accuracy", "LR", "p95 latency (s)", "failed queries", "MB delivered",
-                "device energy (J)"):
+                "device J"):
         table.add_column(col, justify="right" if col != "system" else "left")
     for name, s in metrics["systems"].items():
         table.add_row(name, f"{s['f1_macro']:.3f}", f"{s['accuracy']:.3f}", f"{s['local_ratio']:.2f}",
                       f"{s['latency_s']['p95']:.4f}", str(s["failed_queries"]), f"{s['bytes_delivered'] / 1e6:.3f}",
                       f"{s['device_energy_j']:.2f}")
-    stages = Table(title="cost per stage (MB delivered per hop direction; a relay loads two links)")
-    for col in ("stage", "MB offered", "MB delivered", "up", "down", "d2d", "rounds", "sim time (s)",
-                "device J", "infra J", "failed transfers"):
+    stages = Table(title="cost per stage (delivered MB per link direction: a relay loads two links)")
+    for col in ("stage", "MB offered", "MB delivered", "up/down/d2d", "rounds", "sim s", "device J", "infra J",
+                "failed"):
         stages.add_column(col, justify="right" if col != "stage" else "left")
     for name, s in metrics["stages"].items():
-        stages.add_row(name, f"{s['bytes'] / 1e6:.3f}", f"{s['bytes_delivered'] / 1e6:.3f}",
-                       f"{s['bytes_up_delivered'] / 1e6:.3f}", f"{s['bytes_down_delivered'] / 1e6:.3f}",
-                       f"{s['bytes_d2d_delivered'] / 1e6:.3f}", str(s["rounds"]), f"{s['sim_time_s']:.2f}",
-                       f"{s['device_energy_j']:.2f}", f"{s['infrastructure_energy_j']:.2f}",
-                       f"{s['failed_transfers']}/{s['transfers']}")
+        per_link = "/".join(f"{s[f'bytes_{d}_delivered'] / 1e6:.2f}" for d in ("up", "down", "d2d"))
+        stages.add_row(name, f"{s['bytes'] / 1e6:.3f}", f"{s['bytes_delivered'] / 1e6:.3f}", per_link,
+                       str(s["rounds"]), f"{s['sim_time_s']:.2f}", f"{s['device_energy_j']:.2f}",
+                       f"{s['infrastructure_energy_j']:.2f}", f"{s['failed_transfers']}/{s['transfers']}")
     grid = Table.grid()
     grid.add_row(table)
     grid.add_row(stages)

@@ -1,0 +1,117 @@
+"""Golden results: tiny variants of every shipped scenario, frozen before the engine changes.
+
+Each case is a shipped scenario file with overrides that shrink it to seconds (fewer
+samples, rounds and queries; the scenario's own model, channel and topology). Its golden
+summary is ``metrics.json`` without the run's identity (``wall_time_s``, ``run_id``) plus
+the rows of ``rounds.csv``, stored in ``tests/golden/<case>.json``. ``tests/test_golden.py``
+reruns each case and compares the summary **exactly**: a refactor of the engine must not
+change what is computed, not even in the last bit of a float.
+
+Regenerate only when a change of results is intended, and say why in the commit:
+
+    python tests/golden_cases.py            # rewrites tests/golden/*.json
+    python tests/golden_cases.py quickstart # one case
+
+Runs use one torch thread (results agree bit for bit only at the same thread count).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+GOLDEN_DIR = Path(__file__).resolve().parent / "golden"
+FMNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+# Shrink a three-stage NMoE scenario: a few hundred samples, 2 rounds per stage, 5 queries
+# per client; everything else (model widths, channel, topology, devices) as shipped.
+_NMOE_SMALL = (
+    "data.max_train_samples=300", "data.max_test_samples=100", "inference.max_queries_per_client=5",
+    "stage1.rounds=2", "stage2.epochs=2", "stage3.rounds=2",
+    "baselines.centralized.epochs=2", "baselines.fedavg.rounds=2", "output.plots=false",
+)
+_ALIGN_SMALL = ("data.max_train_samples=300", "data.max_test_samples=100", "alignment.rounds=2",
+                "output.plots=false")
+
+# case -> (scenario file, overrides, needs Fashion-MNIST)
+CASES: dict[str, tuple[str, tuple[str, ...], bool]] = {
+    "quickstart": ("scenarios/quickstart.yaml", _NMOE_SMALL, False),
+    # The old routing and per-attempt link adaptation, and RollGate over them.
+    "quickstart_direct_first_per_attempt": ("scenarios/quickstart.yaml", _NMOE_SMALL + (
+        "network.routing=direct_first", "network.channel.bs.rate_adaptation=per_attempt",
+        "network.channel.d2d.rate_adaptation=per_attempt", "stage3.algorithm=rollgate"), False),
+    "quickstart_fedce_rangate_deadline": ("scenarios/quickstart.yaml", _NMOE_SMALL + (
+        "stage1.algorithm=fedce", "stage3.algorithm=rangate", "stage1.deadline_s=0.03",
+        "stage1.participation=0.5"), False),
+    "fashion_mnist": ("scenarios/fashion_mnist.yaml", _NMOE_SMALL, True),
+    "paper_fmnist_main": ("scenarios/paper/fmnist_main.yaml", _NMOE_SMALL + (
+        "data.partition={kind: dirichlet, alpha: 0.1}", "stage3.algorithm=rollgate"), True),
+    "paper_fmnist_ablation_channel": ("scenarios/paper/fmnist_ablation_channel.yaml", _NMOE_SMALL + (
+        "network.channel=harsh",), True),
+    "paper_fmnist_ablation_fedgate_split": ("scenarios/paper/fmnist_ablation_fedgate_split.yaml", _NMOE_SMALL + (
+        "stage3.fedgate.local_part=head", "stage3.fedgate.sync_every=1"), True),
+    "paper_fmnist_ablation_topk": ("scenarios/paper/fmnist_ablation_topk.yaml", _NMOE_SMALL + (
+        "model.top_k=2",), True),
+    "alignment_quick": ("scenarios/alignment_quick.yaml", _ALIGN_SMALL, False),
+    "alignment_fmnist": ("scenarios/alignment_fmnist.yaml", _ALIGN_SMALL, True),
+}
+
+
+def has_fashion_mnist() -> bool:
+    return any(FMNIST_DIR.glob("train-images-idx3-ubyte*"))
+
+
+def summarize(run_dir: Path) -> dict[str, Any]:
+    """metrics.json without the run's identity, plus the rows of rounds.csv."""
+    metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+    for key in ("wall_time_s", "run_id"):
+        metrics.pop(key, None)
+    with (run_dir / "rounds.csv").open(newline="", encoding="utf-8") as f:
+        metrics["rounds_csv"] = list(csv.DictReader(f))
+    return metrics
+
+
+def run_case(name: str) -> dict[str, Any]:
+    """Run one case into a temporary directory and return its summary."""
+    import torch
+
+    from nmoe_sim.config import load_scenario
+
+    path, overrides, _ = CASES[name]
+    cfg = load_scenario(REPO_ROOT / path, list(overrides))
+    if cfg.system == "alignment":
+        from nmoe_sim.alignment_runner import run
+    else:
+        from nmoe_sim.runner import run
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory() as tmp:
+        run_dir = Path(tmp) / "run"
+        run_dir.mkdir()
+        run(cfg, run_dir)
+        return summarize(run_dir)
+
+
+def golden_path(name: str) -> Path:
+    return GOLDEN_DIR / f"{name}.json"
+
+
+def main(argv: list[str]) -> int:
+    names = argv or list(CASES)
+    GOLDEN_DIR.mkdir(exist_ok=True)
+    for name in names:
+        if CASES[name][2] and not has_fashion_mnist():
+            print(f"skip {name}: Fashion-MNIST not installed ({FMNIST_DIR})", file=sys.stderr)
+            continue
+        golden_path(name).write_text(json.dumps(run_case(name), indent=1, sort_keys=True) + "\n", encoding="utf-8")
+        print(f"wrote {golden_path(name)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(REPO_ROOT))
+    sys.exit(main(sys.argv[1:]))

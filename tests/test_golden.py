@@ -1,0 +1,24 @@
+"""The reference executor reproduces the golden results of every shipped scenario exactly.
+
+See tests/golden_cases.py for what is frozen, and how (and when) to regenerate it.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from golden_cases import CASES, golden_path, has_fashion_mnist, run_case
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_golden_results_reproduce_exactly(name: str) -> None:
+    if CASES[name][2] and not has_fashion_mnist():
+        pytest.skip("Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
+    path = golden_path(name)
+    assert path.is_file(), f"no golden file {path}: run python tests/golden_cases.py {name}"
+    want = json.loads(path.read_text(encoding="utf-8"))
+    got = json.loads(json.dumps(run_case(name)))  # the same JSON round trip as the file
+    for section in sorted(set(want) | set(got)):
+        assert got.get(section) == want.get(section), f"{name}: '{section}' differs from {path.name}"

@@ -16,7 +16,6 @@ from typing import Any, Callable, Sequence
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from nmoe_sim.config import Scenario, build_scenario, dump_yaml, load_raw, load_scenario
 from nmoe_sim.errors import ConfigError
@@ -41,58 +40,15 @@ def _progress_listener(progress: Progress) -> Callable[[Any], None]:
     return listen
 
 
-def _num(value: Any, fmt: str) -> str:
-    return "-" if value is None else format(value, fmt)
+def summary_table(metrics: dict[str, Any]) -> Any:
+    """The finished run's table, drawn by the system that ran it (metrics.json's ``system``)."""
+    from nmoe_sim.systems import SYSTEMS
 
-
-def alignment_table(metrics: dict[str, Any]) -> Table:
-    """One row per assignment of a ``system: alignment`` run (docs/alignment.md)."""
-    table = Table(title=f"{metrics['scenario']} (seed {metrics['seed']}): client-expert alignment")
-    cols = ("assignment", "accuracy", "macro-F1", "rounds to target", "MB to target", "sim s to target",
-            "util. CV (mean)", "experts/client", "MB total", "sim time (s)", "energy (J)")
-    for col in cols:
-        table.add_column(col, justify="right" if col != "assignment" else "left")
-    for name, s in metrics["systems"].items():
-        mb_hit = None if s["bytes_to_target"] is None else s["bytes_to_target"] / 1e6
-        table.add_row(name, f"{s['accuracy']:.3f}", f"{s['f1_macro']:.3f}", _num(s["rounds_to_target"], "d"),
-                      _num(mb_hit, ".2f"), _num(s["sim_time_to_target_s"], ".2f"),
-                      f"{s['utilization_cv_mean']:.3f}", f"{s['per_client_load_mean']:.2f}",
-                      f"{s['total_bytes'] / 1e6:.2f}", f"{s['sim_time_s']:.2f}", f"{s['energy_j']:.1f}")
-    return table
-
-
-def summary_table(metrics: dict[str, Any]) -> Table:
-    if metrics.get("system") == "alignment":
-        return alignment_table(metrics)
-    table = Table(title=f"{metrics['scenario']} (seed {metrics['seed']})")
-    for col in ("system", "macro-F1", "accuracy", "LR", "p95 latency (s)", "failed queries", "MB delivered",
-                "device J"):
-        table.add_column(col, justify="right" if col != "system" else "left")
-    for name, s in metrics["systems"].items():
-        table.add_row(name, f"{s['f1_macro']:.3f}", f"{s['accuracy']:.3f}", f"{s['local_ratio']:.2f}",
-                      f"{s['latency_s']['p95']:.4f}", str(s["failed_queries"]), f"{s['bytes_delivered'] / 1e6:.3f}",
-                      f"{s['device_energy_j']:.2f}")
-    stages = Table(title="cost per stage (delivered MB per link direction: a relay loads two links)")
-    for col in ("stage", "MB offered", "MB delivered", "up/down/d2d", "rounds", "sim s", "device J", "infra J",
-                "failed"):
-        stages.add_column(col, justify="right" if col != "stage" else "left")
-    for name, s in metrics["stages"].items():
-        per_link = "/".join(f"{s[f'bytes_{d}_delivered'] / 1e6:.2f}" for d in ("up", "down", "d2d"))
-        stages.add_row(name, f"{s['bytes'] / 1e6:.3f}", f"{s['bytes_delivered'] / 1e6:.3f}", per_link,
-                       str(s["rounds"]), f"{s['sim_time_s']:.2f}", f"{s['device_energy_j']:.2f}",
-                       f"{s['infrastructure_energy_j']:.2f}", f"{s['failed_transfers']}/{s['transfers']}")
-    grid = Table.grid()
-    grid.add_row(table)
-    grid.add_row(stages)
-    return grid
+    return SYSTEMS.get(metrics.get("system", "nmoe"), "system").summary_table(metrics)
 
 
 def run_one(cfg: Scenario, run_dir: Path, *, quiet: bool = False) -> dict[str, Any]:
-    # Heavy imports (torch) only when something runs.
-    if cfg.system == "alignment":
-        from nmoe_sim.alignment_runner import run
-    else:
-        from nmoe_sim.runner import run
+    from nmoe_sim.runner import run  # heavy imports (torch) only when something runs
 
     err = Console(stderr=True)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import importlib
 from typing import Callable, Generic, Iterator, TypeVar
 
 from nmoe_sim.errors import ConfigError
 
 T = TypeVar("T")
+
+
+class _Lazy:
+    """A registry entry not imported yet: ``"package.module:attr"``."""
+
+    def __init__(self, target: str) -> None:
+        self.module, _, self.attr = target.partition(":")
+
+    def load(self) -> object:
+        return getattr(importlib.import_module(self.module), self.attr)
 
 
 class Registry(Generic[T]):
@@ -25,14 +36,24 @@ class Registry(Generic[T]):
 
         return deco
 
+    def register_lazy(self, name: str, target: str) -> None:
+        """Register ``"package.module:attr"``, imported on first ``get`` (keeps heavy imports
+        such as torch out of commands that only read the registry's names)."""
+        if name in self._items:
+            raise ValueError(f"{self.kind} {name!r} registered twice")
+        self._items[name] = _Lazy(target)  # type: ignore[assignment]
+
     def get(self, name: str, key: str | None = None) -> T:
         try:
-            return self._items[name]
+            item = self._items[name]
         except KeyError:
             where = f"{key}: " if key else ""
             raise ConfigError(
                 f"{where}unknown {self.kind} {name!r}; known: {', '.join(sorted(self._items))}"
             ) from None
+        if isinstance(item, _Lazy):
+            item = self._items[name] = item.load()
+        return item
 
     def names(self) -> list[str]:
         return sorted(self._items)

@@ -83,11 +83,9 @@ def run_case(name: str) -> dict[str, Any]:
     from nmoe_sim.config import load_scenario
 
     path, overrides, _ = CASES[name]
+    from nmoe_sim.runner import run
+
     cfg = load_scenario(REPO_ROOT / path, list(overrides))
-    if cfg.system == "alignment":
-        from nmoe_sim.alignment_runner import run
-    else:
-        from nmoe_sim.runner import run
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(tmp) / "run"

@@ -178,3 +178,17 @@ def test_validate_in_process_matches_config(tiny_yaml: Path, capsys: pytest.Capt
     assert main(["validate", str(tiny_yaml), "--print"]) == 0
     text = capsys.readouterr().out
     assert yaml.safe_load(text.rsplit("ok:", 1)[0]) == tiny_cfg().to_dict()
+
+
+def test_validate_and_the_system_registry_do_not_import_torch() -> None:
+    """`nmoe-sim validate` and `--help` stay fast: the systems are registered lazily."""
+    code = (
+        "import sys\n"
+        "from nmoe_sim.cli import main\n"
+        "from nmoe_sim.systems import SYSTEMS\n"
+        "assert SYSTEMS.names() == ['alignment', 'nmoe']\n"
+        f"assert main(['validate', {str(REPO_ROOT / 'scenarios' / 'alignment_quick.yaml')!r}]) == 0\n"
+        "assert 'torch' not in sys.modules, 'validate imported torch'\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT)
+    assert out.returncode == 0, out.stderr

@@ -20,5 +20,5 @@ def test_golden_results_reproduce_exactly(name: str) -> None:
     assert path.is_file(), f"no golden file {path}: run python tests/golden_cases.py {name}"
     want = json.loads(path.read_text(encoding="utf-8"))
     got = json.loads(json.dumps(run_case(name)))  # the same JSON round trip as the file
-    for section in sorted(set(want) | set(got)):
-        assert got.get(section) == want.get(section), f"{name}: '{section}' differs from {path.name}"
+    differ = [section for section in sorted(set(want) | set(got)) if got.get(section) != want.get(section)]
+    assert not differ, f"{name}: {differ} differ from {path.name}"

@@ -1,31 +1,81 @@
-"""Runs a ``system: alignment`` scenario: federated MoE with client-expert alignment.
+"""``system: alignment``: federated MoE with client-expert alignment (docs/alignment.md).
 
-Builds the world once, profiles the clients' capacities, then runs each assignment of
-``alignment.compare`` (or the one ``alignment.assignment``) in its own fresh Sim over the
-same data, topology and channel seed, like the NMoE runner does for its baselines. Writes
-the run directory (docs/results-format.md, docs/alignment.md): config.yaml first,
-metrics.json last.
+Profiles the clients' capacities once, then runs each assignment of ``alignment.compare``
+(or the one ``alignment.assignment``) in its own fresh Sim over the same data, topology
+and channel seed, as the NMoE system does for its baselines. Extra file:
+``assignments.csv`` (docs/results-format.md).
 """
 
 from __future__ import annotations
 
-import time
-from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 
-from nmoe_sim.config import Scenario, TrainConfig, dump_yaml
+from nmoe_sim.config import TrainConfig
 from nmoe_sim.fl.alignment.config import AlignmentConfig
 from nmoe_sim.fl.alignment.profiling import ClientProfile, profile_clients
 from nmoe_sim.fl.alignment.system import STREAM, AlignmentFL, alignment_costs
 from nmoe_sim.fl.rounds import CostScope, RoundDriver
 from nmoe_sim.metrics import SYSTEM_COST_FIELDS, stage_costs
 from nmoe_sim.record import RoundRecord
-from nmoe_sim.results import atomic_write_text, write_csv, write_json, write_records
-from nmoe_sim.runner import GATING_COLUMNS, dataset_summary, gating_rows, topology_json, torch_threads
-from nmoe_sim.seeds import SeedStreams
-from nmoe_sim.world import Sim, World, build_world
+from nmoe_sim.systems import System, SystemOutcome
+from nmoe_sim.systems.nmoe import GATING_COLUMNS, gating_rows
+from nmoe_sim.world import Sim, World
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+ASSIGNMENT_COLUMNS = ["system", "round", "client", "expert", "delivered", "usage", "accuracy", "loss"]
+
+
+class AlignmentSystem(System):
+    def run(self, world: World) -> SystemOutcome:
+        acfg = self.cfg.alignment
+        if acfg is None:  # the schema's cross-check forbids it; kept for direct callers
+            raise ValueError("system: alignment needs a scenario with an alignment section")
+        # Every Sim has the same links and every system the same models: profile once.
+        first_sim = world.new_sim("profiling")  # reads link budgets only; records nothing
+        costs = alignment_costs(world, acfg)
+        profiles = profile_clients(world, first_sim, acfg, costs)
+        trained = [run_assignment(world, acfg, name, profiles) for name in assignments_to_run(acfg)]
+        systems = {algo.assignment: system_metrics(world, acfg, algo, sim) for algo, sim in trained}
+        stages = {algo.stage: stage_costs(world.recorder, sim.system, algo.stage, 0.0, sim.env.now)
+                  for algo, sim in trained}
+        metrics = {
+            "model": {"experts": acfg.experts, "fe_bytes": costs.fe_bytes, "expert_bytes": costs.expert_bytes,
+                      "fe_train_flops_per_sample": costs.fe_train_flops,
+                      "expert_train_flops_per_sample": costs.expert_train_flops},
+            "capacity": {"budget_s": acfg.deadline_s if acfg.deadline_s is not None else acfg.profile_budget_s,
+                         "clients": [p.to_json() for p in profiles]},
+            "systems": systems,
+            "stages": stages,
+        }
+        tables = {"assignments.csv": (ASSIGNMENT_COLUMNS, _assignment_rows(trained)),
+                  "gating.csv": (GATING_COLUMNS, gating_rows(systems))}
+        return SystemOutcome(metrics, first_sim, tables)
+
+    @staticmethod
+    def summary_table(metrics: dict[str, Any]) -> "Table":
+        """One row per assignment of a ``system: alignment`` run (docs/alignment.md)."""
+        from rich.table import Table
+
+        table = Table(title=f"{metrics['scenario']} (seed {metrics['seed']}): client-expert alignment")
+        cols = ("assignment", "accuracy", "F1", "rounds→target", "MB→target", "sim s→target",
+                "util CV", "experts/client", "MB delivered", "sim s", "device J")
+        for col in cols:
+            table.add_column(col, justify="right" if col != "assignment" else "left")
+        for name, s in metrics["systems"].items():
+            mb_hit = None if s["bytes_to_target"] is None else s["bytes_to_target"] / 1e6
+            table.add_row(name, f"{s['accuracy']:.3f}", f"{s['f1_macro']:.3f}", _num(s["rounds_to_target"], "d"),
+                          _num(mb_hit, ".2f"), _num(s["sim_time_to_target_s"], ".2f"),
+                          f"{s['utilization_cv_mean']:.3f}", f"{s['per_client_load_mean']:.2f}",
+                          f"{s['bytes_delivered'] / 1e6:.2f}", f"{s['sim_time_s']:.2f}", f"{s['device_energy_j']:.1f}")
+        return table
+
+
+def _num(value: Any, fmt: str) -> str:
+    return "-" if value is None else format(value, fmt)
 
 
 def assignments_to_run(cfg: AlignmentConfig) -> tuple[str, ...]:
@@ -89,51 +139,6 @@ def system_metrics(world: World, cfg: AlignmentConfig, algo: AlignmentFL, sim: S
         "gating": (usage / np.maximum(usage.sum(1, keepdims=True), 1)).round(6).tolist(),
         "gating_counts": usage.astype(int).tolist(),
     }
-
-
-def run(cfg: Scenario, run_dir: Path, on_record: Callable[[Any], None] | None = None) -> dict[str, Any]:
-    """Run a validated ``system: alignment`` scenario into ``run_dir``; returns metrics.json's content."""
-    with torch_threads(cfg.runtime.torch_threads):
-        return _run(cfg, run_dir, on_record)
-
-
-def _run(cfg: Scenario, run_dir: Path, on_record: Callable[[Any], None] | None) -> dict[str, Any]:
-    wall0 = time.perf_counter()
-    acfg = cfg.alignment
-    if acfg is None:  # the schema's cross-check forbids it; kept for direct callers
-        raise ValueError("alignment runner needs a scenario with an alignment section")
-    atomic_write_text(run_dir / "config.yaml", dump_yaml(cfg))
-    world = build_world(cfg, SeedStreams(cfg.seed))
-    if on_record is not None:
-        world.recorder.listeners.append(on_record)
-    names = assignments_to_run(acfg)
-    # Every Sim has the same links and every system the same models: profile once.
-    first_sim = world.new_sim("profiling")  # reads link budgets only; records nothing
-    costs = alignment_costs(world, acfg)
-    profiles = profile_clients(world, first_sim, acfg, costs)
-    trained = [run_assignment(world, acfg, name, profiles) for name in names]
-    systems = {algo.assignment: system_metrics(world, acfg, algo, sim) for algo, sim in trained}
-    stages = {algo.stage: stage_costs(world.recorder, sim.system, algo.stage, 0.0, sim.env.now) for algo, sim in trained}
-    metrics = {
-        "scenario": cfg.name, "seed": cfg.seed, "run_id": run_dir.name, "system": "alignment",
-        "wall_time_s": None,  # set just before metrics.json is written, after every file
-        "dataset": dataset_summary(world),
-        "model": {"experts": acfg.experts, "fe_bytes": costs.fe_bytes, "expert_bytes": costs.expert_bytes,
-                  "fe_train_flops_per_sample": costs.fe_train_flops,
-                  "expert_train_flops_per_sample": costs.expert_train_flops},
-        "capacity": {"budget_s": acfg.deadline_s if acfg.deadline_s is not None else acfg.profile_budget_s,
-                     "clients": [p.to_json() for p in profiles]},
-        "systems": systems,
-        "stages": stages,
-    }
-    write_records(run_dir, world.recorder, [c.idx for c in world.clients])
-    write_csv(run_dir / "assignments.csv", ["system", "round", "client", "expert", "delivered", "usage",
-                                            "accuracy", "loss"], _assignment_rows(trained))
-    write_csv(run_dir / "gating.csv", GATING_COLUMNS, gating_rows(systems))
-    write_json(run_dir / "topology.json", topology_json(world, first_sim))
-    metrics["wall_time_s"] = round(time.perf_counter() - wall0, 3)
-    write_json(run_dir / "metrics.json", metrics)  # last: its presence marks a finished run
-    return metrics
 
 
 def _assignment_rows(trained: list[tuple[AlignmentFL, Sim]]) -> Iterator[dict[str, Any]]:

@@ -1,0 +1,139 @@
+"""``system: nmoe``: the three-stage NMoE pipeline, then each baseline, each in its own world.
+
+Top-down, like the paper: the NMoE (stage 1 -> 2 -> 3 -> gated inference), then each
+baseline in its own simulated world over the same data, topology and channel seed.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Generator, Iterator
+
+import simpy
+
+from nmoe_sim.fl.baselines import BASELINES
+from nmoe_sim.inference import run_inference
+from nmoe_sim.metrics import inference_timing, stage_costs, system_costs, system_summary
+from nmoe_sim.pipeline import StageSpan, nmoe_spec, train_nmoe
+from nmoe_sim.systems import System, SystemOutcome
+from nmoe_sim.world import Sim, World
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+GATING_COLUMNS = ["system", "client", "expert", "count", "share"]
+
+
+def _run_process(sim: Sim, body: Generator[simpy.Event, Any, Any]) -> Any:
+    proc = sim.env.process(body)
+    sim.env.run(until=proc)
+    return proc.value
+
+
+class NMoESystem(System):
+    def run(self, world: World) -> SystemOutcome:
+        systems, spans, pays, nmoe_sim = run_systems(world)
+        stages = stage_table(world, spans)
+        for name, summary in systems.items():
+            summary["stages"] = pays[name]
+            summary.update(system_costs(stages, pays[name]))
+        metrics = {
+            "systems": systems,
+            "stages": stages,
+            # The NMoE's own Sim carried only its stages, so its network's counters are its links' load.
+            "links": nmoe_sim.net.link_stats(nmoe_sim.env.now),
+        }
+        return SystemOutcome(metrics, nmoe_sim, {"gating.csv": (GATING_COLUMNS, gating_rows(systems))})
+
+    @staticmethod
+    def summary_table(metrics: dict[str, Any]) -> "Table":
+        return summary_table(metrics)
+
+
+def run_systems(world: World) -> tuple[dict[str, Any], list[StageSpan], dict[str, list[str]], Sim]:
+    """Run the NMoE and the baselines, each in its own Sim.
+
+    Returns (system summaries, stage spans, the stages each system pays for, the NMoE's sim).
+    """
+    spans: list[StageSpan] = []
+    systems: dict[str, Any] = {}
+    pays: dict[str, list[str]] = {}
+    nmoe_sim = world.new_sim("nmoe")
+
+    def nmoe() -> Generator[simpy.Event, Any, Any]:
+        parts, router, scope = yield from train_nmoe(world, nmoe_sim, spans)
+        start = nmoe_sim.env.now
+        outcome = yield from run_inference(world, nmoe_sim, nmoe_spec(world, parts, router))
+        spans.append(StageSpan(nmoe_sim.system, outcome.stage, start, nmoe_sim.env.now, inference=True))
+        return parts, scope, outcome
+
+    parts, scope, outcome = _run_process(nmoe_sim, nmoe())
+    systems["nmoe"] = system_summary(outcome.scores, world.recorder, "nmoe", outcome.stage, outcome.failed_queries)
+    pays["nmoe"] = [*scope.stages, outcome.stage]
+
+    for name in world.cfg.baselines.systems:
+        sim = world.new_sim(name)
+
+        def baseline(name: str = name, sim: Sim = sim) -> Generator[simpy.Event, Any, Any]:
+            start = sim.env.now
+            spec, scope = yield from BASELINES.get(name, "baselines.systems")(world, sim, parts)
+            for stage in scope.stages:
+                spans.append(StageSpan(sim.system, stage, start, sim.env.now))
+            start = sim.env.now
+            result = yield from run_inference(world, sim, spec)
+            spans.append(StageSpan(sim.system, result.stage, start, sim.env.now, inference=True))
+            return scope, result
+
+        scope, result = _run_process(sim, baseline())
+        systems[name] = system_summary(result.scores, world.recorder, name, result.stage, result.failed_queries)
+        pays[name] = [*scope.reused, *scope.stages, result.stage]
+    return systems, spans, pays, nmoe_sim
+
+
+def stage_table(world: World, spans: list[StageSpan]) -> dict[str, dict[str, Any]]:
+    """metrics.json's ``stages``: one entry per stage, keyed by its (run-wide unique) name."""
+    stages: dict[str, dict[str, Any]] = {}
+    for span in spans:
+        if span.stage in stages:
+            raise ValueError(f"stage name {span.stage!r} is used by systems {stages[span.stage]['system']!r} "
+                             f"and {span.system!r}; stage names must be unique within a run")
+        costs = stage_costs(world.recorder, span.system, span.stage, span.start_s, span.end_s)
+        if span.inference:
+            queries = [q for q in world.recorder.queries if q.system == span.system]
+            costs.update(inference_timing(queries, span.start_s))
+        stages[span.stage] = costs
+    return stages
+
+
+def gating_rows(systems: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """gating.csv rows from the systems' ``gating`` shares and ``gating_counts``."""
+    for name, s in systems.items():
+        for c, row in enumerate(s["gating"]):
+            for e, share in enumerate(row):
+                yield {"system": name, "client": c, "expert": e, "count": s["gating_counts"][c][e], "share": share}
+
+
+def summary_table(metrics: dict[str, Any]) -> "Table":
+    """Systems (quality, latency, delivered bytes, battery energy), then cost per stage."""
+    from rich.table import Table
+
+    table = Table(title=f"{metrics['scenario']} (seed {metrics['seed']})")
+    for col in ("system", "macro-F1", "accuracy", "LR", "p95 latency (s)", "failed queries", "MB delivered",
+                "device J"):
+        table.add_column(col, justify="right" if col != "system" else "left")
+    for name, s in metrics["systems"].items():
+        table.add_row(name, f"{s['f1_macro']:.3f}", f"{s['accuracy']:.3f}", f"{s['local_ratio']:.2f}",
+                      f"{s['latency_s']['p95']:.4f}", str(s["failed_queries"]), f"{s['bytes_delivered'] / 1e6:.3f}",
+                      f"{s['device_energy_j']:.2f}")
+    stages = Table(title="cost per stage (delivered MB per link direction: a relay loads two links)")
+    for col in ("stage", "MB offered", "MB delivered", "up/down/d2d", "rounds", "sim s", "device J", "infra J",
+                "failed"):
+        stages.add_column(col, justify="right" if col != "stage" else "left")
+    for name, s in metrics["stages"].items():
+        per_link = "/".join(f"{s[f'bytes_{d}_delivered'] / 1e6:.2f}" for d in ("up", "down", "d2d"))
+        stages.add_row(name, f"{s['bytes'] / 1e6:.3f}", f"{s['bytes_delivered'] / 1e6:.3f}", per_link,
+                       str(s["rounds"]), f"{s['sim_time_s']:.2f}", f"{s['device_energy_j']:.2f}",
+                       f"{s['infrastructure_energy_j']:.2f}", f"{s['failed_transfers']}/{s['transfers']}")
+    grid = Table.grid()
+    grid.add_row(table)
+    grid.add_row(stages)
+    return grid

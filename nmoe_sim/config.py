@@ -132,6 +132,12 @@ class FedGateConfig(Strict):
 class Stage3Config(TrainConfig):
     algorithm: Literal["rangate", "rollgate", "fedgate"] = "fedgate"
     target: Literal["best_expert", "moe_loss"] = "best_expert"
+    expert_outputs: Literal["features", "expert_weights"] = Field(
+        "features",
+        description="how clients get every expert's output on their samples: features "
+        "(send features to each expert, n(n-1) exchanges) or expert_weights (download the "
+        "experts' weights through the base station, 2n transfers; see docs/algorithms.md)",
+    )
     fedgate: FedGateConfig = FedGateConfig()
 
 

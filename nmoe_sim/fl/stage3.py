@@ -23,10 +23,11 @@ from torch.nn import functional as F
 
 from nmoe_sim.config import Stage3Config
 from nmoe_sim.fl.aggregate import fedavg
+from nmoe_sim.fl.exchange import EXCHANGES, GateData
 from nmoe_sim.fl.rounds import BS, CostScope, Failure, LocalResult, RoundAlgorithm, RoundDriver, sample_participants
 from nmoe_sim.fl.routing import GateRouter, QueryBank, RandomRouter, Router
 from nmoe_sim.fl.train import make_sgd, run_epochs
-from nmoe_sim.models import Expert, FeatureExtractor, Gate, forward_flops_per_sample, gate_train_flops_per_sample
+from nmoe_sim.models import Expert, FeatureExtractor, Gate, gate_train_flops_per_sample
 from nmoe_sim.models.build import make_gate
 from nmoe_sim.registry import Registry
 from nmoe_sim.world import Sim, World
@@ -39,16 +40,6 @@ class NMoEParts:
     train_feats: list[torch.Tensor]  # per client (n_c, D)
     bank: QueryBank
     trained_by: tuple[str, ...] = ()  # the stages that produced fe and experts (their cost)
-
-
-@dataclass
-class GateData:
-    """A client's gate-training set: features, labels, every expert's probabilities, availability."""
-
-    feats: torch.Tensor  # (n, D)
-    y: torch.Tensor  # (n,)
-    probs: torch.Tensor  # (n, E, K)
-    available: torch.Tensor  # (E,) bool: experts whose outputs reached this client
 
 
 GATE_LOSSES: Registry[Callable[[torch.Tensor, GateData, torch.Tensor], torch.Tensor]] = Registry("gate target")
@@ -70,38 +61,12 @@ def moe_loss(logits: torch.Tensor, d: GateData, idx: torch.Tensor) -> torch.Tens
     return -torch.log((g * true_p).sum(1).clamp_min(1e-12)).mean()
 
 
-@torch.no_grad()
-def expert_probs(expert: Expert, feats: torch.Tensor) -> torch.Tensor:
-    """(n, D) -> (n, K) class probabilities. no_grad here, never around a ``yield``: grad mode
-    is thread-global and SimPy would run other processes' training inside it."""
-    return torch.softmax(expert(feats), -1)
-
-
-def exchange_expert_outputs(world: World, sim: Sim, parts: NMoEParts, stage: str) -> Generator[simpy.Event, Any, list[GateData]]:
-    """Every client sends its training features to every other expert and gets probabilities back."""
-    n, k_cls = world.n_clients, world.dataset.num_classes
-    d = world.cfg.model.feature_dim
-    fwd = forward_flops_per_sample(parts.experts[0], (d,))
-    probs = [torch.zeros(c.num_samples, n, k_cls) for c in world.clients]
-    available = [torch.zeros(n, dtype=torch.bool) for _ in world.clients]
-
-    def ask(c: int, j: int) -> Generator[simpy.Event, Any, None]:
-        feats, n_c = parts.train_feats[c], world.clients[c].num_samples
-        if j != c:
-            rec = yield sim.net.transfer(c, j, world.tensor_bytes(n_c * d), stage=stage, tag=f"features/{c}->{j}")
-            if not rec.delivered:
-                return
-        out = yield sim.executor.compute(j, n_c * fwd, stage=stage, tag=f"expert{j}/for{c}",
-                                         fn=lambda: expert_probs(parts.experts[j], feats))
-        if j != c:
-            rec = yield sim.net.transfer(j, c, world.tensor_bytes(n_c * k_cls), stage=stage, tag=f"probs/{j}->{c}")
-            if not rec.delivered:
-                return
-        probs[c][:, j] = out
-        available[c][j] = True
-
-    yield sim.env.all_of([sim.env.process(ask(c, j)) for c in range(n) for j in range(n)])
-    return [GateData(parts.train_feats[c], world.clients[c].y_train, probs[c], available[c]) for c in range(n)]
+def exchange_expert_outputs(world: World, sim: Sim, parts: NMoEParts, stage: str) -> Generator[
+        simpy.Event, Any, list[GateData]]:
+    """The charged exchange that gives every client the experts' outputs on its own samples,
+    in the way ``stage3.expert_outputs`` names (:mod:`nmoe_sim.fl.exchange`)."""
+    exchange = EXCHANGES.get(world.cfg.stage3.expert_outputs, "stage3.expert_outputs")
+    return (yield from exchange(world, sim, parts, stage))
 
 
 def train_gate(gate: Gate, data: GateData, cfg: Stage3Config, gen: torch.Generator) -> float:

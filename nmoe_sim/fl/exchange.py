@@ -1,0 +1,132 @@
+"""The expert-output exchange before stage 3: every client needs every expert's output on
+its own training samples, which is communication, and is charged (``stage3.expert_outputs``).
+
+* ``features`` (the default): each client sends its training features to every other
+  expert's client and gets class probabilities back: n(n-1) exchanges of n_c x D values
+  out and n_c x K back, the expert computed on the expert's device. Only features travel.
+  Its transfer count grows as n^2.
+* ``expert_weights``: each client uploads its expert's weights to the base station once,
+  and downloads the bundle of the other experts that arrived; it then runs every expert
+  on its own features, on its own device. 2n transfers (the download is (n-1) experts'
+  weights), so its simulation cost grows as n, while its bytes on the air grow as n^2
+  expert sizes and its compute moves to the client. The experts' weights leave their
+  owners, which ``features`` never asks.
+Both give the same probabilities for every pair whose transfers arrived, so what the gate
+learns differs only by what the network dropped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Generator
+
+import simpy
+import torch
+
+from nmoe_sim.fl.rounds import BS
+from nmoe_sim.models import Expert, forward_flops_per_sample
+from nmoe_sim.registry import Registry
+
+if TYPE_CHECKING:
+    from nmoe_sim.fl.stage3 import NMoEParts
+    from nmoe_sim.world import Sim, World
+
+
+@dataclass
+class GateData:
+    """A client's gate-training set: features, labels, every expert's probabilities, availability."""
+
+    feats: torch.Tensor  # (n, D)
+    y: torch.Tensor  # (n,)
+    probs: torch.Tensor  # (n, E, K)
+    available: torch.Tensor  # (E,) bool: experts whose outputs reached this client
+
+
+@torch.no_grad()
+def expert_probs(expert: Expert, feats: torch.Tensor) -> torch.Tensor:
+    """(n, D) -> (n, K) class probabilities. no_grad here, never around a ``yield``: grad mode
+    is thread-global and SimPy would run other processes' training inside it."""
+    return torch.softmax(expert(feats), -1)
+
+
+Exchange = Callable[["World", "Sim", "NMoEParts", str], Generator[simpy.Event, Any, list[GateData]]]
+EXCHANGES: Registry[Exchange] = Registry("expert-output exchange")
+
+
+class _Collected:
+    """Per client: the (n_c, E, K) probabilities gathered so far and which experts arrived."""
+
+    def __init__(self, world: "World") -> None:
+        n, k_cls = world.n_clients, world.dataset.num_classes
+        self.probs = [torch.zeros(c.num_samples, n, k_cls) for c in world.clients]
+        self.available = [torch.zeros(n, dtype=torch.bool) for _ in world.clients]
+
+    def put(self, c: int, j: int, out: torch.Tensor) -> None:
+        self.probs[c][:, j] = out
+        self.available[c][j] = True
+
+    def gate_data(self, world: "World", parts: "NMoEParts") -> list[GateData]:
+        return [GateData(parts.train_feats[c], world.clients[c].y_train, self.probs[c], self.available[c])
+                for c in range(world.n_clients)]
+
+
+@EXCHANGES.register("features")
+def exchange_features(world: "World", sim: "Sim", parts: "NMoEParts", stage: str) -> Generator[
+        simpy.Event, Any, list[GateData]]:
+    """Every client sends its training features to every other expert and gets probabilities back."""
+    n, k_cls = world.n_clients, world.dataset.num_classes
+    d = world.cfg.model.feature_dim
+    fwd = forward_flops_per_sample(parts.experts[0], (d,))
+    got = _Collected(world)
+
+    def ask(c: int, j: int) -> Generator[simpy.Event, Any, None]:
+        feats, n_c = parts.train_feats[c], world.clients[c].num_samples
+        if j != c:
+            rec = yield sim.net.transfer(c, j, world.tensor_bytes(n_c * d), stage=stage, tag=f"features/{c}->{j}")
+            if not rec.delivered:
+                return
+        out = yield sim.executor.compute(j, n_c * fwd, stage=stage, tag=f"expert{j}/for{c}",
+                                         fn=lambda: expert_probs(parts.experts[j], feats))
+        if j != c:
+            rec = yield sim.net.transfer(j, c, world.tensor_bytes(n_c * k_cls), stage=stage, tag=f"probs/{j}->{c}")
+            if not rec.delivered:
+                return
+        got.put(c, j, out)
+
+    yield sim.env.all_of([sim.env.process(ask(c, j)) for c in range(n) for j in range(n)])
+    return got.gate_data(world, parts)
+
+
+@EXCHANGES.register("expert_weights")
+def exchange_expert_weights(world: "World", sim: "Sim", parts: "NMoEParts", stage: str) -> Generator[
+        simpy.Event, Any, list[GateData]]:
+    """Experts' weights up to the base station once, the others' bundle down; run locally."""
+    n = world.n_clients
+    d = world.cfg.model.feature_dim
+    fwd = forward_flops_per_sample(parts.experts[0], (d,))
+    expert_bytes = world.param_bytes(parts.experts[0])
+    got = _Collected(world)
+
+    def upload(j: int) -> Generator[simpy.Event, Any, bool]:
+        rec = yield sim.net.transfer(j, BS, expert_bytes, stage=stage, tag=f"expert{j}/up")
+        return bool(rec.delivered)
+
+    ups = [sim.env.process(upload(j)) for j in range(n)]
+    yield sim.env.all_of(ups)
+    at_server = [j for j, p in enumerate(ups) if p.value]
+
+    def fetch_and_run(c: int) -> Generator[simpy.Event, Any, None]:
+        others = [j for j in at_server if j != c]
+        held = [c]
+        if others:
+            rec = yield sim.net.transfer(BS, c, len(others) * expert_bytes, stage=stage, tag="experts/down")
+            if rec.delivered:
+                held = sorted(held + others)
+        feats, n_c = parts.train_feats[c], world.clients[c].num_samples
+        outs = yield sim.executor.compute(c, len(held) * n_c * fwd, stage=stage, tag=f"experts/for{c}",
+                                          fn=lambda: [expert_probs(parts.experts[j], feats) for j in held])
+        for j, out in zip(held, outs):
+            got.put(c, j, out)
+
+    yield sim.env.all_of([sim.env.process(fetch_and_run(c)) for c in range(n)])
+    return got.gate_data(world, parts)

@@ -11,6 +11,11 @@ Regenerate only when a change of results is intended, and say why in the commit:
 
     python tests/golden_cases.py            # rewrites tests/golden/*.json
     python tests/golden_cases.py quickstart # one case
+    python tests/golden_cases.py --diff     # what would change, and by how much (writes nothing)
+
+``--diff`` prints, per case and section, how many values differ and the largest relative
+difference: a scheduler change that only reorders floating-point sums shows up as
+differences of ~1e-15 in times and energies with every learned number unchanged.
 
 Runs use one torch thread (results agree bit for bit only at the same thread count).
 """
@@ -19,10 +24,11 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 GOLDEN_DIR = Path(__file__).resolve().parent / "golden"
@@ -98,14 +104,58 @@ def golden_path(name: str) -> Path:
     return GOLDEN_DIR / f"{name}.json"
 
 
+def _leaves(obj: Any, path: str = "") -> Iterator[tuple[str, Any]]:
+    if isinstance(obj, dict):
+        for k in sorted(obj):
+            yield from _leaves(obj[k], f"{path}.{k}" if path else str(k))
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            yield from _leaves(v, f"{path}[{i}]")
+    else:
+        yield path, obj
+
+
+def _as_number(value: Any) -> float | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def diff(want: dict[str, Any], got: dict[str, Any]) -> dict[str, tuple[int, float]]:
+    """Per top-level section: (values that differ, largest relative difference; inf if not numeric)."""
+    out: dict[str, tuple[int, float]] = {}
+    a, b = dict(_leaves(want)), dict(_leaves(got))
+    for key in sorted(set(a) | set(b)):
+        if a.get(key) == b.get(key):
+            continue
+        section = key.split(".")[0].split("[")[0]
+        x, y = _as_number(a.get(key)), _as_number(b.get(key))
+        rel = abs(x - y) / max(abs(x), abs(y), 1e-300) if x is not None and y is not None else math.inf
+        n, worst = out.get(section, (0, 0.0))
+        out[section] = (n + 1, max(worst, rel))
+    return out
+
+
 def main(argv: list[str]) -> int:
+    show_diff = "--diff" in argv
+    argv = [a for a in argv if a != "--diff"]
     names = argv or list(CASES)
     GOLDEN_DIR.mkdir(exist_ok=True)
     for name in names:
         if CASES[name][2] and not has_fashion_mnist():
             print(f"skip {name}: Fashion-MNIST not installed ({FMNIST_DIR})", file=sys.stderr)
             continue
-        golden_path(name).write_text(json.dumps(run_case(name), indent=1, sort_keys=True) + "\n", encoding="utf-8")
+        got = json.loads(json.dumps(run_case(name)))
+        if show_diff:
+            want = json.loads(golden_path(name).read_text(encoding="utf-8"))
+            changes = diff(want, got)
+            print(f"{name}: " + ("identical" if not changes else ", ".join(
+                f"{section}: {n} values, max rel {rel:.1e}" for section, (n, rel) in changes.items())))
+            continue
+        golden_path(name).write_text(json.dumps(got, indent=1, sort_keys=True) + "\n", encoding="utf-8")
         print(f"wrote {golden_path(name)}")
     return 0
 

@@ -57,7 +57,7 @@ def run_one(cfg: Scenario, run_dir: Path, *, quiet: bool = False) -> dict[str, A
     if cfg.output.plots:
         from nmoe_sim.plots import plot_run
 
-        plot_run(run_dir)
+        plot_run(run_dir, cfg.output.plot_formats)
     return metrics
 
 
@@ -109,7 +109,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_plot(args: argparse.Namespace) -> int:
     from nmoe_sim.plots import plot_path
 
-    for path in plot_path(Path(args.path)):
+    formats = args.format or ["png"]
+    for path in plot_path(Path(args.path), formats):
         print(path)
     return 0
 
@@ -133,6 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(fn=fn)
     p = sub.add_parser("plot", help="redraw the plots of a run or sweep directory")
     p.add_argument("path")
+    p.add_argument("--format", action="append", choices=["png", "svg", "pdf"],
+                   help="figure format (repeatable; default png)")
     p.set_defaults(fn=cmd_plot)
     return parser
 

@@ -318,6 +318,10 @@ class RuntimeConfig(Strict):
 class OutputConfig(Strict):
     root: str = "results"
     plots: bool = True
+    plot_formats: tuple[Literal["png", "svg", "pdf"], ...] = Field(
+        ("png",), min_length=1,
+        description="figure formats; SVG (vector, for papers) costs about as much again as PNG",
+    )
 
 
 class Scenario(Strict):

@@ -198,5 +198,5 @@ def run_sweep(
     if scenario.output.plots:
         from nmoe_sim.plots import plot_sweep  # matplotlib only when plots are asked for
 
-        plot_sweep(sweep_dir)
+        plot_sweep(sweep_dir, scenario.output.plot_formats)
     return sweep_dir

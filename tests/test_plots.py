@@ -54,8 +54,10 @@ def test_registry_lists_the_run_plots() -> None:
                              "stage_costs", "topology"]
 
 
-def test_plot_run_writes_png_and_svg_of_every_plot(run_dir: Path) -> None:
-    written = plot_run(run_dir)
+def test_plot_run_writes_png_by_default_and_svg_on_request(run_dir: Path) -> None:
+    assert set(plot_run(run_dir)) == {run_dir / "plots" / f"{n}.png" for n in RUN_PLOTS}
+    assert not list((run_dir / "plots").glob("*.svg"))
+    written = plot_run(run_dir, ("png", "svg"))
     expected = {run_dir / "plots" / f"{n}.{ext}" for n in RUN_PLOTS for ext in ("png", "svg")}
     assert set(written) == expected
     for path in expected:
@@ -342,7 +344,7 @@ def test_missing_optional_file_skips_only_its_plot(tmp_path: Path, monkeypatch, 
     (run / "topology.json").unlink()
     # Rendering is covered above; here only which figures get built matters (and is fast).
     saved: list[str] = []
-    monkeypatch.setattr(plot_base, "save_figure", lambda fig, stem: saved.append(stem.name) or [])
+    monkeypatch.setattr(plot_base, "save_figure", lambda fig, stem, formats: saved.append(stem.name) or [])
     with caplog.at_level(logging.INFO):
         plot_run(run)
     assert set(saved) == set(RUN_PLOTS) - {"latency_cdf", "topology"}
@@ -350,8 +352,8 @@ def test_missing_optional_file_skips_only_its_plot(tmp_path: Path, monkeypatch, 
 
 
 def test_plot_path_dispatches_and_rejects_bogus_dirs(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr(plots, "plot_run", lambda d: ["run", d])
-    monkeypatch.setattr(plots, "plot_sweep", lambda d: ["sweep", d])
+    monkeypatch.setattr(plots, "plot_run", lambda d, formats: ["run", d])
+    monkeypatch.setattr(plots, "plot_sweep", lambda d, formats: ["sweep", d])
     run = write_fake_run(tmp_path / "run")
     assert plot_path(run) == ["run", run]
     sweep = tmp_path / "sweep"
@@ -373,7 +375,7 @@ def test_an_old_run_skips_the_plots_it_cannot_draw_without_a_traceback(
     _drop_column(run / "queries.csv", "delivered")
     _edit_metrics(run, lambda m: m["stages"]["stage2_experts"].pop("device_energy_j"))
     saved: list[str] = []
-    monkeypatch.setattr(plot_base, "save_figure", lambda fig, stem: saved.append(stem.name) or [])
+    monkeypatch.setattr(plot_base, "save_figure", lambda fig, stem, formats: saved.append(stem.name) or [])
     with caplog.at_level(logging.INFO):
         plot_run(run)
     assert set(saved) == set(RUN_PLOTS) - {"comm_vs_accuracy", "stage_costs", "latency_cdf"}

@@ -112,6 +112,7 @@ def _statuses(sweep_dir: Path) -> list[str]:
 
 def test_run_sweep_runs_then_skips_then_reruns_only_the_missing(tmp_path: Path) -> None:
     raw = scenario(plots=True)
+    raw["output"]["plot_formats"] = ["png", "svg"]  # SVG on request
     pipe = FakePipeline()
     sweep_dir = run_sweep(raw, tmp_path, pipe, progress=False)
     assert sweep_dir == sweep_dir_for("tiny", tmp_path) == tmp_path / "tiny" / "sweep"

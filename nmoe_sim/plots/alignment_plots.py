@@ -8,11 +8,19 @@ that rounds-to-target can be read off the figure.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
 
-from nmoe_sim.plots.base import MB, PLOTS, PlotSkipped, draw, system_color
+from nmoe_sim.plots.base import (
+    DEFAULT_FORMATS,
+    MB,
+    PLOTS,
+    PlotSkipped,
+    draw,
+    system_color,
+)
 from nmoe_sim.plots.rundata import RunData
 
 
@@ -61,5 +69,5 @@ def make_accuracy_vs_rounds_figure(run: RunData) -> Figure:
 
 
 @PLOTS.register("accuracy_vs_rounds")
-def plot_accuracy_vs_rounds(run: RunData, out_dir: Path) -> list[Path]:
-    return draw("accuracy_vs_rounds", lambda: make_accuracy_vs_rounds_figure(run), out_dir)
+def plot_accuracy_vs_rounds(run: RunData, out_dir: Path, formats: Sequence[str] = DEFAULT_FORMATS) -> list[Path]:
+    return draw("accuracy_vs_rounds", lambda: make_accuracy_vs_rounds_figure(run), out_dir, formats)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 from matplotlib.figure import Figure
 
@@ -19,10 +19,11 @@ from nmoe_sim.registry import Registry
 
 log = logging.getLogger(__name__)
 
-PlotFn = Callable[[RunData, Path], list[Path]]
+PlotFn = Callable[[RunData, Path, Sequence[str]], list[Path]]  # (run, out_dir, formats)
 PLOTS: Registry[PlotFn] = Registry("plot")
 
-FORMATS = ("png", "svg")
+FORMATS = ("png", "svg", "pdf")  # what savefig is asked for; output.plot_formats picks
+DEFAULT_FORMATS = ("png",)  # SVG doubles the plotting time: on request
 DPI = 120
 MB = 1e6  # bytes per megabyte, for every axis in MB
 # Fixed colours so a system looks the same in every figure of every run. An NMoE run and
@@ -37,7 +38,7 @@ _SYSTEM_STYLES = {"nmoe": ("-", "o"), "local": ("--", "s"), "centralized": ("-."
                   "random": ("--", "s"), "unlimited": ("-.", "^")}
 _OTHER_STYLES = (("-", "D"), ("--", "P"), ("-.", "X"), (":", "*"))
 
-__all__ = ["PLOTS", "PlotFn", "PlotSkipped", "FORMATS", "DPI", "MB", "system_color",
+__all__ = ["PLOTS", "PlotFn", "PlotSkipped", "FORMATS", "DEFAULT_FORMATS", "DPI", "MB", "system_color",
            "system_style", "save_figure", "draw"]
 
 
@@ -50,10 +51,13 @@ def system_style(system: str, order: int = 0) -> tuple[str, str]:
     return _SYSTEM_STYLES.get(system, _OTHER_STYLES[order % len(_OTHER_STYLES)])
 
 
-def save_figure(fig: Figure, path_stem: Path) -> list[Path]:
-    """Save ``fig`` as PNG and SVG next to ``path_stem``, each atomically; returns the paths."""
+def save_figure(fig: Figure, path_stem: Path, formats: Sequence[str] = DEFAULT_FORMATS) -> list[Path]:
+    """Save ``fig`` in each of ``formats`` next to ``path_stem``, each atomically; returns the paths."""
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown:
+        raise ValueError(f"plot formats {unknown} not supported; known: {', '.join(FORMATS)}")
     written = []
-    for fmt in FORMATS:
+    for fmt in formats:
         path = path_stem.with_suffix(f".{fmt}")
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
         try:
@@ -65,12 +69,13 @@ def save_figure(fig: Figure, path_stem: Path) -> list[Path]:
     return written
 
 
-def draw(name: str, make: Callable[[], Figure], out_dir: Path) -> list[Path]:
-    """Build one figure and save it as ``out_dir/name.{png,svg}``, or log why it is skipped."""
+def draw(name: str, make: Callable[[], Figure], out_dir: Path,
+         formats: Sequence[str] = DEFAULT_FORMATS) -> list[Path]:
+    """Build one figure and save it as ``out_dir/name.<format>``, or log why it is skipped."""
     try:
         fig = make()
     except PlotSkipped as why:
         log.info("plot %s skipped: %s", name, why)
         return []
     out_dir.mkdir(parents=True, exist_ok=True)
-    return save_figure(fig, out_dir / name)
+    return save_figure(fig, out_dir / name, formats)

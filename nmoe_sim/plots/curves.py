@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
 
-from nmoe_sim.plots.base import MB, PLOTS, PlotSkipped, draw, system_color, system_style
+from nmoe_sim.plots.base import (
+    DEFAULT_FORMATS,
+    MB,
+    PLOTS,
+    PlotSkipped,
+    draw,
+    system_color,
+    system_style,
+)
 from nmoe_sim.plots.rundata import RunData
 
 
@@ -67,8 +76,8 @@ def make_comm_vs_accuracy_figure(run: RunData) -> Figure:
 
 
 @PLOTS.register("comm_vs_accuracy")
-def plot_comm_vs_accuracy(run: RunData, out_dir: Path) -> list[Path]:
-    return draw("comm_vs_accuracy", lambda: make_comm_vs_accuracy_figure(run), out_dir)
+def plot_comm_vs_accuracy(run: RunData, out_dir: Path, formats: Sequence[str] = DEFAULT_FORMATS) -> list[Path]:
+    return draw("comm_vs_accuracy", lambda: make_comm_vs_accuracy_figure(run), out_dir, formats)
 
 
 # --------------------------------------------------------------------------- latency CDF
@@ -140,5 +149,5 @@ def make_latency_cdf_figure(run: RunData) -> Figure:
 
 
 @PLOTS.register("latency_cdf")
-def plot_latency_cdf(run: RunData, out_dir: Path) -> list[Path]:
-    return draw("latency_cdf", lambda: make_latency_cdf_figure(run), out_dir)
+def plot_latency_cdf(run: RunData, out_dir: Path, formats: Sequence[str] = DEFAULT_FORMATS) -> list[Path]:
+    return draw("latency_cdf", lambda: make_latency_cdf_figure(run), out_dir, formats)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 import matplotlib
 import numpy as np
@@ -12,7 +13,7 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from nmoe_sim.plots.base import PLOTS, PlotSkipped, draw
+from nmoe_sim.plots.base import DEFAULT_FORMATS, PLOTS, PlotSkipped, draw
 from nmoe_sim.plots.rundata import RunData
 
 ANNOTATE_MAX = 12  # beyond this many clients/experts the numbers are unreadable
@@ -55,12 +56,12 @@ def gating_systems(run: RunData) -> list[str]:
 
 
 @PLOTS.register("gating")
-def plot_gating(run: RunData, out_dir: Path) -> list[Path]:
+def plot_gating(run: RunData, out_dir: Path, formats: Sequence[str] = DEFAULT_FORMATS) -> list[Path]:
     """One ``gating_<system>`` file per system with a non-empty matrix."""
     written: list[Path] = []
     for system in gating_systems(run):
         make = lambda s=system: make_gating_figure(run, s)  # noqa: E731 (bind the loop value)
-        written += draw(f"gating_{system}", make, out_dir)
+        written += draw(f"gating_{system}", make, out_dir, formats)
     return written
 
 
@@ -119,5 +120,5 @@ def make_topology_figure(run: RunData) -> Figure:
 
 
 @PLOTS.register("topology")
-def plot_topology(run: RunData, out_dir: Path) -> list[Path]:
-    return draw("topology", lambda: make_topology_figure(run), out_dir)
+def plot_topology(run: RunData, out_dir: Path, formats: Sequence[str] = DEFAULT_FORMATS) -> list[Path]:
+    return draw("topology", lambda: make_topology_figure(run), out_dir, formats)

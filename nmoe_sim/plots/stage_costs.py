@@ -16,12 +16,13 @@ Three choices keep the figure from misleading:
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from nmoe_sim.plots.base import MB, PLOTS, PlotSkipped, draw
+from nmoe_sim.plots.base import DEFAULT_FORMATS, MB, PLOTS, PlotSkipped, draw
 from nmoe_sim.plots.rundata import RunData
 
 DIRECTIONS = (("bytes_up_delivered", "up (client→BS)", "C0"),
@@ -120,5 +121,5 @@ def make_stage_costs_figure(run: RunData) -> Figure:
 
 
 @PLOTS.register("stage_costs")
-def plot_stage_costs(run: RunData, out_dir: Path) -> list[Path]:
-    return draw("stage_costs", lambda: make_stage_costs_figure(run), out_dir)
+def plot_stage_costs(run: RunData, out_dir: Path, formats: Sequence[str] = DEFAULT_FORMATS) -> list[Path]:
+    return draw("stage_costs", lambda: make_stage_costs_figure(run), out_dir, formats)

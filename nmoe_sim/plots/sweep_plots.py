@@ -7,13 +7,14 @@ one seed has no spread to show, and a ±0 bar would claim a precision nobody mea
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import yaml
 from matplotlib.figure import Figure
 
 from nmoe_sim.errors import ConfigError
-from nmoe_sim.plots.base import MB, draw, system_color, system_style
+from nmoe_sim.plots.base import DEFAULT_FORMATS, MB, draw, system_color, system_style
 from nmoe_sim.plots.rundata import CsvTable, read_table
 from nmoe_sim.table import LABEL_COLUMNS
 
@@ -152,10 +153,10 @@ def make_sweep_f1_bar_figure(table: CsvTable) -> Figure:
     return fig
 
 
-def plot_sweep(sweep_dir: Path) -> list[Path]:
+def plot_sweep(sweep_dir: Path, formats: Sequence[str] = DEFAULT_FORMATS) -> list[Path]:
     """Draw the sweep comparison plots into ``sweep_dir/plots/``; returns the paths written."""
     table = load_table(sweep_dir)
     out_dir = Path(sweep_dir) / "plots"
-    written = draw("sweep_f1_vs_bytes", lambda: make_sweep_f1_vs_bytes_figure(table), out_dir)
-    written += draw("sweep_f1_bar", lambda: make_sweep_f1_bar_figure(table), out_dir)
+    written = draw("sweep_f1_vs_bytes", lambda: make_sweep_f1_vs_bytes_figure(table), out_dir, formats)
+    written += draw("sweep_f1_bar", lambda: make_sweep_f1_bar_figure(table), out_dir, formats)
     return written

@@ -307,6 +307,9 @@ class SweepConfig(Strict):
 class RuntimeConfig(Strict):
     """How the host runs the real computation (not what it costs in simulated time)."""
 
+    executor: Literal["local"] = Field(
+        "local", description="how client work runs on the host: local (the reference, one task "
+        "at a time); it never changes simulated time, bytes or energy")
     torch_threads: int = Field(
         1, ge=1, le=256,
         description="PyTorch intra-op threads. 1 by default: the models are small, so more "

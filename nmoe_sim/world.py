@@ -20,7 +20,7 @@ import torch
 from nmoe_sim.config import DeviceProfile, Scenario
 from nmoe_sim.data.datasets import Dataset, load_dataset
 from nmoe_sim.data.partition import partition, query_split
-from nmoe_sim.fl.executor import LocalExecutor
+from nmoe_sim.engine.executors import EXECUTORS
 from nmoe_sim.fl.rounds import BS, CostScope, make_round_record
 from nmoe_sim.net.network import Network
 from nmoe_sim.net.topology import build_topology
@@ -90,8 +90,9 @@ class Sim:
             recorder=world.recorder, rng=world.streams.numpy("network/channel"),
             system=system, routing=net_cfg.routing,
         )
-        self.executor = LocalExecutor(self.env, world.profiles, world.recorder, system=system,
-                                      infrastructure=self.net.infrastructure)
+        executor_cls = EXECUTORS.get(world.cfg.runtime.executor, "runtime.executor")
+        self.executor = executor_cls(self.env, world.profiles, world.recorder, system=system,
+                                     infrastructure=self.net.infrastructure)
 
     def record_round(self, scope: CostScope, stage: str, rnd: int, rounds_total: int, start_s: float,
                      participants: int, failures: int, scores: tuple[float, float] | None) -> None:

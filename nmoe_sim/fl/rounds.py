@@ -16,6 +16,7 @@ import numpy as np
 import simpy
 
 from nmoe_sim.config import TrainConfig
+from nmoe_sim.engine.tasks import TaskResult, TrainTask
 from nmoe_sim.record import RoundRecord
 
 BS = "bs"
@@ -71,11 +72,23 @@ class RoundAlgorithm(ABC):
     @abstractmethod
     def download_bytes(self, rnd: int, client: int) -> int: ...
 
-    @abstractmethod
-    def local_flops(self, rnd: int, client: int) -> float: ...
+    def task(self, rnd: int, client: int) -> TrainTask | None:
+        """The client's local work as a described task, for the executor to run.
 
-    @abstractmethod
-    def local_update(self, rnd: int, client: int) -> LocalResult: ...
+        Return None to give the work as a closure instead (``local_flops`` and
+        ``local_update``), the form of algorithms not yet described as tasks.
+        """
+        return None
+
+    def collect(self, rnd: int, client: int, result: TaskResult) -> LocalResult:
+        """Turn the executor's result of ``task(rnd, client)`` into what ``aggregate`` gets."""
+        return LocalResult(client, {"state": result.state}, result.num_samples, result.upload_bytes)
+
+    def local_flops(self, rnd: int, client: int) -> float:
+        raise NotImplementedError(f"{type(self).__name__}: give task() or local_flops() and local_update()")
+
+    def local_update(self, rnd: int, client: int) -> LocalResult:
+        raise NotImplementedError(f"{type(self).__name__}: give task() or local_flops() and local_update()")
 
     @abstractmethod
     def aggregate(self, rnd: int, results: list[LocalResult], failures: list[Failure]) -> None: ...
@@ -130,10 +143,16 @@ class RoundDriver:
                 if not rec.delivered:
                     return Failure(client, phase, rec.reason)
             phase = "compute"
-            result: LocalResult = yield sim.executor.compute(
-                client, algo.local_flops(rnd, client), stage=algo.stage, tag=f"r{rnd}/train",
-                fn=lambda: algo.local_update(rnd, client),
-            )
+            task = algo.task(rnd, client)
+            result: LocalResult
+            if task is not None:
+                done = yield sim.executor.run(task, stage=algo.stage, tag=f"r{rnd}/train")
+                result = algo.collect(rnd, client, done)
+            else:
+                result = yield sim.executor.compute(
+                    client, algo.local_flops(rnd, client), stage=algo.stage, tag=f"r{rnd}/train",
+                    fn=lambda: algo.local_update(rnd, client),
+                )
             phase = "upload"
             if result.upload_bytes > 0:
                 transfer = sim.net.transfer(client, BS, result.upload_bytes, stage=algo.stage, tag=f"r{rnd}/up")

@@ -20,7 +20,8 @@ from nmoe_sim.data.augment import make_views
 from nmoe_sim.fl.aggregate import fedavg
 from nmoe_sim.fl.fedsc_loss import alpha_schedule, clip_norm, correlation, spectral_loss
 from nmoe_sim.fl.rounds import Failure, LocalResult, RoundAlgorithm
-from nmoe_sim.fl.train import make_sgd, predict_batched, run_epochs, train_supervised
+from nmoe_sim.engine.tasks import TrainTask, draw_plan
+from nmoe_sim.fl.train import make_sgd, predict_batched, run_epochs
 from nmoe_sim.models import Classifier, ContrastiveModel, FeatureExtractor, train_flops_per_sample
 from nmoe_sim.models.build import make_fe, seeded
 from nmoe_sim.registry import Registry
@@ -69,16 +70,16 @@ class FedCE(FederatedFE):
     def download_bytes(self, rnd: int, client: int) -> int:
         return self.model_bytes
 
-    def local_flops(self, rnd: int, client: int) -> float:
-        return self.cfg.local_epochs * self.world.clients[client].num_samples * self.train_flops
-
-    def local_update(self, rnd: int, client: int) -> LocalResult:
-        data = self.world.clients[client]
-        self.scratch.load_state_dict(self.global_state)
-        train_supervised(self.scratch, data.x_train, data.y_train, epochs=self.cfg.local_epochs,
-                         batch_size=self.cfg.batch_size, lr=self.cfg.lr, momentum=self.cfg.momentum,
-                         weight_decay=self.cfg.weight_decay, gen=self.gens[client])
-        return LocalResult(client, {"state": _clone(self.scratch.state_dict())}, data.num_samples, self.model_bytes)
+    def task(self, rnd: int, client: int) -> TrainTask:
+        """Cross-entropy SGD from the global model on the client's data (FedAvg's local step)."""
+        data, cfg = self.world.clients[client], self.cfg
+        return TrainTask(
+            client=client, node=client, template=self.model, start=self.global_state,
+            x=data.x_train, y=data.y_train,
+            plan=draw_plan(data.num_samples, cfg.local_epochs, cfg.batch_size, self.gens[client]),
+            loss="cross_entropy", lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+            flops=cfg.local_epochs * data.num_samples * self.train_flops, upload_bytes=self.model_bytes,
+        )
 
     def evaluate(self, rnd: int) -> tuple[float, float] | None:
         if not self._evaluate:

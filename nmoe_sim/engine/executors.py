@@ -1,26 +1,35 @@
-"""The one interface through which local computation is asked for and charged.
+"""Executors: the one interface through which local computation is asked for and charged.
 
-The real PyTorch work runs on the host the moment a process asks for it; simulated time is
-charged as ``flops / flops_per_s`` of the node's device profile, never host wall time, so
-results do not depend on the machine. Each node computes one job at a time (a
-``simpy.Resource`` of capacity 1): an expert that many clients query at once queues them.
-A batched or remote executor can replace this one without the algorithms changing.
+Simulated time is charged as ``flops / flops_per_s`` of the node's device profile, never
+host wall time, so results do not depend on the machine. Each node computes one job at a
+time (a ``simpy.Resource`` of capacity 1): an expert that many clients query at once
+queues them. Work comes in two forms: a described :class:`~nmoe_sim.engine.tasks.TrainTask`
+(``run``), which the executor owns running, and, for work not yet described as a task, a
+closure (``compute(fn=...)``). ``local``, the reference, runs each piece of real work on
+the host the moment its simulated computation starts, one at a time.
 """
 
 from __future__ import annotations
 
+import copy
 from typing import Any, Callable, Generator, Hashable, TypeVar
 
 import simpy
 
 from nmoe_sim.config import DeviceProfile
+from nmoe_sim.engine.tasks import TaskResult, TrainTask, execute
 from nmoe_sim.record import ComputeRecord, Recorder
+from nmoe_sim.registry import Registry
 
 T = TypeVar("T")
 
 
 class LocalExecutor:
-    """Charges compute to ``system``'s records; ``infrastructure`` nodes' energy is not a battery's."""
+    """Charges compute to ``system``'s records; ``infrastructure`` nodes' energy is not a battery's.
+
+    Tasks run one at a time in a scratch copy of their template that this executor owns
+    (one per architecture), so no algorithm's module is ever trained in.
+    """
 
     def __init__(self, env: simpy.Environment, profiles: dict[Hashable, DeviceProfile], recorder: Recorder,
                  *, system: str, infrastructure: frozenset[Hashable] = frozenset()) -> None:
@@ -30,6 +39,17 @@ class LocalExecutor:
         self.system = system
         self.infrastructure = infrastructure
         self._cpu = {node: simpy.Resource(env, capacity=1) for node in profiles}
+        self._scratch: dict[int, Any] = {}  # id(template) -> this executor's copy
+
+    def run(self, task: TrainTask, *, stage: str, tag: str) -> simpy.Process:
+        """Charge ``task.flops`` on ``task.node`` and run the task; the value is a TaskResult."""
+        return self.compute(task.node, task.flops, stage=stage, tag=tag, fn=lambda: self._execute(task))
+
+    def _execute(self, task: TrainTask) -> TaskResult:
+        key = id(task.template)
+        if key not in self._scratch:
+            self._scratch[key] = (task.template, copy.deepcopy(task.template))  # keep the template alive
+        return execute(task, self._scratch[key][1])
 
     def compute_time_s(self, node: Hashable, flops: float) -> float:
         return flops / self.profiles[node].flops_per_s
@@ -55,3 +75,8 @@ class LocalExecutor:
                 self.system, stage, tag, str(node), float(flops), start_s, self.env.now, energy_j,
                 device_energy_j=0.0 if infra else energy_j, infrastructure_energy_j=energy_j if infra else 0.0))
         return result
+
+
+# runtime.executor -> the executor class each Sim builds.
+EXECUTORS: Registry[type[LocalExecutor]] = Registry("executor")
+EXECUTORS.register("local")(LocalExecutor)

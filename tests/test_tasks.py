@@ -1,0 +1,62 @@
+"""Client work as a described task: the plan drawn in advance, a pure run that trains
+nothing it does not own, and the reference executor reproducing the closure it replaced."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+
+from nmoe_sim.engine.tasks import TrainTask, draw_plan, execute
+from nmoe_sim.fl.stage1 import FedCE
+from nmoe_sim.fl.train import minibatches, train_supervised
+from nmoe_sim.seeds import SeedStreams
+from nmoe_sim.world import build_world
+
+from conftest import tiny_cfg
+from test_rounds import drive
+
+
+def test_plan_drawn_in_advance_equals_shuffling_each_epoch() -> None:
+    a, b = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
+    plan = draw_plan(10, 3, 4, a)
+    lazy = [list(minibatches(10, 4, b)) for _ in range(3)]
+    assert [[t.tolist() for t in epoch] for epoch in plan] == [[t.tolist() for t in epoch] for epoch in lazy]
+    assert [len(t) for t in plan[0]] == [4, 4, 2]  # the last batch is kept, short
+
+
+def fedce_task() -> tuple[FedCE, TrainTask]:
+    world = build_world(tiny_cfg(), SeedStreams(0))
+    algo = FedCE(world, world.cfg.stage1)
+    return algo, algo.task(0, 1)
+
+
+def test_execute_matches_the_training_loop_and_touches_neither_template_nor_start() -> None:
+    algo, task = fedce_task()
+    template_before = copy.deepcopy(algo.model.state_dict())
+    start_before = {k: v.clone() for k, v in task.start.items()}
+    got = execute(task, copy.deepcopy(task.template))
+    # The loop the task replaced, on its own copy, with a generator drawn like the task's.
+    ref = copy.deepcopy(task.template)
+    ref.load_state_dict(task.start)
+    gen = algo.world.streams.torch(f"{algo.stage}/client1")
+    loss = train_supervised(ref, task.x, task.y, epochs=algo.cfg.local_epochs, batch_size=algo.cfg.batch_size,
+                            lr=task.lr, momentum=task.momentum, weight_decay=task.weight_decay, gen=gen)
+    assert all(torch.equal(got.state[k], v) for k, v in ref.state_dict().items())
+    assert got.loss == loss and got.num_samples == task.num_samples == algo.world.clients[1].num_samples
+    assert not all(torch.equal(got.state[k], start_before[k]) for k in start_before)  # it did train
+    assert all(torch.equal(algo.model.state_dict()[k], v) for k, v in template_before.items())
+    assert all(torch.equal(task.start[k], v) for k, v in start_before.items())
+
+
+def test_a_round_trains_only_in_the_executors_own_module() -> None:
+    world = build_world(tiny_cfg(), SeedStreams(0))
+    algo = FedCE(world, world.cfg.stage1)
+    before = {k: v.clone() for k, v in algo.model.state_dict().items()}
+    global_before = {k: v.clone() for k, v in algo.global_state.items()}
+    sim = world.new_sim("test")
+    drive(sim, algo, world.cfg.stage1.model_copy(update={"rounds": 1}))
+    assert all(torch.equal(algo.model.state_dict()[k], v) for k, v in before.items())
+    assert not all(torch.equal(algo.global_state[k], v) for k, v in global_before.items())  # aggregated
+    train = [c for c in world.recorder.computes if c.tag == "r0/train"]
+    assert len(train) == 4 and all(c.flops == algo.task(0, int(c.node)).flops for c in train)

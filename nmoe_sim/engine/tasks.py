@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from nmoe_sim.fl.train import run_plan
 from nmoe_sim.registry import Registry
 
 State = dict[str, torch.Tensor]
@@ -81,20 +82,9 @@ class TaskResult:
 def execute(task: TrainTask, module: nn.Module) -> TaskResult:
     """Run ``task`` in ``module`` (the caller's, of the template's architecture)."""
     module.load_state_dict(task.start)
-    module.train()
     loss_of = LOSSES.get(task.loss, "loss")
     opt = torch.optim.SGD(list(module.parameters()), lr=task.lr, momentum=task.momentum,
                           weight_decay=task.weight_decay)
-    last = 0.0
-    for epoch in task.plan:
-        total, count = 0.0, 0
-        for idx in epoch:
-            loss = loss_of(module, task.x[idx], task.y[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += float(loss.detach()) * len(idx)
-            count += len(idx)
-        last = total / max(count, 1)
+    last = run_plan(module, lambda idx: loss_of(module, task.x[idx], task.y[idx]), task.plan, opt)
     state = {k: v.detach().clone() for k, v in module.state_dict().items()}
     return TaskResult(task.client, state, task.num_samples, task.upload_bytes, last)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import torch
 from torch import nn
@@ -19,6 +19,29 @@ def make_sgd(params: list[nn.Parameter], lr: float, momentum: float, weight_deca
     return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
 
 
+def run_plan(
+    model: nn.Module,
+    loss_fn: Callable[[torch.Tensor], torch.Tensor],
+    plan: Iterable[Iterable[torch.Tensor]],
+    opt: torch.optim.Optimizer,
+) -> float:
+    """SGD on ``loss_fn(batch_indices)`` along ``plan`` (per epoch, its batches in order);
+    returns the mean loss of the last epoch."""
+    model.train()
+    last = 0.0
+    for epoch in plan:
+        total, count = 0.0, 0
+        for idx in epoch:
+            loss = loss_fn(idx)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(idx)
+            count += len(idx)
+        last = total / max(count, 1)
+    return last
+
+
 def run_epochs(
     model: nn.Module,
     loss_fn: Callable[[torch.Tensor], torch.Tensor],
@@ -29,20 +52,9 @@ def run_epochs(
     opt: torch.optim.Optimizer,
     gen: torch.Generator,
 ) -> float:
-    """Run ``epochs`` passes of ``loss_fn(batch_indices)``; returns the mean loss of the last epoch."""
-    model.train()
-    last = 0.0
-    for _ in range(epochs):
-        total, count = 0.0, 0
-        for idx in minibatches(n, batch_size, gen):
-            loss = loss_fn(idx)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += float(loss.detach()) * len(idx)
-            count += len(idx)
-        last = total / max(count, 1)
-    return last
+    """``epochs`` passes in an order shuffled at the start of each epoch (lazily: a loss that
+    also draws from ``gen``, such as FedSC's views, interleaves with the shuffles)."""
+    return run_plan(model, loss_fn, (minibatches(n, batch_size, gen) for _ in range(epochs)), opt)
 
 
 def train_supervised(

@@ -6,12 +6,18 @@ equally among the flows on it. Two equal flows on one radio each take twice as l
 one alone. A flow's own rate may change while it is served (block fading: the rate follows
 the SNR of each coherence block). :class:`nmoe_sim.net.network.Network` owns one instance
 per simulated world.
+
+The cost of an event grows with the flows it touches, not with every flow in the world:
+a flow's progress is kept lazily (bits left at a reference time, and its rate since), so
+an event updates only the flows that share a radio with the flow that started or ended,
+or the one flow whose rate changed; completions come from a heap of finish times.
 """
 
 from __future__ import annotations
 
-from collections import Counter
-from dataclasses import dataclass
+import heapq
+import itertools
+from dataclasses import dataclass, field
 from typing import Hashable
 
 import simpy
@@ -25,20 +31,26 @@ class Flow:
     rate_full_bps: float
     radios: tuple[Hashable, ...]
     done: simpy.Event
-    remaining_bits: float
+    remaining_bits: float  # as of ``ref_s``
     rate_bps: float = 0.0
+    ref_s: float = 0.0
+    seq: int = 0  # start order: ties complete in it, deterministically
+    version: int = 0  # bumped whenever its finish time changes; stale heap entries skip
+    env: simpy.Environment | None = field(default=None, repr=False)
+
+    def remaining_at(self, now_s: float) -> float:
+        return self.remaining_bits - self.rate_bps * (now_s - self.ref_s)
 
     @property
     def sent_bits(self) -> float:
-        return self.bits - max(self.remaining_bits, 0.0)
+        now = self.env.now if self.env is not None else self.ref_s
+        return self.bits - max(self.remaining_at(now), 0.0)
 
 
 class SharedRadios:
     """Fluid processor sharing: each radio is time-shared equally among its active flows.
 
-    A flow's share is the minimum over its radios of 1 / (active flows on that radio). Rates
-    are recomputed whenever a flow starts, ends or changes its rate; a version counter invalidates the timer
-    set for the previous earliest completion, so only the latest timer completes flows.
+    A flow's share is the minimum over its radios of 1 / (active flows on that radio).
     """
 
     # Flows within this fraction of their size of the end finish together with the due one.
@@ -46,71 +58,117 @@ class SharedRadios:
 
     def __init__(self, env: simpy.Environment) -> None:
         self.env = env
-        self._flows: list[Flow] = []
-        self._last_s = env.now
-        self._version = 0
+        self._on_radio: dict[Hashable, list[Flow]] = {}
+        self._heap: list[tuple[float, int, int, Flow]] = []  # (finish_s, seq, version, flow)
+        self._seq = itertools.count()
+        self._wake_version = 0
+        self._wake_at_s: float | None = None
+        self._active = 0
 
     @property
     def active(self) -> int:
-        return len(self._flows)
+        return self._active
 
     def start(self, bits: float, rate_full_bps: float, radios: tuple[Hashable, ...]) -> Flow:
         if not (bits > 0 and rate_full_bps > 0):
             raise ValueError(f"flow needs bits > 0 and rate > 0 (got {bits}, {rate_full_bps})")
-        self._advance()
-        flow = Flow(bits, rate_full_bps, radios, self.env.event(), remaining_bits=bits)
-        self._flows.append(flow)
-        self._reschedule()
+        flow = Flow(bits, rate_full_bps, radios, self.env.event(), remaining_bits=bits,
+                    ref_s=self.env.now, seq=next(self._seq), env=self.env)
+        for r in radios:
+            self._on_radio.setdefault(r, []).append(flow)
+        self._active += 1
+        self._rerate(self._sharing(flow))
         return flow
 
     def set_rate(self, flow: Flow, rate_full_bps: float) -> None:
         """Change the rate ``flow`` would get alone from now on (a new coherence block)."""
         if not rate_full_bps > 0:
             raise ValueError(f"flow rate must be > 0 (got {rate_full_bps})")
-        self._advance()
         flow.rate_full_bps = rate_full_bps
-        if flow in self._flows:
-            self._reschedule()
+        if self._is_active(flow):
+            self._rerate([flow])  # its radios' loads are unchanged: no one else's share moves
 
     def cancel(self, flow: Flow) -> None:
         """Stop serving ``flow`` now (its bits sent so far stay in ``flow.sent_bits``)."""
-        self._advance()
-        if flow in self._flows:
-            self._flows.remove(flow)
-            self._reschedule()
+        if self._is_active(flow):
+            self._sync(flow)
+            self._remove(flow)
 
-    def _advance(self) -> None:
-        dt = self.env.now - self._last_s
-        if dt > 0:
-            for f in self._flows:
-                f.remaining_bits -= f.rate_bps * dt
-        self._last_s = self.env.now
+    # ------------------------------------------------------------------ internals
+    def _is_active(self, flow: Flow) -> bool:
+        return flow in self._on_radio.get(flow.radios[0], ())
 
-    def _reschedule(self) -> None:
-        self._version += 1
-        if not self._flows:
-            return
-        load = Counter(r for f in self._flows for r in f.radios)
-        for f in self._flows:
-            f.rate_bps = f.rate_full_bps / max(load[r] for r in f.radios)
-        left_s = [max(f.remaining_bits, 0.0) / f.rate_bps for f in self._flows]
-        dt = min(left_s)
-        # Remember which flows are due: with large `now`, now + dt - now may not round back
-        # to dt, so "remaining <= tol" alone could leave the due flow a sliver short forever.
-        due = [f for f, s in zip(self._flows, left_s) if s <= dt * (1 + self.REL_TOL)]
-        version = self._version
-        timer = self.env.timeout(dt)
-        timer.callbacks.append(lambda _ev: self._on_timer(version, due))
+    def _sharing(self, flow: Flow) -> list[Flow]:
+        """The flows whose share depends on ``flow``'s radios (itself included), in start order."""
+        seen: dict[int, Flow] = {}
+        for r in flow.radios:
+            for f in self._on_radio.get(r, ()):
+                seen[f.seq] = f
+        return [seen[k] for k in sorted(seen)]
 
-    def _on_timer(self, version: int, due: list[Flow]) -> None:
-        if version != self._version:
-            return  # a flow started or ended since: a newer timer is pending
-        self._advance()
-        done = set(due) | {f for f in self._flows if f.remaining_bits <= self.REL_TOL * f.bits}
-        finished = [f for f in self._flows if f in done]  # start order: deterministic
+    def _sync(self, flow: Flow) -> None:
+        """Bring a flow's bits left up to now, at the rate it had since its reference time."""
+        now = self.env.now
+        if now != flow.ref_s:
+            flow.remaining_bits = flow.remaining_at(now)
+            flow.ref_s = now
+
+    def _rerate(self, flows: list[Flow]) -> None:
+        """Recompute the shares of ``flows`` and their finish times; wake at the earliest."""
+        for f in flows:
+            self._sync(f)
+            f.rate_bps = f.rate_full_bps / max(len(self._on_radio[r]) for r in f.radios)
+            f.version += 1
+            finish_s = self.env.now + max(f.remaining_bits, 0.0) / f.rate_bps
+            heapq.heappush(self._heap, (finish_s, f.seq, f.version, f))
+        self._schedule_wake()
+
+    def _remove(self, flow: Flow) -> None:
+        for r in flow.radios:
+            self._on_radio[r].remove(flow)
+        self._active -= 1
+        flow.version += 1  # its heap entries are stale now
+        self._rerate(self._sharing(flow))
+
+    def _top(self) -> tuple[float, int, int, Flow] | None:
+        while self._heap and self._heap[0][2] != self._heap[0][3].version:
+            heapq.heappop(self._heap)
+        return self._heap[0] if self._heap else None
+
+    def _schedule_wake(self) -> None:
+        top = self._top()
+        if top is None or (self._wake_at_s is not None and self._wake_at_s <= top[0]):
+            return  # nothing to finish, or an earlier (or equal) wake is already pending
+        self._wake_version += 1
+        version, self._wake_at_s = self._wake_version, top[0]
+        timer = self.env.timeout(max(top[0] - self.env.now, 0.0))
+        timer.callbacks.append(lambda _ev: self._on_wake(version))
+
+    def _on_wake(self, version: int) -> None:
+        if version != self._wake_version:
+            return  # superseded by an earlier wake
+        self._wake_at_s = None
+        now = self.env.now
+        finished: list[Flow] = []
+        while (top := self._top()) is not None:
+            finish_s, _, _, f = top
+            # Due, or within rounding of its end (with large `now`, now + dt - now need not
+            # round back to dt, so a due flow can be a sliver short).
+            if finish_s <= now or f.remaining_at(now) <= self.REL_TOL * f.bits:
+                heapq.heappop(self._heap)
+                finished.append(f)
+                f.version += 1
+            else:
+                break
+        affected: dict[int, Flow] = {}
+        for f in sorted(finished, key=lambda g: g.seq):  # start order: deterministic
+            f.remaining_bits, f.ref_s = 0.0, now
+            for r in f.radios:
+                self._on_radio[r].remove(f)
+            self._active -= 1
         for f in finished:
-            f.remaining_bits = 0.0
-            self._flows.remove(f)
-        self._reschedule()
-        for f in finished:
+            for g in self._sharing(f):
+                affected[g.seq] = g
+        self._rerate([affected[k] for k in sorted(affected)])
+        for f in sorted(finished, key=lambda g: g.seq):
             f.done.succeed()

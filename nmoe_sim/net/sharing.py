@@ -36,6 +36,7 @@ class Flow:
     ref_s: float = 0.0
     seq: int = 0  # start order: ties complete in it, deterministically
     version: int = 0  # bumped whenever its finish time changes; stale heap entries skip
+    active: bool = True
     env: simpy.Environment | None = field(default=None, repr=False)
 
     def remaining_at(self, now_s: float) -> float:
@@ -58,7 +59,7 @@ class SharedRadios:
 
     def __init__(self, env: simpy.Environment) -> None:
         self.env = env
-        self._on_radio: dict[Hashable, list[Flow]] = {}
+        self._on_radio: dict[Hashable, dict[int, Flow]] = {}  # radio -> its flows by seq (start order)
         self._heap: list[tuple[float, int, int, Flow]] = []  # (finish_s, seq, version, flow)
         self._seq = itertools.count()
         self._wake_version = 0
@@ -75,7 +76,7 @@ class SharedRadios:
         flow = Flow(bits, rate_full_bps, radios, self.env.event(), remaining_bits=bits,
                     ref_s=self.env.now, seq=next(self._seq), env=self.env)
         for r in radios:
-            self._on_radio.setdefault(r, []).append(flow)
+            self._on_radio.setdefault(r, {})[flow.seq] = flow
         self._active += 1
         self._rerate(self._sharing(flow))
         return flow
@@ -85,25 +86,21 @@ class SharedRadios:
         if not rate_full_bps > 0:
             raise ValueError(f"flow rate must be > 0 (got {rate_full_bps})")
         flow.rate_full_bps = rate_full_bps
-        if self._is_active(flow):
+        if flow.active:
             self._rerate([flow])  # its radios' loads are unchanged: no one else's share moves
 
     def cancel(self, flow: Flow) -> None:
         """Stop serving ``flow`` now (its bits sent so far stay in ``flow.sent_bits``)."""
-        if self._is_active(flow):
+        if flow.active:
             self._sync(flow)
             self._remove(flow)
 
     # ------------------------------------------------------------------ internals
-    def _is_active(self, flow: Flow) -> bool:
-        return flow in self._on_radio.get(flow.radios[0], ())
-
     def _sharing(self, flow: Flow) -> list[Flow]:
         """The flows whose share depends on ``flow``'s radios (itself included), in start order."""
         seen: dict[int, Flow] = {}
         for r in flow.radios:
-            for f in self._on_radio.get(r, ()):
-                seen[f.seq] = f
+            seen.update(self._on_radio.get(r, {}))
         return [seen[k] for k in sorted(seen)]
 
     def _sync(self, flow: Flow) -> None:
@@ -125,7 +122,8 @@ class SharedRadios:
 
     def _remove(self, flow: Flow) -> None:
         for r in flow.radios:
-            self._on_radio[r].remove(flow)
+            del self._on_radio[r][flow.seq]
+        flow.active = False
         self._active -= 1
         flow.version += 1  # its heap entries are stale now
         self._rerate(self._sharing(flow))
@@ -164,7 +162,8 @@ class SharedRadios:
         for f in sorted(finished, key=lambda g: g.seq):  # start order: deterministic
             f.remaining_bits, f.ref_s = 0.0, now
             for r in f.radios:
-                self._on_radio[r].remove(f)
+                del self._on_radio[r][f.seq]
+            f.active = False
             self._active -= 1
         for f in finished:
             for g in self._sharing(f):

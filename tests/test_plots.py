@@ -447,3 +447,19 @@ def test_sweep_table_without_n_seeds_is_skipped_naming_the_column() -> None:
         make_sweep_f1_bar_figure(table)
     with pytest.raises(PlotSkipped, match="n_seeds"):
         make_sweep_f1_vs_bytes_figure(table)
+
+
+def test_gating_heatmap_of_a_thousand_clients_stays_a_readable_size(tmp_path: Path) -> None:
+    run = write_fake_run(tmp_path / "run")
+    n = 1000
+    share = np.eye(n).tolist()
+
+    def big(m: dict[str, Any]) -> None:
+        m["systems"]["nmoe"]["gating"] = share
+
+    _edit_metrics(run, big)
+    fig = make_gating_figure(load_run(run), "nmoe")
+    width_in, height_in = fig.get_size_inches()
+    assert max(width_in, height_in) <= 16  # was 0.45 inch a client: 452 inches
+    ax = fig.axes[0]
+    assert len(ax.texts) == 0 and len(ax.get_xticks()) <= 25 and len(ax.get_yticks()) <= 25

@@ -20,8 +20,16 @@ ANNOTATE_MAX = 12  # beyond this many clients/experts the numbers are unreadable
 
 
 # --------------------------------------------------------------------------- gating
+MAX_SIDE_IN = 14.0
+
+
 def _pct(value: object) -> str:
     return f"{value * 100:.1f}%" if isinstance(value, (int, float)) else "n/a"
+
+
+def _ticks(n: int, most: int = 25) -> range:
+    """Every index up to ``most`` of them, else every k-th so that about ``most`` are shown."""
+    return range(0, n, max(1, -(-n // most)))
 
 
 def make_gating_figure(run: RunData, system: str) -> Figure:
@@ -31,7 +39,9 @@ def make_gating_figure(run: RunData, system: str) -> Figure:
         raise PlotSkipped(f"system {system!r} has no gating matrix")
     n_clients, n_experts = share.shape
     m = run.systems.get(system) or {}
-    side = max(4.0, 0.45 * max(n_clients, n_experts) + 2.0)
+    # 0.45 inch a cell up to 26 cells a side, then the image's pixels carry the matrix: a
+    # 1,000-client run gives a 14-inch figure, not a 450-inch one.
+    side = min(max(4.0, 0.45 * max(n_clients, n_experts) + 2.0), MAX_SIDE_IN)
     fig = Figure(figsize=(side + 1.2, side), layout="constrained")
     ax = fig.subplots()
     image = ax.imshow(share, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
@@ -40,8 +50,8 @@ def make_gating_figure(run: RunData, system: str) -> Figure:
         for (i, j), value in np.ndenumerate(share):
             ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize="small",
                     color="black" if value > 0.6 else "white")
-    ax.set_xticks(range(n_experts))
-    ax.set_yticks(range(n_clients))
+    ax.set_xticks(_ticks(n_experts))
+    ax.set_yticks(_ticks(n_clients))
     ax.set_xlabel("expert (index of its client)")
     ax.set_ylabel("client (index)")
     ax.set_title(f"{system} gating: F1 {_pct(m.get('f1_macro'))}, LR {_pct(m.get('local_ratio'))}")

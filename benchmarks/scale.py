@@ -16,6 +16,7 @@ first client count, sampling the RSS after every round (target: flat within 5 %)
     python benchmarks/scale.py                       # 10, 100 and 1000 clients
     python benchmarks/scale.py --clients 10 100 --exchange features
     python benchmarks/scale.py --clients 100 --rss-rounds 50
+    python benchmarks/scale.py --rate-adaptation per_attempt   # without per-block fading
 
 Needs Debian's dataset-fashion-mnist. A size that exceeds ``--timeout-s`` is reported as
 such and the larger sizes are skipped.
@@ -77,9 +78,26 @@ print(json.dumps({
 '''
 
 
+def channel_override(scenario: Path, adaptation: str) -> list[str]:
+    """``network.channel`` of the scenario with every link class's rate adaptation set."""
+    import yaml
+
+    chan = (yaml.safe_load(scenario.read_text()) or {}).get("network", {}).get("channel", {})
+    if isinstance(chan, str):
+        chan = {"bs": chan, "d2d": chan}
+    parts = []
+    for cls in ("bs", "d2d"):
+        spec = chan.get(cls, {})
+        spec = {"preset": spec} if isinstance(spec, str) else dict(spec)
+        spec["rate_adaptation"] = adaptation
+        parts.append(f"{cls}: {{{', '.join(f'{k}: {v}' for k, v in spec.items())}}}")
+    return [f"network.channel={{{', '.join(parts)}}}"]
+
+
 def overrides(n: int, args: argparse.Namespace) -> list[str]:
     r = args.rounds
-    return [
+    extra = channel_override(args.scenario, args.rate_adaptation) if args.rate_adaptation else []
+    return extra + [
         f"data.clients={n}", f"data.max_train_samples={n * args.samples_per_client}",
         f"data.max_test_samples={max(1000, 5 * n)}", "inference.max_queries_per_client=5",
         f"stage1.rounds={r}", "stage2.epochs=1", f"stage3.rounds={r}", f"stage3.expert_outputs={args.exchange}",
@@ -116,6 +134,8 @@ def main() -> int:
     parser.add_argument("--samples-per-client", type=int, default=60)
     parser.add_argument("--exchange", default="expert_weights", choices=["features", "expert_weights"])
     parser.add_argument("--timeout-s", type=float, default=900.0)
+    parser.add_argument("--rate-adaptation", choices=["per_block", "per_attempt"],
+                        help="override every link class's rate adaptation (default: the scenario's)")
     parser.add_argument("--rss-rounds", type=int, default=0)
     parser.add_argument("--scenario", type=Path, default=ROOT / "scenarios" / "fashion_mnist.yaml")
     args = parser.parse_args()
@@ -135,7 +155,8 @@ def main() -> int:
         return 0
 
     print(f"Fashion-MNIST scenario, {args.samples_per_client} samples per client, {args.rounds} rounds per "
-          f"federated stage, stage3.expert_outputs={args.exchange}, one torch thread")
+          f"federated stage, stage3.expert_outputs={args.exchange}, rate adaptation "
+          f"{args.rate_adaptation or 'as in the scenario'}, one torch thread")
     print(f"{'clients':>8} {'wall s':>9} {'peak RSS MiB':>13} {'SimPy events':>13} {'transfers':>10} "
           f"{'files MiB':>10} {'s/client':>9} {'NMoE F1':>8}")
     prev = None

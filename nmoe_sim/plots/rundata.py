@@ -127,8 +127,8 @@ class RunData:
         return [name for name in declared if name in self.stages]
 
     def is_inference(self, name: str) -> bool:
-        """An inference stage: it has an arrival window (older runs: its name says so)."""
-        return "arrival_window_s" in (self.stages.get(name) or {}) or name.startswith("inference_")
+        """An inference stage: metrics.json gives it an arrival window (never read from its name)."""
+        return "arrival_window_s" in (self.stages.get(name) or {})
 
     def stage_value(self, name: str, field_name: str) -> float:
         """One stage's field as float; PlotSkipped when the key is absent, 0 for null/NaN."""

@@ -145,3 +145,17 @@ def test_gate_logits_shape(k: int) -> None:
     gate = make_test_gate()
     w, idx = topk_route(gate(torch.zeros(3, 8)), k)
     assert w.shape == idx.shape == (3, k)
+
+
+def test_all_expert_probs_equals_each_expert_in_turn() -> None:
+    from nmoe_sim.models import Expert, all_expert_probs
+
+    torch.manual_seed(0)
+    experts = [Expert(8, 16, 10) for _ in range(5)]
+    feats = torch.randn(7, 8)
+    got = all_expert_probs(experts, feats)
+    assert got.shape == (5, 7, 10)
+    with torch.no_grad():
+        want = torch.stack([torch.softmax(e(feats), -1) for e in experts])
+    assert torch.allclose(got, want, atol=1e-6, rtol=0)
+    assert torch.allclose(got.sum(-1), torch.ones(5, 7))

@@ -24,7 +24,7 @@ import simpy
 import torch
 
 from nmoe_sim.fl.rounds import BS
-from nmoe_sim.models import Expert, forward_flops_per_sample
+from nmoe_sim.models import Expert, all_expert_probs, forward_flops_per_sample
 from nmoe_sim.registry import Registry
 
 if TYPE_CHECKING:
@@ -124,8 +124,8 @@ def exchange_expert_weights(world: "World", sim: "Sim", parts: "NMoEParts", stag
                 held = sorted(held + others)
         feats, n_c = parts.train_feats[c], world.clients[c].num_samples
         outs = yield sim.executor.compute(c, len(held) * n_c * fwd, stage=stage, tag=f"experts/for{c}",
-                                          fn=lambda: [expert_probs(parts.experts[j], feats) for j in held])
-        for j, out in zip(held, outs):
+                                          fn=lambda: all_expert_probs([parts.experts[j] for j in held], feats))
+        for j, out in zip(held, outs):  # outs (len(held), n_c, K)
             got.put(c, j, out)
 
     yield sim.env.all_of([sim.env.process(fetch_and_run(c)) for c in range(n)])

@@ -15,7 +15,7 @@ import torch
 from sklearn.metrics import accuracy_score, f1_score
 
 from nmoe_sim.fl.train import predict_batched
-from nmoe_sim.models import Expert, Gate, topk_route
+from nmoe_sim.models import Expert, Gate, all_expert_probs, topk_route
 
 
 class Router(Protocol):
@@ -69,8 +69,7 @@ class QueryBank:
                  y_queries: Sequence[torch.Tensor], num_classes: int) -> None:
         """``fes[c]`` is client c's feature extractor (the FE it holds, with its standardisation)."""
         self.feats = [predict_batched(fe.eval(), x) for fe, x in zip(fes, x_queries)]  # per client (Q_c, D)
-        with torch.no_grad():
-            self.probs = [torch.stack([torch.softmax(e(f), -1) for e in experts]) for f in self.feats]  # (E,Q_c,K)
+        self.probs = [all_expert_probs(experts, f) for f in self.feats]  # (E,Q_c,K)
         self.y = [y.numpy() for y in y_queries]
         self.num_classes = num_classes
         self.n_experts = len(experts)

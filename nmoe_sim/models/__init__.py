@@ -15,10 +15,11 @@ from nmoe_sim.models.modules import (
     Gate,
     ProjectionHead,
     Standardize,
+    all_expert_probs,
     topk_route,
 )
 
 __all__ = [
     "Classifier", "ContrastiveModel", "Expert", "FeatureExtractor", "Gate", "ProjectionHead", "Standardize",
-    "topk_route", "forward_flops_per_sample", "gate_train_flops_per_sample", "train_flops_per_sample", "param_count", "param_bytes",
+    "topk_route", "all_expert_probs", "forward_flops_per_sample", "gate_train_flops_per_sample", "train_flops_per_sample", "param_count", "param_bytes",
 ]

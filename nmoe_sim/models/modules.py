@@ -6,6 +6,8 @@ Shapes in comments: B batch, C channels, H/W spatial, D feature_dim, E experts, 
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -62,6 +64,23 @@ class Expert(nn.Module):
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:  # (B,D) -> (B,K)
         return self.net(h)
+
+
+@torch.no_grad()
+def all_expert_probs(experts: Sequence[Expert], feats: torch.Tensor) -> torch.Tensor:
+    """Every expert's class probabilities on the same features at once: (n, D) -> (E, n, K).
+
+    The experts' weights are stacked and applied as two batched matmuls, so E experts cost
+    two kernels instead of 3E module calls (a 1,000-client run makes a million of those).
+    Equal to calling each expert in turn up to float rounding (tested to 1e-6).
+    """
+    w1 = torch.stack([e.net[0].weight for e in experts])  # (E,H,D)
+    b1 = torch.stack([e.net[0].bias for e in experts])  # (E,H)
+    w2 = torch.stack([e.net[2].weight for e in experts])  # (E,K,H)
+    b2 = torch.stack([e.net[2].bias for e in experts])  # (E,K)
+    hidden = torch.relu(torch.einsum("nd,ehd->enh", feats, w1) + b1[:, None, :])  # (E,n,H)
+    logits = torch.einsum("enh,ekh->enk", hidden, w2) + b2[:, None, :]  # (E,n,K)
+    return torch.softmax(logits, -1)
 
 
 class Gate(nn.Module):

@@ -134,9 +134,6 @@ class Network:
     def route(self, src: Hashable, dst: Hashable) -> list[Any]:
         return self._router.route(src, dst)
 
-    def route_weight_s_per_bit(self, path: list[Any]) -> float:
-        return self._router.path_weight(path)
-
     def tx_power_dbm(self, node: Hashable) -> float:
         return self._tx_power_dbm[node]
 
@@ -281,7 +278,7 @@ class Network:
             if hop.flow.done.triggered:
                 break
             # A new block: re-rate the flow (or drop it in outage), then charge the segment
-            # sent at the old rate (the scheduler brings sent_bits up to now when it re-rates).
+            # sent at the old rate (close_segment reads sent_bits as of now).
             rate_bps = self._block_rate_bps(hop, link)
             if rate_bps <= 0:
                 self._radios_busy.cancel(hop.flow)

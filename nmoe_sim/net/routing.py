@@ -73,10 +73,6 @@ class Router:
     def weight(self, u: Hashable, v: Hashable) -> float:
         return float(self._g.edges[u, v]["w"])
 
-    def path_weight(self, path: list[Any]) -> float:
-        """Expected airtime per bit of a node path."""
-        return sum(self.weight(u, v) for u, v in zip(path, path[1:]))
-
     def route(self, src: Hashable, dst: Hashable) -> list[Any]:
         """Node path from ``src`` to ``dst``, both included; ``[src]`` when they are equal."""
         for node in (src, dst):

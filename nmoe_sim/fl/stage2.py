@@ -16,7 +16,8 @@ import torch
 from torch import nn
 
 from nmoe_sim.fl.rounds import BS
-from nmoe_sim.fl.train import predict_batched, train_supervised
+from nmoe_sim.engine.tasks import TrainTask, draw_plan
+from nmoe_sim.fl.train import predict_batched
 from nmoe_sim.models import Expert, FeatureExtractor, Standardize, forward_flops_per_sample, train_flops_per_sample
 from nmoe_sim.models.build import make_expert
 from nmoe_sim.world import Sim, World
@@ -74,12 +75,16 @@ def train_experts(world: World, sim: Sim, fe: FeatureExtractor) -> Generator[
         with torch.no_grad():
             feats[i] = standardizers[i](raw[i])
         s2 = cfg.stage2
-        yield sim.executor.compute(
-            i, s2.epochs * data.num_samples * expert_flops, stage=STAGE, tag="train",
-            fn=lambda: train_supervised(experts[i], feats[i], data.y_train, epochs=s2.epochs,
-                                        batch_size=s2.batch_size, lr=s2.lr, momentum=s2.momentum,
-                                        weight_decay=s2.weight_decay, gen=world.streams.torch(f"{STAGE}/client{i}")),
+        gen = world.streams.torch(f"{STAGE}/client{i}")
+        task = TrainTask(
+            client=i, node=i, template=experts[0],
+            start={k: v.detach().clone() for k, v in experts[i].state_dict().items()}, x=feats[i], y=data.y_train,
+            plan=draw_plan(data.num_samples, s2.epochs, s2.batch_size, gen), loss="cross_entropy",
+            lr=s2.lr, momentum=s2.momentum, weight_decay=s2.weight_decay,
+            flops=s2.epochs * data.num_samples * expert_flops, upload_bytes=0,  # the expert stays on the device
         )
+        done = yield sim.executor.run(task, stage=STAGE, tag="train")
+        experts[i].load_state_dict(done.state)
 
     yield sim.env.all_of([sim.env.process(train(i)) for i in range(n_clients)])
     for e in experts:

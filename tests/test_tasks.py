@@ -9,7 +9,7 @@ import torch
 
 from nmoe_sim.engine.tasks import TrainTask, draw_plan, execute
 from nmoe_sim.fl.stage1 import FedCE
-from nmoe_sim.fl.train import minibatches, train_supervised
+from nmoe_sim.fl.train import make_sgd, minibatches, run_epochs
 from nmoe_sim.seeds import SeedStreams
 from nmoe_sim.world import build_world
 
@@ -40,8 +40,10 @@ def test_execute_matches_the_training_loop_and_touches_neither_template_nor_star
     ref = copy.deepcopy(task.template)
     ref.load_state_dict(task.start)
     gen = algo.world.streams.torch(f"{algo.stage}/client1")
-    loss = train_supervised(ref, task.x, task.y, epochs=algo.cfg.local_epochs, batch_size=algo.cfg.batch_size,
-                            lr=task.lr, momentum=task.momentum, weight_decay=task.weight_decay, gen=gen)
+    opt = make_sgd(list(ref.parameters()), task.lr, task.momentum, task.weight_decay)
+    ce = torch.nn.CrossEntropyLoss()
+    loss = run_epochs(ref, lambda idx: ce(ref(task.x[idx]), task.y[idx]), task.num_samples,
+                      epochs=algo.cfg.local_epochs, batch_size=algo.cfg.batch_size, opt=opt, gen=gen)
     assert all(torch.equal(got.state[k], v) for k, v in ref.state_dict().items())
     assert got.loss == loss and got.num_samples == task.num_samples == algo.world.clients[1].num_samples
     assert not all(torch.equal(got.state[k], start_before[k]) for k in start_before)  # it did train

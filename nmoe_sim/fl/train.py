@@ -57,17 +57,6 @@ def run_epochs(
     return run_plan(model, loss_fn, (minibatches(n, batch_size, gen) for _ in range(epochs)), opt)
 
 
-def train_supervised(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, batch_size: int,
-    lr: float, momentum: float, weight_decay: float, gen: torch.Generator,
-) -> float:
-    """Cross-entropy training of ``model`` on (x, y); returns the last epoch's mean loss."""
-    opt = make_sgd(list(model.parameters()), lr, momentum, weight_decay)
-    ce = nn.CrossEntropyLoss()
-    return run_epochs(model, lambda idx: ce(model(x[idx]), y[idx]), len(y),
-                      epochs=epochs, batch_size=batch_size, opt=opt, gen=gen)
-
-
 @torch.no_grad()
 def predict_batched(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
     """Apply ``fn`` in eval batches (bounded memory on large query sets)."""

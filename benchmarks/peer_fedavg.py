@@ -1,6 +1,7 @@
 #!/usr/bin/env python
 """One exact FedAvg workload run two ways in one process: a plain sequential PyTorch loop,
-and nmoe-sim's round driver and executor on an ideal network (a figure, not a test).
+and nmoe-sim's round driver on an ideal network with its local and its batched executor
+(a figure, not a test).
 
 Workload (fixed, so that other simulators can be measured on it too): Fashion-MNIST
 60,000 training / 10,000 test images from Debian's IDX files, pixels / 255, no
@@ -11,9 +12,10 @@ Linear(3136,128)-ReLU-Linear(128,10)``; 1 local epoch, batch 32 (last partial ba
 order ``default_rng([0, r, k]).permutation(n_k)``; SGD lr 0.05, no momentum, a fresh
 optimiser each round; sample-weighted FedAvg. K=10 R=3 and K=100 R=2 by default.
 
-For each (K, R) it runs the two ways alternately ``--repeat`` times and prints the
-training samples per second of each (median), their ratio, the final test accuracy of
-both (they must agree closely: same data, order and arithmetic), and the achieved
+For each (K, R) it runs the three ways alternately ``--repeat`` times and prints the
+training samples per second of each (median), their ratios to the plain loop, the final
+test accuracy of each (they must agree closely: same data, order and arithmetic), and the
+achieved
 training GFLOP/s against a 2048 x 2048 float32 matmul at the same thread count.
 
     python benchmarks/peer_fedavg.py                 # K=10 R=3 and K=100 R=2
@@ -131,10 +133,12 @@ class BenchFedAvg(RoundAlgorithm):
         self.global_state = fedavg([r.update["state"] for r in results], [r.num_samples for r in results])
 
 
-def nmoe(parts: list[tuple[torch.Tensor, torch.Tensor]], rounds: int, flops: float) -> dict[str, torch.Tensor]:
+def nmoe(parts: list[tuple[torch.Tensor, torch.Tensor]], rounds: int, flops: float,
+         executor: str) -> dict[str, torch.Tensor]:
     k = len(parts)
     cfg = build_scenario(resolve_presets({"name": "peer_fedavg", "data": {"dataset": "digits", "clients": k},
-                                          "network": {"channel": "ideal", "topology": {"kind": "star"}}}))
+                                          "network": {"channel": "ideal", "topology": {"kind": "star"}},
+                                          "runtime": {"executor": executor}}))
     world = build_world(cfg, SeedStreams(0))  # its topology, devices and network only
     sim = world.new_sim("fedavg")
     algo = BenchFedAvg(parts, flops)
@@ -174,16 +178,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"Fashion-MNIST {len(y)} / {len(yt)}, CNN {flops / 1e6:.1f} MFLOP per training sample, "
           f"{args.threads} torch threads; 2048^2 matmul: {matmul_gflops():.1f} GFLOP/s")
     plain([(x[:64], y[:64])], 1)  # warm-up: the first run of a process pays allocator and kernel setup
+    warm = [(x[i * 512 : (i + 1) * 512], y[i * 512 : (i + 1) * 512]) for i in range(4)]
+    nmoe(warm, 1, flops, "batched")  # ... and the batched executor starts its workers once per process
     perm = np.random.default_rng(0).permutation(len(y))
     for size in args.sizes:
         k, rounds = (int(v) for v in size.split(":"))
         parts = [(x[torch.from_numpy(p)], y[torch.from_numpy(p)]) for p in np.array_split(perm, k)]
         samples = rounds * len(y)
-        walls: dict[str, list[float]] = {"plain loop": [], "nmoe-sim (local executor)": []}
+        ways = {"plain loop": lambda: plain(parts, rounds),
+                "nmoe-sim (local executor)": lambda: nmoe(parts, rounds, flops, "local"),
+                "nmoe-sim (batched executor)": lambda: nmoe(parts, rounds, flops, "batched")}
+        walls: dict[str, list[float]] = {name: [] for name in ways}
         acc: dict[str, float] = {}
-        for _ in range(args.repeat):  # interleaved: the two ways meet the same machine load
-            for name, run in (("plain loop", lambda: plain(parts, rounds)),
-                              ("nmoe-sim (local executor)", lambda: nmoe(parts, rounds, flops))):
+        for _ in range(args.repeat):  # interleaved: the ways meet the same machine load
+            for name, run in ways.items():
                 t0 = time.perf_counter()
                 state = run()
                 walls[name].append(time.perf_counter() - t0)
@@ -196,7 +204,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             rate[name] = samples / statistics.median(w)
             print(f"  {name:28} {rate[name]:8.0f} samples/s  ({rate[name] * flops / 1e9:5.1f} GFLOP/s)  "
                   f"test accuracy {acc[name]:.4f}  (walls {', '.join(f'{v:.1f}' for v in w)} s)")
-        print(f"  nmoe-sim / plain: {rate['nmoe-sim (local executor)'] / rate['plain loop']:.2f}x")
+        for name in list(ways)[1:]:
+            print(f"  {name} / plain: {rate[name] / rate['plain loop']:.2f}x")
     return 0
 
 

@@ -307,15 +307,28 @@ class SweepConfig(Strict):
 class RuntimeConfig(Strict):
     """How the host runs the real computation (not what it costs in simulated time)."""
 
-    executor: Literal["local"] = Field(
-        "local", description="how client work runs on the host: local (the reference, one task "
-        "at a time); it never changes simulated time, bytes or energy")
-    torch_threads: int = Field(
-        1, ge=1, le=256,
-        description="PyTorch intra-op threads. 1 by default: the models are small, so more "
-        "threads mostly add contention (on a busy 2-core box, 20x slower). The count changes "
+    executor: Literal["local", "batched"] = Field(
+        "batched", description="how client work runs on the host: local (the reference, one task "
+        "at a time) or batched (a round's tasks together, one worker process per core; equal to "
+        "local at one torch thread). It never changes simulated time, bytes or energy")
+    workers: int | Literal["auto"] = Field(
+        "auto", description="worker processes of the batched executor: a count, or auto for the "
+        "cores this process may use")
+    device: Literal["cpu", "cuda"] = Field(
+        "cpu", description="where tasks train: cpu, or cuda (a GPU; refused when none is present)")
+    torch_threads: int | Literal["auto"] = Field(
+        1, description="PyTorch intra-op threads of this process (workers always use 1). 1 by "
+        "default: the models are small, so more threads mostly add contention. auto: all cores "
+        "for models large enough to pay (see docs/architecture.md), else 1. The count changes "
         "float reduction order, so runs agree bit for bit only at the same count",
     )
+
+    @field_validator("workers", "torch_threads", mode="before")
+    @classmethod
+    def _count(cls, v: Any, info: ValidationInfo) -> Any:
+        if v != "auto" and (isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 256):
+            raise ValueError(f"must be auto or a count from 1 to 256, got {v!r}")
+        return v
 
 
 class OutputConfig(Strict):

@@ -16,6 +16,8 @@ from typing import Any, Callable, Iterator
 import torch
 
 from nmoe_sim.config import Scenario, dump_yaml
+from nmoe_sim.engine.executors import auto_torch_threads
+from nmoe_sim.errors import ConfigError
 from nmoe_sim.results import atomic_write_text, write_csv, write_json, write_records
 from nmoe_sim.seeds import SeedStreams
 from nmoe_sim.systems import SYSTEMS
@@ -24,8 +26,15 @@ from nmoe_sim.world import Sim, World, build_world
 
 def run(cfg: Scenario, run_dir: Path, on_record: Callable[[Any], None] | None = None) -> dict[str, Any]:
     """Run a validated scenario into ``run_dir`` (which must exist); returns metrics.json's content."""
-    with torch_threads(cfg.runtime.torch_threads):
+    check_device(cfg.runtime.device)
+    with torch_threads(1 if cfg.runtime.torch_threads == "auto" else cfg.runtime.torch_threads):
         return _run(cfg, run_dir, on_record)
+
+
+def check_device(device: str) -> None:
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("runtime.device: cuda asked for, but this machine has no CUDA device "
+                          "(torch.cuda.is_available() is False); use cpu")
 
 
 @contextmanager
@@ -44,6 +53,8 @@ def _run(cfg: Scenario, run_dir: Path, on_record: Callable[[Any], None] | None) 
     system = SYSTEMS.get(cfg.system, "system")(cfg)
     atomic_write_text(run_dir / "config.yaml", dump_yaml(cfg))
     world = build_world(cfg, SeedStreams(cfg.seed))
+    if cfg.runtime.torch_threads == "auto":
+        torch.set_num_threads(auto_torch_threads(cfg, world.dataset.input_shape))
     if on_record is not None:
         world.recorder.listeners.append(on_record)
     outcome = system.run(world)

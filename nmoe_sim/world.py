@@ -92,7 +92,7 @@ class Sim:
         )
         executor_cls = EXECUTORS.get(world.cfg.runtime.executor, "runtime.executor")
         self.executor = executor_cls(self.env, world.profiles, world.recorder, system=system,
-                                     infrastructure=self.net.infrastructure)
+                                     infrastructure=self.net.infrastructure, runtime=world.cfg.runtime)
 
     def record_round(self, scope: CostScope, stage: str, rnd: int, rounds_total: int, start_s: float,
                      participants: int, failures: int, scores: tuple[float, float] | None) -> None:

@@ -82,8 +82,8 @@ def summarize(run_dir: Path) -> dict[str, Any]:
     return metrics
 
 
-def run_case(name: str) -> dict[str, Any]:
-    """Run one case into a temporary directory and return its summary."""
+def run_case(name: str, extra: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Run one case (with ``extra`` overrides) into a temporary directory; return its summary."""
     import torch
 
     from nmoe_sim.config import load_scenario
@@ -91,7 +91,7 @@ def run_case(name: str) -> dict[str, Any]:
     path, overrides, _ = CASES[name]
     from nmoe_sim.runner import run
 
-    cfg = load_scenario(REPO_ROOT / path, list(overrides))
+    cfg = load_scenario(REPO_ROOT / path, [*overrides, *extra])
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(tmp) / "run"

@@ -19,7 +19,8 @@ from test_rounds import drive
 
 def test_plan_drawn_in_advance_equals_shuffling_each_epoch() -> None:
     a, b = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
-    plan = draw_plan(10, 3, 4, a)
+    plan, draws = draw_plan(10, 3, 4, a)
+    assert draws is None
     lazy = [list(minibatches(10, 4, b)) for _ in range(3)]
     assert [[t.tolist() for t in epoch] for epoch in plan] == [[t.tolist() for t in epoch] for epoch in lazy]
     assert [len(t) for t in plan[0]] == [4, 4, 2]  # the last batch is kept, short

@@ -1,27 +1,52 @@
 """Executors: the one interface through which local computation is asked for and charged.
 
 Simulated time is charged as ``flops / flops_per_s`` of the node's device profile, never
-host wall time, so results do not depend on the machine. Each node computes one job at a
-time (a ``simpy.Resource`` of capacity 1): an expert that many clients query at once
-queues them. Work comes in two forms: a described :class:`~nmoe_sim.engine.tasks.TrainTask`
-(``run``), which the executor owns running, and, for work not yet described as a task, a
-closure (``compute(fn=...)``). ``local``, the reference, runs each piece of real work on
-the host the moment its simulated computation starts, one at a time.
+host wall time, so results do not depend on the machine or the executor. Each node
+computes one job at a time (a ``simpy.Resource`` of capacity 1): an expert that many
+clients query at once queues them.
+
+Work comes in two forms. A described :class:`~nmoe_sim.engine.tasks.TrainTask` is
+``submit``-ted: the returned :class:`Job` is charged on its node in simulated time, and
+its real result is asked for later with ``gather`` (typically when a round closes). Since
+a task's FLOPs and upload size are known before it runs, the simulation never waits on
+the host, and an executor is free to run a whole round's tasks together. Work not
+described as a task (feature extraction, expert evaluation, serving a query) is a closure
+run the moment its simulated computation starts (``compute(fn=...)``).
+
+* ``local``, the reference: ``gather`` runs the jobs one at a time, in order, in this
+  process.
+* ``batched``: ``gather`` runs the jobs of one call together, sharded over one worker
+  process per core (:mod:`nmoe_sim.engine.pool`); ``benchmarks/batching_options.py``
+  measured this fastest here of the ways to batch (docs/architecture.md). Small batches
+  stay in this process, where the hand-over would cost more than it saves.
 """
 
 from __future__ import annotations
 
 import copy
-from typing import Any, Callable, Generator, Hashable, TypeVar
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable, Generator, Hashable, Sequence, TypeVar
 
 import simpy
+import torch
 
-from nmoe_sim.config import DeviceProfile
+from nmoe_sim.config import DeviceProfile, RuntimeConfig
 from nmoe_sim.engine.tasks import TaskResult, TrainTask, execute
 from nmoe_sim.record import ComputeRecord, Recorder
 from nmoe_sim.registry import Registry
 
 T = TypeVar("T")
+
+
+@dataclass(eq=False)
+class Job:
+    """A submitted task: ``charged`` is the SimPy process of its simulated computation."""
+
+    task: TrainTask
+    charged: simpy.Process | None = None
+    started: bool = False  # the node began computing it (a job interrupted later still ran)
+    result: TaskResult | None = field(default=None, repr=False)
 
 
 class LocalExecutor:
@@ -32,25 +57,48 @@ class LocalExecutor:
     """
 
     def __init__(self, env: simpy.Environment, profiles: dict[Hashable, DeviceProfile], recorder: Recorder,
-                 *, system: str, infrastructure: frozenset[Hashable] = frozenset()) -> None:
+                 *, system: str, infrastructure: frozenset[Hashable] = frozenset(),
+                 runtime: RuntimeConfig | None = None) -> None:
         self.env = env
         self.profiles = profiles
         self.recorder = recorder
         self.system = system
         self.infrastructure = infrastructure
+        self.runtime = runtime or RuntimeConfig()
+        self.device = torch.device(self.runtime.device)
         self._cpu = {node: simpy.Resource(env, capacity=1) for node in profiles}
-        self._scratch: dict[int, Any] = {}  # id(template) -> this executor's copy
+        self._scratch: dict[int, Any] = {}  # id(template) -> (template, this executor's copy)
 
-    def run(self, task: TrainTask, *, stage: str, tag: str) -> simpy.Process:
-        """Charge ``task.flops`` on ``task.node`` and run the task; the value is a TaskResult."""
-        return self.compute(task.node, task.flops, stage=stage, tag=tag, fn=lambda: self._execute(task))
+    # ------------------------------------------------------------------ described tasks
+    def submit(self, task: TrainTask, *, stage: str, tag: str) -> Job:
+        """Charge ``task.flops`` on ``task.node``; the real work waits for ``gather``."""
+        job = Job(task)
+
+        def started() -> None:
+            job.started = True
+
+        job.charged = self.env.process(self._run(task.node, task.flops, stage, tag, started))
+        return job
+
+    def gather(self, jobs: Sequence[Job]) -> list[TaskResult]:
+        """The results of ``jobs`` (each must have started), running those not yet run."""
+        if not all(j.started for j in jobs):
+            raise RuntimeError("gather() of a job whose computation never started")
+        todo = [j for j in jobs if j.result is None]
+        for job, result in zip(todo, self._execute_all([j.task for j in todo])):
+            job.result = result
+        return [j.result for j in jobs]  # type: ignore[misc]
+
+    def _execute_all(self, tasks: Sequence[TrainTask]) -> list[TaskResult]:
+        return [self._execute(t) for t in tasks]
 
     def _execute(self, task: TrainTask) -> TaskResult:
         key = id(task.template)
         if key not in self._scratch:
             self._scratch[key] = (task.template, copy.deepcopy(task.template))  # keep the template alive
-        return execute(task, self._scratch[key][1])
+        return execute(task, self._scratch[key][1], self.device)
 
+    # ------------------------------------------------------------------ closures
     def compute_time_s(self, node: Hashable, flops: float) -> float:
         return flops / self.profiles[node].flops_per_s
 
@@ -77,6 +125,60 @@ class LocalExecutor:
         return result
 
 
+# Below this many training FLOPs in one gather (about 0.25 s on one core here), handing the
+# tasks to the workers costs more than it saves (benchmarks/batching_options.py measures
+# the hand-over), so the batch runs in this process.
+MIN_POOL_FLOPS = 5e9
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its affinity mask, not the machine's count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def worker_count(runtime: RuntimeConfig) -> int:
+    """``runtime.workers``: a count, or ``auto`` for one per available core."""
+    return available_cores() if runtime.workers == "auto" else int(runtime.workers)
+
+
+# Intra-op threads pay from about this many training FLOPs per SGD step on this 2-core
+# machine: measured 1 vs 2 threads, the digits FE (8x8 inputs) ran 0.3-0.5x as fast with 2
+# threads at batch 32-64 (about 20 MFLOP a step) and 1.4x at batch 256; every 28x28 and
+# 32x32 FE measured 1.5-1.8x from batch 32 (200 MFLOP a step and more).
+AUTO_THREADS_MIN_STEP_FLOPS = 5e7
+
+
+def auto_torch_threads(cfg: Any, input_shape: tuple[int, int, int]) -> int:
+    """``runtime.torch_threads: auto``: every core when a stage-1 step of the scenario's FE is
+    large enough for threads to pay, else 1."""
+    from nmoe_sim.models import FeatureExtractor, train_flops_per_sample
+
+    with torch.random.fork_rng(devices=[]):  # a throw-away model must not move the global RNG
+        fe = FeatureExtractor(input_shape, cfg.model.fe_channels, cfg.model.feature_dim)
+    step = train_flops_per_sample(fe, input_shape) * cfg.stage1.batch_size
+    return available_cores() if step >= AUTO_THREADS_MIN_STEP_FLOPS else 1
+
+
+class BatchedExecutor(LocalExecutor):
+    """Runs each gather's tasks together, sharded over one single-threaded worker per core.
+
+    Tasks are pure functions of their inputs, and every worker runs them with the same
+    reference :func:`~nmoe_sim.engine.tasks.execute` at one thread, so results equal the
+    local executor's at ``torch_threads: 1`` (the golden results hold under both). On a
+    GPU the tasks run in this process, one after another, on the device.
+    """
+
+    def _execute_all(self, tasks: Sequence[TrainTask]) -> list[TaskResult]:
+        workers = worker_count(self.runtime)
+        if (self.device.type != "cpu" or workers < 2 or len(tasks) < 2
+                or sum(t.flops for t in tasks) < MIN_POOL_FLOPS):
+            return super()._execute_all(tasks)
+        from nmoe_sim.engine.pool import run_sharded
+
+        return run_sharded(tasks, workers)
+
+
 # runtime.executor -> the executor class each Sim builds.
 EXECUTORS: Registry[type[LocalExecutor]] = Registry("executor")
 EXECUTORS.register("local")(LocalExecutor)
+EXECUTORS.register("batched")(BatchedExecutor)

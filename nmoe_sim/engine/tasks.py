@@ -2,49 +2,50 @@
 
 A :class:`TrainTask` says everything an executor needs and nothing about how to run it:
 the architecture (a template module, never trained in), the parameters it starts from,
-the client's data, the minibatch plan drawn in advance from that client's own generator,
-a registered pure loss, the optimiser's hyper-parameters, and the FLOPs and upload size,
-both known before it runs. :func:`execute` is the reference way to run one (one task at a
-time in a module the caller owns); other executors must give the same result within
-float tolerance. Algorithms build tasks and read results; they never train inside shared
-modules while a client computes.
+the client's data, the minibatch plan drawn in advance from that client's own generator
+(with any per-batch random draws the loss needs, such as FedSC's view seeds or the gate's
+noise), a registered pure loss (:mod:`nmoe_sim.engine.losses`) and its constant arguments,
+the optimiser's hyper-parameters, and the FLOPs and upload size, both known before it
+runs. :func:`execute` is the reference way to run one (in a module the caller owns);
+other executors must give the same result within float tolerance. Algorithms build tasks
+and read results; they never train inside shared modules while a client computes.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable, Hashable
+from dataclasses import dataclass, field
+from typing import Any, Callable, Hashable, Mapping
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
-from nmoe_sim.fl.train import run_plan
-from nmoe_sim.registry import Registry
+from nmoe_sim.engine.losses import LOSSES, REPORTS, Batch
 
 State = dict[str, torch.Tensor]
-# A pure loss: (module in train mode, inputs of the batch, targets of the batch) -> scalar.
-Loss = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
-LOSSES: Registry[Loss] = Registry("loss")
+Plan = tuple[tuple[torch.Tensor, ...], ...]  # per epoch, the index batches in order
+# (batch size, the client's generator) -> what the loss of that batch needs drawn
+BatchDraw = Callable[[int, torch.Generator], Any]
 
 
-@LOSSES.register("cross_entropy")
-def cross_entropy(module: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(module(x), y)
+def draw_plan(n: int, epochs: int, batch_size: int, gen: torch.Generator,
+              per_batch: BatchDraw | None = None) -> tuple[Plan, tuple[tuple[Any, ...], ...] | None]:
+    """Per epoch, shuffled index batches covering ``n`` samples once (the last may be short),
+    and per batch what ``per_batch`` draws for it (None without one).
 
-
-def draw_plan(n: int, epochs: int, batch_size: int, gen: torch.Generator) -> tuple[tuple[torch.Tensor, ...], ...]:
-    """Per epoch, shuffled index batches covering ``n`` samples once (the last may be short).
-
-    Drawn in advance, one permutation per epoch in order, from the client's generator: the
-    same draws a loop shuffling at the start of each epoch makes, when nothing else draws
-    from that generator in between.
+    Drawn in advance from the client's generator in the order a training loop would draw
+    them: one permutation at the start of each epoch, then each batch's own draws before the
+    next batch. So a task planned here consumes the stream exactly as a loop that shuffles
+    and draws in place does, and the generator ends where that loop would leave it.
     """
-    plan = []
+    plan: list[tuple[torch.Tensor, ...]] = []
+    draws: list[tuple[Any, ...]] = []
     for _ in range(epochs):
         order = torch.randperm(n, generator=gen)
-        plan.append(tuple(order[i : i + batch_size] for i in range(0, n, batch_size)))
-    return tuple(plan)
+        batches = tuple(order[i : i + batch_size] for i in range(0, n, batch_size))
+        plan.append(batches)
+        if per_batch is not None:
+            draws.append(tuple(per_batch(len(idx), gen) for idx in batches))
+    return tuple(plan), (tuple(draws) if per_batch is not None else None)
 
 
 @dataclass(frozen=True, eq=False)
@@ -57,13 +58,17 @@ class TrainTask:
     start: State  # parameters and buffers to start from; read only
     x: torch.Tensor  # (n, ...) the client's inputs
     y: torch.Tensor  # (n,)
-    plan: tuple[tuple[torch.Tensor, ...], ...]  # per epoch, the index batches in order
+    plan: Plan
     loss: str  # a LOSSES name
     lr: float
     momentum: float
     weight_decay: float
     flops: float  # charged as flops / the node's FLOP/s
     upload_bytes: int
+    draws: tuple[tuple[Any, ...], ...] | None = None  # per epoch and batch, the loss's random draws
+    aux: Mapping[str, torch.Tensor] = field(default_factory=dict)  # per-sample extras, indexed like x
+    args: Mapping[str, Any] = field(default_factory=dict)  # the loss's constant arguments
+    report: str | None = None  # a REPORTS name, measured on the trained module
 
     @property
     def num_samples(self) -> int:
@@ -77,14 +82,49 @@ class TaskResult:
     num_samples: int
     upload_bytes: int
     loss: float  # mean loss over the last epoch
+    stat: torch.Tensor | None = None  # the loss's statistic, sample-weighted over the last epoch
+    report: Any = None  # what the task's report measured after training
 
 
-def execute(task: TrainTask, module: nn.Module) -> TaskResult:
-    """Run ``task`` in ``module`` (the caller's, of the template's architecture)."""
+def _to(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    return t if t.device == device else t.to(device)
+
+
+def execute(task: TrainTask, module: nn.Module, device: torch.device | str = "cpu") -> TaskResult:
+    """Run ``task`` in ``module`` (the caller's, of the template's architecture) on ``device``.
+
+    The result's tensors are on the CPU whatever the device.
+    """
+    device = torch.device(device)
+    module.to(device)
     module.load_state_dict(task.start)
     loss_of = LOSSES.get(task.loss, "loss")
+    x, y = _to(task.x, device), _to(task.y, device)
+    aux = {k: _to(v, device) for k, v in task.aux.items()}
     opt = torch.optim.SGD(list(module.parameters()), lr=task.lr, momentum=task.momentum,
                           weight_decay=task.weight_decay)
-    last = run_plan(module, lambda idx: loss_of(module, task.x[idx], task.y[idx]), task.plan, opt)
-    state = {k: v.detach().clone() for k, v in module.state_dict().items()}
-    return TaskResult(task.client, state, task.num_samples, task.upload_bytes, last)
+    module.train()
+    last, stats = 0.0, []
+    for e, epoch in enumerate(task.plan):
+        total, count, stats = 0.0, 0, []
+        for b, idx in enumerate(epoch):
+            draw = task.draws[e][b] if task.draws is not None else None
+            idx_d = _to(idx, device)
+            out = loss_of(module, Batch(x[idx_d], y[idx_d], {k: v[idx_d] for k, v in aux.items()}, draw, task.args))
+            loss, stat = out if isinstance(out, tuple) else (out, None)
+            if stat is not None:
+                stats.append(stat * len(idx))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(idx)
+            count += len(idx)
+        last = total / max(count, 1)
+    stat_mean = torch.stack(stats).sum(0).cpu() / task.num_samples if stats else None
+    report = None
+    if task.report is not None:
+        module.eval()
+        with torch.no_grad():
+            report = REPORTS.get(task.report, "report")(module, task)
+    state = {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
+    return TaskResult(task.client, state, task.num_samples, task.upload_bytes, last, stat_mean, report)

@@ -16,6 +16,7 @@ import numpy as np
 import simpy
 
 from nmoe_sim.config import TrainConfig
+from nmoe_sim.engine.executors import Job
 from nmoe_sim.engine.tasks import TaskResult, TrainTask
 from nmoe_sim.record import RoundRecord
 
@@ -28,6 +29,13 @@ class LocalResult:
     update: Any
     num_samples: int
     upload_bytes: int
+
+
+@dataclass(frozen=True)
+class _Trained:
+    """A client whose task was computed and uploaded; its LocalResult comes from ``collect``."""
+
+    client: int
 
 
 @dataclass(frozen=True)
@@ -75,13 +83,21 @@ class RoundAlgorithm(ABC):
     def task(self, rnd: int, client: int) -> TrainTask | None:
         """The client's local work as a described task, for the executor to run.
 
+        Called when the client's download has arrived, the moment its computation starts.
         Return None to give the work as a closure instead (``local_flops`` and
         ``local_update``), the form of algorithms not yet described as tasks.
         """
         return None
 
     def collect(self, rnd: int, client: int, result: TaskResult) -> LocalResult:
-        """Turn the executor's result of ``task(rnd, client)`` into what ``aggregate`` gets."""
+        """Turn the executor's result of ``task(rnd, client)`` into what ``aggregate`` gets.
+
+        Called, in client order once the round has closed, for every task a device
+        computed, including those of clients whose upload then failed or was cut off: a
+        device that trained keeps what it trained (FedGate's personal gate part), even if
+        the server never hears of it. Only the results of clients that succeeded reach
+        ``aggregate``.
+        """
         return LocalResult(client, {"state": result.state}, result.num_samples, result.upload_bytes)
 
     def local_flops(self, rnd: int, client: int) -> float:
@@ -112,7 +128,8 @@ class RoundDriver:
             participants = sample_participants(self.n_clients, cfg.participation, self.rng)
             algo.configure(rnd, participants)
             start_s = env.now
-            procs = [env.process(self._client_round(algo, rnd, c)) for c in participants]
+            jobs: dict[int, Job] = {}  # client -> its submitted task
+            procs = [env.process(self._client_round(algo, rnd, c, jobs)) for c in participants]
             everyone = env.all_of(procs)
             if cfg.deadline_s is None:
                 yield everyone
@@ -122,7 +139,8 @@ class RoundDriver:
                     if proc.is_alive:
                         proc.interrupt("deadline")
                 yield env.all_of(procs)
-            outcomes = [p.value for p in procs]
+            collected = self._collect(algo, rnd, jobs)
+            outcomes = [collected[p.value.client] if isinstance(p.value, _Trained) else p.value for p in procs]
             results = [o for o in outcomes if isinstance(o, LocalResult)]
             failures = [o for o in outcomes if isinstance(o, Failure)]
             algo.aggregate(rnd, results, failures)
@@ -130,7 +148,16 @@ class RoundDriver:
             self.sim.record_round(scope, algo.stage, rnd, cfg.rounds, start_s, len(participants), len(failures),
                                   scores)
 
-    def _client_round(self, algo: RoundAlgorithm, rnd: int, client: int) -> Generator[simpy.Event, Any, Any]:
+    def _collect(self, algo: RoundAlgorithm, rnd: int, jobs: dict[int, Job]) -> dict[int, LocalResult]:
+        """The round's real work, all at once: every task a device started, run by the executor."""
+        ran = [jobs[c] for c in sorted(jobs) if jobs[c].started]
+        if not ran:
+            return {}
+        return {job.task.client: algo.collect(rnd, job.task.client, res)
+                for job, res in zip(ran, self.sim.executor.gather(ran))}
+
+    def _client_round(self, algo: RoundAlgorithm, rnd: int, client: int,
+                      jobs: dict[int, Job]) -> Generator[simpy.Event, Any, Any]:
         sim = self.sim
         transfer: simpy.Process | None = None
         phase = "download"
@@ -144,18 +171,22 @@ class RoundDriver:
                     return Failure(client, phase, rec.reason)
             phase = "compute"
             task = algo.task(rnd, client)
-            result: LocalResult
+            result: LocalResult | _Trained
             if task is not None:
-                done = yield sim.executor.run(task, stage=algo.stage, tag=f"r{rnd}/train")
-                result = algo.collect(rnd, client, done)
+                # The upload's size is known before the work runs, so the simulation goes on
+                # and the executor runs the task when the round closes (with the others).
+                job = jobs[client] = sim.executor.submit(task, stage=algo.stage, tag=f"r{rnd}/train")
+                yield job.charged
+                result, upload_bytes = _Trained(client), task.upload_bytes
             else:
                 result = yield sim.executor.compute(
                     client, algo.local_flops(rnd, client), stage=algo.stage, tag=f"r{rnd}/train",
                     fn=lambda: algo.local_update(rnd, client),
                 )
+                upload_bytes = result.upload_bytes
             phase = "upload"
-            if result.upload_bytes > 0:
-                transfer = sim.net.transfer(client, BS, result.upload_bytes, stage=algo.stage, tag=f"r{rnd}/up")
+            if upload_bytes > 0:
+                transfer = sim.net.transfer(client, BS, upload_bytes, stage=algo.stage, tag=f"r{rnd}/up")
                 rec = yield transfer
                 transfer = None
                 if not rec.delivered:

@@ -76,7 +76,7 @@ class FedCE(FederatedFE):
         return TrainTask(
             client=client, node=client, template=self.model, start=self.global_state,
             x=data.x_train, y=data.y_train,
-            plan=draw_plan(data.num_samples, cfg.local_epochs, cfg.batch_size, self.gens[client]),
+            plan=draw_plan(data.num_samples, cfg.local_epochs, cfg.batch_size, self.gens[client])[0],
             loss="cross_entropy", lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
             flops=cfg.local_epochs * data.num_samples * self.train_flops, upload_bytes=self.model_bytes,
         )

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from nmoe_sim.fl.rounds import BS
+from nmoe_sim.engine.executors import Job
 from nmoe_sim.engine.tasks import TrainTask, draw_plan
 from nmoe_sim.fl.train import predict_batched
 from nmoe_sim.models import Expert, FeatureExtractor, Standardize, forward_flops_per_sample, train_flops_per_sample
@@ -65,6 +66,7 @@ def train_experts(world: World, sim: Sim, fe: FeatureExtractor) -> Generator[
     pooled = pooled_standardizer([uploaded[i] for i in sorted(uploaded)]) if uploaded else None
     standardizers: list[Standardize] = [pooled_standardizer([feature_moments(r)]) for r in raw]
     feats: list[torch.Tensor] = [torch.empty(0)] * n_clients
+    jobs: list[Job] = []
 
     def train(i: int) -> Generator[simpy.Event, Any, None]:
         data = world.clients[i]
@@ -79,14 +81,17 @@ def train_experts(world: World, sim: Sim, fe: FeatureExtractor) -> Generator[
         task = TrainTask(
             client=i, node=i, template=experts[0],
             start={k: v.detach().clone() for k, v in experts[i].state_dict().items()}, x=feats[i], y=data.y_train,
-            plan=draw_plan(data.num_samples, s2.epochs, s2.batch_size, gen), loss="cross_entropy",
+            plan=draw_plan(data.num_samples, s2.epochs, s2.batch_size, gen)[0], loss="cross_entropy",
             lr=s2.lr, momentum=s2.momentum, weight_decay=s2.weight_decay,
             flops=s2.epochs * data.num_samples * expert_flops, upload_bytes=0,  # the expert stays on the device
         )
-        done = yield sim.executor.run(task, stage=STAGE, tag="train")
-        experts[i].load_state_dict(done.state)
+        jobs.append(sim.executor.submit(task, stage=STAGE, tag="train"))
+        yield jobs[-1].charged
 
     yield sim.env.all_of([sim.env.process(train(i)) for i in range(n_clients)])
+    # Every expert trains at once (their tasks are independent), once all have been charged.
+    for job, done in zip(jobs, sim.executor.gather(jobs)):
+        experts[job.task.client].load_state_dict(done.state)
     for e in experts:
         e.eval()
     return experts, feats, [nn.Sequential(fe, s).eval() for s in standardizers]

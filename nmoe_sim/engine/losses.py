@@ -1,0 +1,137 @@
+"""The registered pure losses and post-training reports a :class:`~nmoe_sim.engine.tasks.TrainTask` names.
+
+A loss is ``(module in train mode, batch) -> loss`` or ``-> (loss, stat)``: it reads only
+the module, the batch (its inputs, targets, per-sample extras, the random draws made for
+it when the task was built, and the task's constant arguments) and no other state, so
+any executor in any process computes the same thing. A ``stat`` is a per-batch statistic
+the executor averages over the last epoch (sample-weighted), e.g. FedSC's correlation
+matrix. A report is measured once on the trained module (eval mode, no gradients).
+
+Everything a worker process needs to run a task is registered here, so importing this
+module is enough to make every task runnable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from nmoe_sim.fl.fedsc_loss import clip_norm, correlation, spectral_loss
+from nmoe_sim.registry import Registry
+
+
+@dataclass(frozen=True)
+class Batch:
+    x: torch.Tensor  # (B, ...) inputs
+    y: torch.Tensor  # (B,) targets
+    aux: Mapping[str, torch.Tensor]  # per-sample extras of the batch, e.g. gate targets (B, E, K)
+    draw: Any  # the random material drawn for this batch when the task was built (or None)
+    args: Mapping[str, Any]  # the task's constant arguments
+
+
+LossOut = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
+Loss = Callable[[nn.Module, Batch], LossOut]
+LOSSES: Registry[Loss] = Registry("loss")
+# (trained module in eval mode, the task) -> whatever the algorithm reads back.
+Report = Callable[[nn.Module, Any], Any]
+REPORTS: Registry[Report] = Registry("report")
+
+
+def generator_from(state: torch.Tensor | None) -> torch.Generator | None:
+    """A CPU generator resumed at ``state`` (a ``Generator.get_state()`` snapshot); None for None."""
+    if state is None:
+        return None
+    gen = torch.Generator()
+    gen.set_state(state)
+    return gen
+
+
+def draw_generator_state(numel_per_sample: int) -> Callable[[int, torch.Generator], torch.Tensor]:
+    """A batch draw for a loss that samples ``numel_per_sample`` normals per sample.
+
+    It snapshots the client's generator and then advances it by exactly the draws the loss
+    will make from the snapshot (``torch.randn((B, numel_per_sample))``), so the stream
+    continues where a loss drawing in place would have left it. A 5 kB state per batch
+    instead of the noise itself keeps a 1,000-expert gate's plan small.
+    """
+    def draw(batch_size: int, gen: torch.Generator) -> torch.Tensor:
+        state = gen.get_state()
+        torch.randn((batch_size, numel_per_sample), generator=gen)
+        return state
+    return draw
+
+
+@LOSSES.register("cross_entropy")
+def cross_entropy(module: nn.Module, b: Batch) -> torch.Tensor:
+    return F.cross_entropy(module(b.x), b.y)
+
+
+@LOSSES.register("fedsc_spectral")
+def fedsc_spectral(module: nn.Module, b: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """FedSC's two-view spectral loss; the stat is the views' correlation R_loc (P, P).
+
+    ``draw`` holds the two views' seeds; ``args``: ``views`` (a ViewAugmenter), ``mu`` (the
+    squared clipping radius), ``alpha`` and ``r_ext`` (the other clients' mean correlation,
+    or None).
+    """
+    views, mu = b.args["views"], b.args["mu"]
+    z1 = clip_norm(module(views.apply(b.x, b.draw[0])), mu)  # (B,P)
+    z0 = clip_norm(module(views.apply(b.x, b.draw[1])), mu)  # (B,P)
+    stat = correlation(z1.detach(), z0.detach())
+    return spectral_loss(z1, z0, b.args["alpha"], b.args["r_ext"]), stat
+
+
+# --------------------------------------------------------------------------- the gate
+# A gate target: (gate logits (B,E), true-class probability of every expert (B,E),
+# available experts (E,) bool) -> loss. Named by ``stage3.target``.
+GATE_TARGETS: Registry[Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]] = Registry("gate target")
+
+
+@GATE_TARGETS.register("best_expert")
+def best_expert_loss(logits: torch.Tensor, true_p: torch.Tensor, available: torch.Tensor) -> torch.Tensor:
+    """Classify the expert that gives the true class the highest probability."""
+    target = true_p.masked_fill(~available, -1.0).argmax(1)
+    return F.cross_entropy(logits.masked_fill(~available, -1e9), target)
+
+
+@GATE_TARGETS.register("moe_loss")
+def moe_loss(logits: torch.Tensor, true_p: torch.Tensor, available: torch.Tensor) -> torch.Tensor:
+    """Negative log-likelihood of the dense mixture sum_j softmax(logits)_j p_j(y)."""
+    g = torch.softmax(logits.masked_fill(~available, -1e9), dim=1)  # (B,E)
+    return -torch.log((g * true_p).sum(1).clamp_min(1e-12)).mean()
+
+
+@LOSSES.register("gate")
+def gate(module: nn.Module, b: Batch) -> torch.Tensor:
+    """A noisy gate on frozen features against every expert's output (``aux['probs']`` (B,E,K)).
+
+    ``draw`` is the generator state the gate noise starts from; ``args``: ``target`` (a
+    GATE_TARGETS name) and ``available`` (E,) bool.
+    """
+    probs = b.aux["probs"]
+    true_p = probs[torch.arange(len(b.y)), :, b.y]  # (B,E)
+    logits = module(b.x, generator_from(b.draw))
+    return GATE_TARGETS.get(b.args["target"], "stage3.target")(logits, true_p, b.args["available"])
+
+
+@LOSSES.register("central_mixture")
+def central_mixture(module: nn.Module, b: Batch) -> torch.Tensor:
+    """The centralized baseline's dense mixture NLL (``CentralMoE.mixture_nll``), noisy gate."""
+    return module.mixture_nll(b.x, b.y, generator_from(b.draw))  # type: ignore[operator]
+
+
+# --------------------------------------------------------------------------- alignment
+@LOSSES.register("alignment_mixture")
+def alignment_mixture(module: nn.Module, b: Batch) -> torch.Tensor:
+    """Cross-entropy of a client's MoE over the experts it holds (``ClientMoE``)."""
+    return F.cross_entropy(module.mixture(module.fe(b.x))[0], b.y)  # type: ignore[operator]
+
+
+@REPORTS.register("expert_feedback")
+def expert_feedback(module: nn.Module, task: Any) -> Any:
+    """Usage, accuracy and loss of each held expert on the client's data, after training."""
+    return module.feedback(task.x, task.y)  # type: ignore[operator]

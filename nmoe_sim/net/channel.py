@@ -182,6 +182,19 @@ def spectral_efficiency_bps_hz(
     return _like(np.where(snr < cfg.outage_snr_db, 0.0, eff), snr_db)
 
 
+def spectral_efficiency_scalar_bps_hz(cfg: ChannelConfig, snr_db: float) -> float:
+    """:func:`spectral_efficiency_bps_hz` for one finite or -inf SNR, without its array set-up.
+
+    Called once per coherence block of every flow, so it skips ``np.asarray``/``np.errstate``
+    (most of the array version's cost on a scalar). It still runs the registered rate model
+    on a NumPy scalar, never ``math``: NumPy's SIMD ``power``/``log2`` round differently from
+    libm's in the last bit, and the result must equal the array version's exactly (tested).
+    """
+    if not snr_db >= cfg.outage_snr_db:  # below the threshold (or -inf: a deep fade)
+        return 0.0
+    return float(RATE_MODELS.get(cfg.rate_model, "rate_model")(cfg, np.float64(snr_db)))
+
+
 def is_outage(cfg: ChannelConfig, snr_db: float) -> bool:
     """An attempt below the outage threshold carries nothing and is retried."""
     return bool(snr_db < cfg.outage_snr_db)

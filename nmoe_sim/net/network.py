@@ -240,14 +240,12 @@ class Network:
         while hop.attempts < cfg.max_attempts:
             hop.attempts += 1
             sent = yield from self._attempt(hop, link, 8.0 * size_bytes)
-            if sent:
+            if sent is True:
                 if cfg.latency_s > 0:
                     yield self.env.timeout(cfg.latency_s)
                 hop.delivered = True
                 return
-            # Outage: the sender transmits until the ACK timeout, then tries again.
-            hop.wait_start_s = self.env.now
-            yield self.env.timeout(cfg.retx_timeout_s)
+            yield sent if isinstance(sent, simpy.Timeout) else self._retx_wait(hop, link)
             hop.wait_start_s = None
             hop.charge(cfg.retx_timeout_s, rx=False)
 
@@ -257,8 +255,10 @@ class Network:
         hop.snrs_db.append(snr_db)
         return link.cfg.bandwidth_hz * link.spectral_efficiency_bps_hz(snr_db)
 
-    def _attempt(self, hop: _Hop, link: LinkChannel, bits: float) -> Generator[simpy.Event, Any, bool]:
-        """One transmission of the whole payload; False when a block in outage breaks it.
+    def _attempt(self, hop: _Hop, link: LinkChannel,
+                 bits: float) -> Generator[simpy.Event, Any, bool | simpy.Timeout]:
+        """One transmission of the whole payload: True when it got through; on an outage,
+        False, or the retransmission timer already armed when a later block broke it.
 
         ``per_block``: the rate follows every coherence block the attempt spans, and a block
         in outage fails it. ``per_attempt``: the first block's rate holds to the end.
@@ -266,31 +266,62 @@ class Network:
         rate_bps = self._block_rate_bps(hop, link)
         if rate_bps <= 0:
             return False
-        hop.flow = self._radios_busy.start(bits, rate_bps, self._radios(hop.u, hop.v))
+        flow = hop.flow = self._radios_busy.start(bits, rate_bps, self._radios(hop.u, hop.v))
         hop.seg_rate_bps, hop.seg_sent0_bits = rate_bps, 0.0
-        follow = link.cfg.rate_adaptation == "per_block" and link.varies_in_time
-        while True:
-            if not follow:
-                yield hop.flow.done
-                break
-            boundary = self.env.timeout(link.next_block_start_s(self.env.now) - self.env.now)
-            yield hop.flow.done | boundary
-            if hop.flow.done.triggered:
-                break
-            # A new block: re-rate the flow (or drop it in outage), then charge the segment
-            # sent at the old rate (close_segment reads sent_bits as of now).
-            rate_bps = self._block_rate_bps(hop, link)
-            if rate_bps <= 0:
-                self._radios_busy.cancel(hop.flow)
-                hop.close_segment()
-                hop.flow = None
-                return False
-            self._radios_busy.set_rate(hop.flow, rate_bps)
-            hop.close_segment()
-            hop.seg_rate_bps = rate_bps
+        if link.cfg.rate_adaptation == "per_block" and link.varies_in_time:
+            # Block boundaries are handled by timer callbacks, not by waking this process:
+            # a boundary costs two plain events instead of a Timeout, an AnyOf condition and
+            # a generator resumption. The process wakes once, when the flow ends or a block
+            # in outage breaks it.
+            ended = self.env.event()
+            flow.done.callbacks.append(lambda _ev: None if ended.triggered else ended.succeed(True))
+            self._arm_boundary(hop, link, flow, ended)
+            outcome = yield ended
+            if outcome is not True:
+                return outcome
+        else:
+            yield flow.done
         hop.close_segment()  # airtime: the channel's time alone, segment by segment
         hop.flow = None
         return True
+
+    def _arm_boundary(self, hop: _Hop, link: LinkChannel, flow: Flow, ended: simpy.Event) -> None:
+        """Arm the timer of the next coherence-block boundary of ``flow``."""
+        timer = self.env.timeout(link.next_block_start_s(self.env.now) - self.env.now)
+        timer.callbacks.append(lambda _ev: self._at_boundary(hop, link, flow, ended))
+
+    def _at_boundary(self, hop: _Hop, link: LinkChannel, flow: Flow, ended: simpy.Event) -> None:
+        # The flow is re-rated one event after its boundary timer, where a process woken by
+        # the timer through a condition would act: anything already due at this instant (a
+        # round deadline's interrupt, the flow's own completion) acts first, exactly as
+        # when each boundary woke the hop's process, so every result stays bit-identical.
+        step = self.env.event()
+        step.callbacks.append(lambda _ev: self._rerate_block(hop, link, flow, ended))
+        step.succeed()
+
+    def _rerate_block(self, hop: _Hop, link: LinkChannel, flow: Flow, ended: simpy.Event) -> None:
+        """A new block: re-rate the flow (or drop it in outage), then charge the segment sent
+        at the old rate (close_segment reads sent_bits as of now)."""
+        if hop.flow is not flow or not flow.active or ended.triggered:
+            return  # finished, or aborted by an interrupt, before this block began
+        rate_bps = self._block_rate_bps(hop, link)
+        if rate_bps <= 0:
+            self._radios_busy.cancel(flow)
+            hop.close_segment()
+            hop.flow = None
+            # Armed here, at this instant's place in the event order, as the hop's process
+            # would have armed it when the failing boundary woke it.
+            ended.succeed(self._retx_wait(hop, link))
+            return
+        self._radios_busy.set_rate(flow, rate_bps)
+        hop.close_segment()
+        hop.seg_rate_bps = rate_bps
+        self._arm_boundary(hop, link, flow, ended)
+
+    def _retx_wait(self, hop: _Hop, link: LinkChannel) -> simpy.Timeout:
+        """After an outage the sender transmits until the ACK timeout, then tries again."""
+        hop.wait_start_s = self.env.now
+        return self.env.timeout(link.cfg.retx_timeout_s)
 
     def _abort_hop(self, hop: _Hop) -> None:
         """Charge what an interrupted hop used up to now and free its bandwidth."""

@@ -1,0 +1,120 @@
+"""The network emulation's fast paths change its cost, never its numbers.
+
+Each shortcut taken for scale (a scalar rate function, buffered fading draws, block
+boundaries handled by timer callbacks) is checked here against the plain computation it
+replaces, bit for bit, and for what it saves in SimPy events.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pytest
+import simpy
+
+from nmoe_sim.config import ChannelConfig
+from nmoe_sim.net import channel
+from nmoe_sim.net.fading import FADING
+from nmoe_sim.net.topology import BS
+
+from test_network import TWO, cfg, make
+
+
+@pytest.mark.parametrize("model", [
+    {"rate_model": "shannon", "efficiency": 0.75},
+    {"rate_model": "mcs", "mcs_table": [[-5.0, 0.2], [5.0, 1.5], [15.0, 4.0]]},
+])
+def test_scalar_spectral_efficiency_equals_the_array_version_bit_for_bit(model: dict[str, Any]) -> None:
+    c = ChannelConfig(outage_snr_db=-5.0, **model)
+    snrs = np.concatenate([np.random.default_rng(0).uniform(-40.0, 60.0, 20_000),
+                           [-5.0, np.nextafter(-5.0, -np.inf), 15.0, -np.inf]])
+    want = channel.spectral_efficiency_bps_hz(c, snrs)
+    got = np.array([channel.spectral_efficiency_scalar_bps_hz(c, float(s)) for s in snrs])
+    assert np.array_equal(got, want)
+
+
+@pytest.mark.parametrize("fading", ["rayleigh", "rician", "nakagami"])
+def test_buffered_fading_draws_give_the_unbuffered_sequence(fading: str) -> None:
+    """Blocks asked with gaps (AR(1) jumps) and repeats, over several buffer refills."""
+    c = ChannelConfig(fading=fading, rician_k_db=3.0, nakagami_m=2.0)
+    proc = FADING.get(fading, "fading")(c, np.random.default_rng(7))
+
+    ref_rng = np.random.default_rng(7)
+    ref = FADING.get(fading, "fading")(c, ref_rng)  # same construction draws (Rician phase)
+
+    def draw_one() -> complex:  # what each block drew before buffering
+        if ref.complex_state:
+            re, im = ref_rng.standard_normal(2)
+            return complex(re, im) * math.sqrt(0.5)
+        return float(ref_rng.standard_normal())
+    ref._draw = draw_one  # type: ignore[method-assign]
+
+    blocks = sorted(np.random.default_rng(1).integers(0, 5_000, 2_000).tolist())  # repeats included
+    assert [proc.gain(b) for b in blocks] == [ref.gain(b) for b in blocks]
+
+
+def scripted(net: Any, u: Any, v: Any, gains: list[float], asked: list[int]) -> None:
+    """Link (u, v) sees ``gains[k]`` in block k; every block it is asked for is logged."""
+    def gain(block: int) -> float:
+        asked.append(block)
+        return gains[block]
+    net.link(u, v).process.gain = gain
+
+
+def faded_cfg(**kw: Any) -> ChannelConfig:
+    return cfg(fading="rayleigh", coherence_time_s=0.01, doppler_hz=10.0, **kw)
+
+
+def test_a_deadline_on_a_block_boundary_acts_before_that_block_is_drawn() -> None:
+    """The interrupt due at the boundary instant wins: block 2 is never sampled, so the
+    link's fading sequence is the one the hop's process used to see when it woke per block."""
+    env, net, _ = make(TWO, bs_cfg=faded_cfg())
+    asked: list[int] = []
+    scripted(net, 0, BS, [1.0] * 50, asked)
+    p = net.transfer(0, BS, 10 * 100_000, stage="s", tag="x")  # ~12 blocks at 20 dB
+
+    def deadline() -> Any:
+        yield env.timeout(0.02)  # exactly the start of block 2 (0.01 + (0.02 - 0.01))
+        p.interrupt("deadline")
+    env.process(deadline())
+    env.run()
+    assert p.value.reason == "deadline" and p.value.end_s == 0.02
+    assert asked == [0, 1]
+
+
+def test_outage_in_a_later_block_waits_the_ack_timeout_from_that_boundary() -> None:
+    env, net, _ = make(TWO, bs_cfg=faded_cfg(retx_timeout_s=0.05, max_attempts=2))
+    asked: list[int] = []
+    # Blocks 0-1 good, block 2 in outage (-inf dB), good again from block 7 (retry at 0.07).
+    scripted(net, 0, BS, [1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0] + [1.0] * 60, asked)
+    p = net.transfer(0, BS, 100_000, stage="s", tag="x")  # 800 kbit at ~5 Mbit/s: 0.16 s alone
+    env.run()
+    rec = p.value
+    assert rec.delivered and rec.attempts == 2
+    assert asked[:3] == [0, 1, 2] and asked[3] == 7  # the retry starts at 0.02 + 0.05
+    rate = 1e6 * 0.75 * math.log2(1 + 10 ** 2.0)
+    assert rec.end_s == pytest.approx(0.07 + 800_000 / rate, rel=1e-12)
+    # Airtime: two good blocks, the ACK wait, then the whole payload again.
+    assert rec.airtime_s == pytest.approx(0.02 + 0.05 + 800_000 / rate, rel=1e-12)
+
+
+def test_a_block_costs_two_events_not_a_condition_and_a_process_wake() -> None:
+    env, net, _ = make(TWO, bs_cfg=faded_cfg())
+    scripted(net, 0, BS, [1.0] * 500, [])
+    count = [0]
+    schedule = env.schedule
+
+    def counting(event: simpy.Event, priority: int = 1, delay: float = 0) -> None:
+        count[0] += 1
+        schedule(event, priority, delay)
+    env.schedule = counting  # type: ignore[method-assign]
+    p = net.transfer(0, BS, 2_000_000, stage="s", tag="x")  # 16 Mbit at ~5 Mbit/s: ~320 blocks
+    env.run()
+    blocks = math.ceil(p.value.end_s / 0.01)
+    assert blocks > 300
+    # Two per block (its timer and the re-rate step), plus the processor-sharing wake that
+    # is re-armed when rounding moves the finish time a hair earlier; it was four before
+    # (timer, AnyOf condition, its trigger, and that wake).
+    assert count[0] < 2.5 * blocks

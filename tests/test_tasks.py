@@ -63,3 +63,18 @@ def test_a_round_trains_only_in_the_executors_own_module() -> None:
     assert not all(torch.equal(algo.global_state[k], v) for k, v in global_before.items())  # aggregated
     train = [c for c in world.recorder.computes if c.tag == "r0/train"]
     assert len(train) == 4 and all(c.flops == algo.task(0, int(c.node)).flops for c in train)
+
+
+def test_per_batch_draws_interleave_with_the_shuffles_as_an_in_place_loop_draws() -> None:
+    from nmoe_sim.engine.losses import draw_generator_state, generator_from
+
+    a, b = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    plan, draws = draw_plan(10, 2, 4, a, per_batch=draw_generator_state(5))
+    assert draws is not None and [len(e) for e in draws] == [3, 3]
+    for e, epoch in enumerate(plan):  # the loop the plan replaces: shuffle, then each batch's noise
+        order = torch.randperm(10, generator=b)
+        for i, idx in enumerate(epoch):
+            assert torch.equal(idx, order[4 * i : 4 * i + 4])
+            want = torch.randn((len(idx), 5), generator=b)
+            assert torch.equal(torch.randn((len(idx), 5), generator=generator_from(draws[e][i])), want)
+    assert torch.equal(a.get_state(), b.get_state())  # both streams end at the same place

@@ -9,15 +9,12 @@ process sees its random stream move.
 
 from __future__ import annotations
 
-from typing import Callable
-
 import kornia.augmentation as K
 import torch
 from torch import nn
 
 from nmoe_sim.config import AugmentConfig
 
-ViewFn = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
 # Inputs are standardized per channel (zero mean, unit std) but colour ops expect pixels in
 # [0, 1]. For natural images the original [0, 1] range lands at roughly +-2 std (CIFAR-10:
@@ -47,9 +44,18 @@ class ViewAugmenter:
         self.colour = colour
 
     def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        return self.apply(x, self.draw_seed(gen))
+
+    @staticmethod
+    def draw_seed(gen: torch.Generator) -> int:
+        """The one draw a view takes from the caller's generator (a training task draws its
+        views' seeds in advance, with its plan)."""
+        return int(torch.randint(0, 2**62, (1,), generator=gen, device=gen.device).item())
+
+    def apply(self, x: torch.Tensor, seed: int) -> torch.Tensor:
+        """The view of ``x`` that ``seed`` picks."""
         if x.ndim != 4 or tuple(x.shape[1:]) != self.input_shape:
             raise ValueError(f"expected (B, *{self.input_shape}) input, got {tuple(x.shape)}")
-        seed = int(torch.randint(0, 2**62, (1,), generator=gen, device=gen.device).item())
         # Fork the CUDA RNG of x's device as well, in case a kernel draws there.
         devices = [x.device] if x.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
@@ -60,7 +66,7 @@ class ViewAugmenter:
         return view
 
 
-def make_views(cfg: AugmentConfig, input_shape: tuple[int, int, int]) -> ViewFn:
+def make_views(cfg: AugmentConfig, input_shape: tuple[int, int, int]) -> ViewAugmenter:
     """Build the augmentation pipeline once for inputs of shape (C, H, W)."""
     channels, height, width = input_shape
     geometric: list[nn.Module] = [

@@ -27,6 +27,11 @@ Plan = tuple[tuple[torch.Tensor, ...], ...]  # per epoch, the index batches in o
 BatchDraw = Callable[[int, torch.Generator], Any]
 
 
+def clone_state(state: State) -> State:
+    """A detached copy of a state dict: a task's start, or what a result leaves behind."""
+    return {k: v.detach().clone() for k, v in state.items()}
+
+
 def draw_plan(n: int, epochs: int, batch_size: int, gen: torch.Generator,
               per_batch: BatchDraw | None = None) -> tuple[Plan, tuple[tuple[Any, ...], ...] | None]:
     """Per epoch, shuffled index batches covering ``n`` samples once (the last may be short),
@@ -52,7 +57,7 @@ def draw_plan(n: int, epochs: int, batch_size: int, gen: torch.Generator,
 class TrainTask:
     """Minibatch SGD of ``template``'s architecture from ``start`` on (x, y), along ``plan``."""
 
-    client: int
+    client: int | None  # whose work it is (None: the server's own, e.g. the centralized baseline)
     node: Hashable  # where it runs, and is charged
     template: nn.Module  # the architecture; read only (executors copy it)
     start: State  # parameters and buffers to start from; read only
@@ -77,7 +82,7 @@ class TrainTask:
 
 @dataclass(frozen=True)
 class TaskResult:
-    client: int
+    client: int | None
     state: State  # the trained parameters and buffers
     num_samples: int
     upload_bytes: int

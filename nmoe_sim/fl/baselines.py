@@ -16,11 +16,13 @@ import numpy as np
 import simpy
 import torch
 
+from nmoe_sim.engine.losses import draw_generator_state
+from nmoe_sim.engine.tasks import TrainTask, clone_state, draw_plan
 from nmoe_sim.fl.rounds import BS, CostScope, RoundDriver
 from nmoe_sim.fl.routing import QueryBank, combine
 from nmoe_sim.fl.stage1 import FedCE
 from nmoe_sim.fl.stage3 import NMoEParts
-from nmoe_sim.fl.train import make_sgd, predict_batched, run_epochs
+from nmoe_sim.fl.train import predict_batched
 from nmoe_sim.inference import InferenceSpec, Leg
 from nmoe_sim.models import forward_flops_per_sample, gate_train_flops_per_sample, train_flops_per_sample
 from nmoe_sim.models.build import make_expert, make_fe, make_gate
@@ -67,6 +69,7 @@ def fedavg(world: World, sim: Sim, parts: NMoEParts) -> Generator[simpy.Event, A
     return spec, scope
 
 
+
 class CentralMoE(torch.nn.Module):
     """FE + gate + all experts on one device; trained as the dense mixture (see docs)."""
 
@@ -105,12 +108,16 @@ def centralized(world: World, sim: Sim, parts: NMoEParts) -> Generator[simpy.Eve
     flops_per = train_flops_per_sample(model.fe, world.dataset.input_shape) + world.n_clients * train_flops_per_sample(
         model.experts[0], (world.cfg.model.feature_dim,)) + gate_train_flops_per_sample(model.gate, world.cfg.model.feature_dim)
 
-    def train() -> None:
-        opt = make_sgd(list(model.parameters()), cfg.lr, cfg.momentum, cfg.weight_decay)
-        run_epochs(model, lambda idx: model.mixture_nll(x[idx], y[idx], gen), len(y),
-                   epochs=cfg.epochs, batch_size=cfg.batch_size, opt=opt, gen=gen)
-
-    yield sim.executor.compute(BS, cfg.epochs * len(y) * flops_per, stage=stage, tag="train", fn=train)
+    # One task on the server's pooled data; the gate noise is drawn with the plan from the
+    # same generator that shuffles, in the order a loop drawing it in place would.
+    plan, draws = draw_plan(len(y), cfg.epochs, cfg.batch_size, gen,
+                            per_batch=draw_generator_state(world.n_clients) if model.gate.noisy else None)
+    task = TrainTask(client=None, node=BS, template=model, start=clone_state(model.state_dict()), x=x, y=y, plan=plan,
+                     draws=draws, loss="central_mixture", lr=cfg.lr, momentum=cfg.momentum,
+                     weight_decay=cfg.weight_decay, flops=cfg.epochs * len(y) * flops_per, upload_bytes=0)
+    job = sim.executor.submit(task, stage=stage, tag="train")
+    yield job.charged
+    model.load_state_dict(sim.executor.gather([job])[0].state)
     model.eval()
     bank = QueryBank([model.fe] * world.n_clients, list(model.experts), [c.x_query for c in world.clients],
                      [c.y_query for c in world.clients], world.dataset.num_classes)

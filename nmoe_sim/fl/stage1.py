@@ -18,10 +18,10 @@ from sklearn.metrics import accuracy_score, f1_score
 from nmoe_sim.config import Stage1Config, TrainConfig
 from nmoe_sim.data.augment import make_views
 from nmoe_sim.fl.aggregate import fedavg
-from nmoe_sim.fl.fedsc_loss import alpha_schedule, clip_norm, correlation, spectral_loss
+from nmoe_sim.fl.fedsc_loss import alpha_schedule
 from nmoe_sim.fl.rounds import Failure, LocalResult, RoundAlgorithm
-from nmoe_sim.engine.tasks import TrainTask, draw_plan
-from nmoe_sim.fl.train import make_sgd, predict_batched, run_epochs
+from nmoe_sim.engine.tasks import TaskResult, TrainTask, clone_state, draw_plan
+from nmoe_sim.fl.train import predict_batched
 from nmoe_sim.models import Classifier, ContrastiveModel, FeatureExtractor, train_flops_per_sample
 from nmoe_sim.models.build import make_fe, seeded
 from nmoe_sim.registry import Registry
@@ -29,9 +29,6 @@ from nmoe_sim.world import World, client_rngs
 
 FE_ALGORITHMS: Registry[type["FederatedFE"]] = Registry("stage1 algorithm")
 
-
-def _clone(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in state.items()}
 
 
 class FederatedFE(RoundAlgorithm):
@@ -42,7 +39,7 @@ class FederatedFE(RoundAlgorithm):
     def __init__(self, world: World, cfg: TrainConfig, stage: str, model: torch.nn.Module) -> None:
         self.world, self.cfg, self.stage = world, cfg, stage
         self.model = model
-        self.global_state = _clone(model.state_dict())
+        self.global_state = clone_state(model.state_dict())
         self.scratch = copy.deepcopy(model)
         self.model_bytes = world.param_bytes(model)
         self.gens = client_rngs(world.streams, stage, world.n_clients)
@@ -123,34 +120,34 @@ class FedSC(FederatedFE):
     def download_bytes(self, rnd: int, client: int) -> int:
         return self.model_bytes + (self.corr_bytes if client in self.r_ext else 0)
 
-    def local_flops(self, rnd: int, client: int) -> float:
-        return self.cfg.local_epochs * self.world.clients[client].num_samples * self.train_flops
+    def task(self, rnd: int, client: int) -> TrainTask:
+        """The two-view spectral loss from the global model, regularised by this round's R_ext.
 
-    def local_update(self, rnd: int, client: int) -> LocalResult:
-        data, gen, mu = self.world.clients[client], self.gens[client], self.sc.mu
-        model = self.scratch
-        model.load_state_dict(self.global_state)
-        alpha = alpha_schedule(rnd, self.cfg.rounds, self.sc.alpha_start, self.sc.alpha_end)
-        r_ext = self.r_ext.get(client)
-        running: list[torch.Tensor] = []
+        Each batch's two view seeds are drawn with the plan, in the order a loop drawing
+        them in place would (the epoch's permutation, then per batch view 1, view 0).
+        """
+        data, gen, cfg = self.world.clients[client], self.gens[client], self.cfg
+        views = self.views
+        plan, draws = draw_plan(data.num_samples, cfg.local_epochs, cfg.batch_size, gen,
+                                per_batch=lambda b, g: (views.draw_seed(g), views.draw_seed(g)))
+        alpha = alpha_schedule(rnd, cfg.rounds, self.sc.alpha_start, self.sc.alpha_end)
+        return TrainTask(
+            client=client, node=client, template=self.model, start=self.global_state,
+            x=data.x_train, y=data.y_train, plan=plan, draws=draws, loss="fedsc_spectral",
+            args={"views": views, "mu": self.sc.mu, "alpha": alpha, "r_ext": self.r_ext.get(client)},
+            lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+            flops=cfg.local_epochs * data.num_samples * self.train_flops,
+            upload_bytes=self.model_bytes + self.corr_bytes,
+        )
 
-        def loss_fn(idx: torch.Tensor) -> torch.Tensor:
-            x = data.x_train[idx]
-            z1 = clip_norm(model(self.views(x, gen)), mu)  # (B,P)
-            z0 = clip_norm(model(self.views(x, gen)), mu)  # (B,P)
-            running.append(correlation(z1.detach(), z0.detach()) * len(idx))
-            return spectral_loss(z1, z0, alpha, r_ext)
-
-        opt = make_sgd(list(model.parameters()), self.cfg.lr, self.cfg.momentum, self.cfg.weight_decay)
-        n = data.num_samples
-        run_epochs(model, loss_fn, n, epochs=self.cfg.local_epochs, batch_size=self.cfg.batch_size, opt=opt, gen=gen)
-        n_batches = -(-n // self.cfg.batch_size)
-        r_loc = torch.stack(running[-n_batches:]).sum(0) / n  # sample-weighted, last local epoch
+    def collect(self, rnd: int, client: int, result: TaskResult) -> LocalResult:
+        # R_loc: the views' correlation, sample-weighted over the last local epoch.
+        r_loc = result.stat
+        assert r_loc is not None
         if self.sc.noise_std > 0:  # Gaussian mechanism on the shared statistic (symmetric noise)
             noise = self.noise_rngs[client].normal(0.0, self.sc.noise_std, size=r_loc.shape)
             r_loc = r_loc + torch.as_tensor((noise + noise.T) / np.sqrt(2.0), dtype=r_loc.dtype)
-        update = {"state": _clone(model.state_dict()), "corr": r_loc}
-        return LocalResult(client, update, n, self.model_bytes + self.corr_bytes)
+        return LocalResult(client, {"state": result.state, "corr": r_loc}, result.num_samples, result.upload_bytes)
 
     def aggregate(self, rnd: int, results: list[LocalResult], failures: list[Failure]) -> None:
         super().aggregate(rnd, results, failures)

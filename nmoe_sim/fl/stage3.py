@@ -19,14 +19,14 @@ from typing import Any, Callable, Generator
 
 import simpy
 import torch
-from torch.nn import functional as F
 
 from nmoe_sim.config import Stage3Config
+from nmoe_sim.engine.losses import draw_generator_state
+from nmoe_sim.engine.tasks import TaskResult, TrainTask, clone_state, draw_plan
 from nmoe_sim.fl.aggregate import fedavg
 from nmoe_sim.fl.exchange import EXCHANGES, GateData
 from nmoe_sim.fl.rounds import BS, CostScope, Failure, LocalResult, RoundAlgorithm, RoundDriver, sample_participants
 from nmoe_sim.fl.routing import GateRouter, QueryBank, RandomRouter, Router
-from nmoe_sim.fl.train import make_sgd, run_epochs
 from nmoe_sim.models import Expert, FeatureExtractor, Gate, gate_train_flops_per_sample
 from nmoe_sim.models.build import make_gate
 from nmoe_sim.registry import Registry
@@ -42,25 +42,6 @@ class NMoEParts:
     trained_by: tuple[str, ...] = ()  # the stages that produced fe and experts (their cost)
 
 
-GATE_LOSSES: Registry[Callable[[torch.Tensor, GateData, torch.Tensor], torch.Tensor]] = Registry("gate target")
-
-
-@GATE_LOSSES.register("best_expert")
-def best_expert_loss(logits: torch.Tensor, d: GateData, idx: torch.Tensor) -> torch.Tensor:
-    """Classify the expert that gives the true class the highest probability. logits (B,E)."""
-    true_p = d.probs[idx, :, d.y[idx]]  # (B,E)
-    target = true_p.masked_fill(~d.available, -1.0).argmax(1)
-    return F.cross_entropy(logits.masked_fill(~d.available, -1e9), target)
-
-
-@GATE_LOSSES.register("moe_loss")
-def moe_loss(logits: torch.Tensor, d: GateData, idx: torch.Tensor) -> torch.Tensor:
-    """Negative log-likelihood of the dense mixture sum_j softmax(logits)_j p_j(y)."""
-    g = torch.softmax(logits.masked_fill(~d.available, -1e9), dim=1)  # (B,E)
-    true_p = d.probs[idx, :, d.y[idx]]  # (B,E)
-    return -torch.log((g * true_p).sum(1).clamp_min(1e-12)).mean()
-
-
 def exchange_expert_outputs(world: World, sim: Sim, parts: NMoEParts, stage: str) -> Generator[
         simpy.Event, Any, list[GateData]]:
     """The charged exchange that gives every client the experts' outputs on its own samples,
@@ -69,12 +50,23 @@ def exchange_expert_outputs(world: World, sim: Sim, parts: NMoEParts, stage: str
     return (yield from exchange(world, sim, parts, stage))
 
 
-def train_gate(gate: Gate, data: GateData, cfg: Stage3Config, gen: torch.Generator) -> float:
-    """Local epochs of the gate on a client's gate-training set; returns the last epoch's loss."""
-    loss_of = GATE_LOSSES.get(cfg.target, "stage3.target")
-    opt = make_sgd(list(gate.parameters()), cfg.lr, cfg.momentum, cfg.weight_decay)
-    return run_epochs(gate, lambda idx: loss_of(gate(data.feats[idx], gen), data, idx), len(data.y),
-                      epochs=cfg.local_epochs, batch_size=cfg.batch_size, opt=opt, gen=gen)
+def gate_task(client: int, template: Gate, start: dict[str, torch.Tensor], data: GateData, cfg: Stage3Config,
+              gen: torch.Generator, flops_per_sample: float, upload_bytes: int) -> TrainTask:
+    """Local epochs of a gate from ``start`` on a client's gate-training set, as a task.
+
+    The gate's noise is drawn per batch with the plan (a generator state each), in the
+    order a loop drawing it in place would: the epoch's permutation, then each batch's noise.
+    """
+    n_experts = template.head.out_features
+    plan, draws = draw_plan(len(data.y), cfg.local_epochs, cfg.batch_size, gen,
+                            per_batch=draw_generator_state(n_experts) if template.noisy else None)
+    return TrainTask(
+        client=client, node=client, template=template, start=start, x=data.feats, y=data.y, plan=plan,
+        draws=draws, loss="gate", aux={"probs": data.probs}, args={"target": cfg.target, "available": data.available},
+        lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+        flops=cfg.local_epochs * len(data.y) * flops_per_sample, upload_bytes=upload_bytes,
+    )
+
 
 
 LOCAL_PARAMS: dict[str, tuple[str, ...]] = {
@@ -89,6 +81,7 @@ class FedGate(RoundAlgorithm):
         self.world, self.cfg, self.parts, self.data, self.stage = world, world.cfg.stage3, parts, data, stage
         base = make_gate(world.cfg, world.n_clients, world.streams, self.stage)
         self.gates = [copy.deepcopy(base) for _ in range(world.n_clients)]
+        self.template = base  # the architecture every client's task trains (never trained in)
         local = LOCAL_PARAMS[self.cfg.fedgate.local_part]
         self.shared = [name for name in base.state_dict() if name not in local]
         self.shared_bytes = world.param_bytes(base, self.shared)
@@ -104,17 +97,18 @@ class FedGate(RoundAlgorithm):
     def download_bytes(self, rnd: int, client: int) -> int:
         return self.shared_bytes if rnd == 0 or self.is_sync(rnd - 1) else 0
 
-    def local_flops(self, rnd: int, client: int) -> float:
-        return self.cfg.local_epochs * len(self.data[client].y) * self.flops
-
-    def local_update(self, rnd: int, client: int) -> LocalResult:
-        gate = self.gates[client]
+    def task(self, rnd: int, client: int) -> TrainTask:
+        """The client's own gate, with the shared part it just downloaded (if this round sent one)."""
+        start = clone_state(self.gates[client].state_dict())
         if self.download_bytes(rnd, client):
-            gate.load_state_dict(self.global_shared, strict=False)
-        train_gate(gate, self.data[client], self.cfg, self.gens[client])
-        sync = self.is_sync(rnd)
-        update = {k: v.detach().clone() for k, v in gate.state_dict().items() if k in self.shared} if sync else None
-        return LocalResult(client, update, len(self.data[client].y), self.shared_bytes if sync else 0)
+            start.update(clone_state(self.global_shared))
+        return gate_task(client, self.template, start, self.data[client], self.cfg, self.gens[client], self.flops,
+                         self.shared_bytes if self.is_sync(rnd) else 0)
+
+    def collect(self, rnd: int, client: int, result: TaskResult) -> LocalResult:
+        self.gates[client].load_state_dict(result.state)  # the device keeps what it trained, sent or not
+        update = {k: v for k, v in result.state.items() if k in self.shared} if self.is_sync(rnd) else None
+        return LocalResult(client, update, result.num_samples, result.upload_bytes)
 
     def aggregate(self, rnd: int, results: list[LocalResult], failures: list[Failure]) -> None:
         if self.download_bytes(rnd, 0):  # this round began with a download of the shared part
@@ -197,8 +191,12 @@ def run_rollgate(world: World, sim: Sim, parts: NMoEParts, scope: CostScope, sta
                 if not rec.delivered:
                     failures += 1
                     continue
-            yield sim.executor.compute(c, cfg.local_epochs * len(data[c].y) * flops, stage=stage,
-                                       tag=f"lap{lap}/train", fn=lambda c=c: train_gate(gate, data[c], cfg, gen))
+            # A hand-over chain: each client trains the gate the previous one sent, so its
+            # task runs as soon as it is charged, never batched with the lap's others.
+            job = sim.executor.submit(gate_task(c, gate, clone_state(gate.state_dict()), data[c], cfg, gen, flops, 0),
+                                      stage=stage, tag=f"lap{lap}/train")
+            yield job.charged
+            gate.load_state_dict(sim.executor.gather([job])[0].state)
             holder = c
         s = parts.bank.evaluate(GateRouter([gate] * n, k))
         sim.record_round(scope, stage, lap, cfg.rounds, start_s, len(visit), failures, (s.f1_macro, s.accuracy))

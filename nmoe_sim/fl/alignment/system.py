@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from sklearn.metrics import accuracy_score, f1_score
 
+from nmoe_sim.engine.tasks import clone_state
 from nmoe_sim.fl.aggregate import fedavg
 from nmoe_sim.fl.alignment.aggregate import aggregate_experts
 from nmoe_sim.fl.alignment.assignment import assign, resolve_load_bounds
@@ -44,9 +45,6 @@ State = dict[str, torch.Tensor]
 # shuffles and same participants, so the assignments differ only by what they assign.
 STREAM = "alignment"
 
-
-def _clone(state: State) -> State:
-    return {k: v.detach().clone() for k, v in state.items()}
 
 
 @dataclass(frozen=True)
@@ -100,8 +98,8 @@ class AlignmentFL(RoundAlgorithm):
         self.experts = [make_expert(world, cfg, i) for i in range(e)]
         # Gates are the clients' own: never sent, never averaged, kept across rounds.
         self.gates = [make_gate(world, cfg, c) for c in range(n)]
-        self.fe_state = _clone(self.fe.state_dict())
-        self.expert_states = [_clone(m.state_dict()) for m in self.experts]
+        self.fe_state = clone_state(self.fe.state_dict())
+        self.expert_states = [clone_state(m.state_dict()) for m in self.experts]
         self.costs = model_costs(self.fe, self.experts[0], self.gates[0], ds.input_shape, d,
                                  scn.network.bytes_per_param)
         self.train_cfg = LocalTraining(cfg.local_epochs, cfg.batch_size, cfg.lr, cfg.momentum)
@@ -150,7 +148,7 @@ class AlignmentFL(RoundAlgorithm):
         train_local(self.fe, gate, experts, mask, data.x_train, data.y_train, self.train_cfg, self.gens[client])
         fb = expert_feedback(self.fe, gate, experts, mask, data.x_train, data.y_train)
         self.last_mask[client] = self.assigned[client]
-        update = ClientUpdate(_clone(self.fe.state_dict()), {e: _clone(self.experts[e].state_dict()) for e in held}, fb)
+        update = ClientUpdate(clone_state(self.fe.state_dict()), {e: clone_state(self.experts[e].state_dict()) for e in held}, fb)
         up = self.costs.fe_bytes + len(held) * self.costs.expert_bytes + self.feedback_bytes(len(held))
         return LocalResult(client, update, data.num_samples, up)
 

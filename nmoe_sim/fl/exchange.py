@@ -24,7 +24,8 @@ import simpy
 import torch
 
 from nmoe_sim.fl.rounds import BS
-from nmoe_sim.models import Expert, all_expert_probs, forward_flops_per_sample
+from nmoe_sim.fl.routing import StackedExperts
+from nmoe_sim.models import Expert, forward_flops_per_sample
 from nmoe_sim.registry import Registry
 
 if TYPE_CHECKING:
@@ -106,6 +107,7 @@ def exchange_expert_weights(world: "World", sim: "Sim", parts: "NMoEParts", stag
     fwd = forward_flops_per_sample(parts.experts[0], (d,))
     expert_bytes = world.param_bytes(parts.experts[0])
     got = _Collected(world)
+    stacked = StackedExperts(parts.experts)  # once, not once per client
 
     def upload(j: int) -> Generator[simpy.Event, Any, bool]:
         rec = yield sim.net.transfer(j, BS, expert_bytes, stage=stage, tag=f"expert{j}/up")
@@ -124,7 +126,7 @@ def exchange_expert_weights(world: "World", sim: "Sim", parts: "NMoEParts", stag
                 held = sorted(held + others)
         feats, n_c = parts.train_feats[c], world.clients[c].num_samples
         outs = yield sim.executor.compute(c, len(held) * n_c * fwd, stage=stage, tag=f"experts/for{c}",
-                                          fn=lambda: all_expert_probs([parts.experts[j] for j in held], feats))
+                                          fn=lambda: stacked.probs(feats, held))
         for j, out in zip(held, outs):  # outs (len(held), n_c, K)
             got.put(c, j, out)
 

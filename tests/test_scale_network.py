@@ -7,6 +7,7 @@ replaces, bit for bit, and for what it saves in SimPy events.
 
 from __future__ import annotations
 
+import heapq
 import math
 from typing import Any
 
@@ -17,6 +18,7 @@ import simpy
 from nmoe_sim.config import ChannelConfig
 from nmoe_sim.net import channel
 from nmoe_sim.net.fading import FADING
+from nmoe_sim.net.sharing import SharedRadios
 from nmoe_sim.net.topology import BS
 
 from test_network import TWO, cfg, make
@@ -118,3 +120,32 @@ def test_a_block_costs_two_events_not_a_condition_and_a_process_wake() -> None:
     # is re-armed when rounding moves the finish time a hair earlier; it was four before
     # (timer, AnyOf condition, its trigger, and that wake).
     assert count[0] < 2.5 * blocks
+
+
+def crowded_radio_finish_times(n: int) -> tuple[list[float], int]:
+    """``n`` flows of different sizes and rates joining one radio at staggered times."""
+    env = simpy.Environment()
+    radios = SharedRadios(env)
+    rng = np.random.default_rng(3)
+    done: list[float] = [0.0] * n
+    peak = [0]
+
+    def go(i: int, at_s: float, bits: float, rate: float) -> Any:
+        yield env.timeout(at_s)
+        flow = radios.start(bits, rate, ("bs", f"c{i}"))
+        peak[0] = max(peak[0], len(radios._heap))
+        yield flow.done
+        done[i] = env.now
+    for i in range(n):
+        env.process(go(i, 0.001 * i, float(rng.uniform(1e5, 1e6)), float(rng.uniform(1e6, 1e7))))
+    env.run()
+    return done, peak[0]
+
+
+def test_stale_heap_entries_are_dropped_without_moving_any_finish_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    got, peak = crowded_radio_finish_times(400)
+    # Each join re-rates every flow on the radio: without compaction the heap would hold
+    # about n^2 / 2 = 80,000 entries at its peak.
+    assert peak < 4 * 400 + 1024 + 400
+    monkeypatch.setattr(heapq, "heapify", lambda h: h.sort())  # a different, valid layout
+    assert crowded_radio_finish_times(400)[0] == got

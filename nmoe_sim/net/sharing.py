@@ -112,12 +112,32 @@ class SharedRadios:
 
     def _rerate(self, flows: list[Flow]) -> None:
         """Recompute the shares of ``flows`` and their finish times; wake at the earliest."""
+        # The hot loop of a crowded radio (every flow on a base station's radio is re-rated
+        # when one joins or leaves): radio loads are looked up once per call, and _sync is
+        # inlined with the same arithmetic.
+        now, on_radio, heap = self.env.now, self._on_radio, self._heap
+        load: dict[Hashable, int] = {}
         for f in flows:
-            self._sync(f)
-            f.rate_bps = f.rate_full_bps / max(len(self._on_radio[r]) for r in f.radios)
+            if now != f.ref_s:
+                f.remaining_bits = f.remaining_bits - f.rate_bps * (now - f.ref_s)
+                f.ref_s = now
+            share_div = 0
+            for r in f.radios:
+                n = load.get(r)
+                if n is None:
+                    n = load[r] = len(on_radio[r])
+                if n > share_div:
+                    share_div = n
+            f.rate_bps = f.rate_full_bps / share_div
             f.version += 1
-            finish_s = self.env.now + max(f.remaining_bits, 0.0) / f.rate_bps
-            heapq.heappush(self._heap, (finish_s, f.seq, f.version, f))
+            finish_s = now + max(f.remaining_bits, 0.0) / f.rate_bps
+            heapq.heappush(heap, (finish_s, f.seq, f.version, f))
+        if len(heap) > 4 * self._active + 1024:
+            # Stale entries (superseded finish times) pile up n per event on a crowded
+            # radio; dropping them keeps memory to the live flows. The heap's order is a
+            # total order on (finish_s, seq), so its layout never changes which flow is next.
+            self._heap = heap = [e for e in heap if e[2] == e[3].version]
+            heapq.heapify(heap)
         self._schedule_wake()
 
     def _remove(self, flow: Flow) -> None:

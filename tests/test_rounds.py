@@ -7,8 +7,10 @@ from typing import Any, Sequence
 
 import numpy as np
 import pytest
+import torch
 
 from nmoe_sim.config import TrainConfig
+from nmoe_sim.engine.tasks import TaskResult, TrainTask
 from nmoe_sim.fl.rounds import (
     BS,
     CostScope,
@@ -38,6 +40,7 @@ class FakeAlgo(RoundAlgorithm):
 
     def __init__(self, sim: Sim, flops: float = 1e5, down_bytes: int = 100, up_bytes: int = 50) -> None:
         self.sim, self.flops, self.down, self.up = sim, flops, down_bytes, up_bytes
+        self.template = torch.nn.Linear(1, 1)
         self.configured: list[tuple[int, list[int]]] = []
         self.updates: list[tuple[int, int, float]] = []
         self.aggregated: list[tuple[int, list[LocalResult], list[Failure], float]] = []
@@ -48,12 +51,15 @@ class FakeAlgo(RoundAlgorithm):
     def download_bytes(self, rnd: int, client: int) -> int:
         return self.down
 
-    def local_flops(self, rnd: int, client: int) -> float:
-        return self.flops
-
-    def local_update(self, rnd: int, client: int) -> LocalResult:
+    def task(self, rnd: int, client: int) -> TrainTask:
+        # Asked for when the client's computation starts; an empty plan trains nothing.
         self.updates.append((rnd, client, self.sim.env.now))
-        return LocalResult(client, {"rnd": rnd}, 1, self.up)
+        return TrainTask(client, client, self.template, self.template.state_dict(), torch.zeros(1, 1),
+                         torch.zeros(1, dtype=torch.long), ((),), "cross_entropy", 0.1, 0.0, 0.0,
+                         self.flops, self.up)
+
+    def collect(self, rnd: int, client: int, result: TaskResult) -> LocalResult:
+        return LocalResult(client, {"rnd": rnd}, result.num_samples, result.upload_bytes)
 
     def aggregate(self, rnd: int, results: list[LocalResult], failures: list[Failure]) -> None:
         self.aggregated.append((rnd, results, failures, self.sim.env.now))

@@ -9,7 +9,6 @@ import torch
 
 from nmoe_sim.engine.tasks import TrainTask, draw_plan, execute
 from nmoe_sim.fl.stage1 import FedCE
-from nmoe_sim.fl.train import make_sgd, minibatches, run_epochs
 from nmoe_sim.seeds import SeedStreams
 from nmoe_sim.world import build_world
 
@@ -17,11 +16,17 @@ from conftest import tiny_cfg
 from test_rounds import drive
 
 
+def minibatches(n: int, batch_size: int, gen: torch.Generator) -> list[torch.Tensor]:
+    """The in-place loop's shuffle that plans replaced: one permutation, cut into batches."""
+    order = torch.randperm(n, generator=gen)
+    return [order[i : i + batch_size] for i in range(0, n, batch_size)]
+
+
 def test_plan_drawn_in_advance_equals_shuffling_each_epoch() -> None:
     a, b = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
     plan, draws = draw_plan(10, 3, 4, a)
     assert draws is None
-    lazy = [list(minibatches(10, 4, b)) for _ in range(3)]
+    lazy = [minibatches(10, 4, b) for _ in range(3)]
     assert [[t.tolist() for t in epoch] for epoch in plan] == [[t.tolist() for t in epoch] for epoch in lazy]
     assert [len(t) for t in plan[0]] == [4, 4, 2]  # the last batch is kept, short
 
@@ -41,10 +46,18 @@ def test_execute_matches_the_training_loop_and_touches_neither_template_nor_star
     ref = copy.deepcopy(task.template)
     ref.load_state_dict(task.start)
     gen = algo.world.streams.torch(f"{algo.stage}/client1")
-    opt = make_sgd(list(ref.parameters()), task.lr, task.momentum, task.weight_decay)
+    opt = torch.optim.SGD(list(ref.parameters()), lr=task.lr, momentum=task.momentum, weight_decay=task.weight_decay)
     ce = torch.nn.CrossEntropyLoss()
-    loss = run_epochs(ref, lambda idx: ce(ref(task.x[idx]), task.y[idx]), task.num_samples,
-                      epochs=algo.cfg.local_epochs, batch_size=algo.cfg.batch_size, opt=opt, gen=gen)
+    ref.train()
+    for _ in range(algo.cfg.local_epochs):
+        total = 0.0
+        for idx in minibatches(task.num_samples, algo.cfg.batch_size, gen):
+            batch_loss = ce(ref(task.x[idx]), task.y[idx])
+            opt.zero_grad(set_to_none=True)
+            batch_loss.backward()
+            opt.step()
+            total += float(batch_loss.detach()) * len(idx)
+        loss = total / task.num_samples
     assert all(torch.equal(got.state[k], v) for k, v in ref.state_dict().items())
     assert got.loss == loss and got.num_samples == task.num_samples == algo.world.clients[1].num_samples
     assert not all(torch.equal(got.state[k], start_before[k]) for k in start_before)  # it did train

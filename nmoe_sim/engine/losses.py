@@ -127,11 +127,11 @@ def central_mixture(module: nn.Module, b: Batch) -> torch.Tensor:
 # --------------------------------------------------------------------------- alignment
 @LOSSES.register("alignment_mixture")
 def alignment_mixture(module: nn.Module, b: Batch) -> torch.Tensor:
-    """Cross-entropy of a client's MoE over the experts it holds (``ClientMoE``)."""
-    return F.cross_entropy(module.mixture(module.fe(b.x))[0], b.y)  # type: ignore[operator]
+    """Cross-entropy of a client's MoE over the experts ``args['mask']`` holds (``ClientMoE``)."""
+    return module.mixture_loss(b.x, b.y, b.args["mask"])  # type: ignore[operator]
 
 
 @REPORTS.register("expert_feedback")
 def expert_feedback(module: nn.Module, task: Any) -> Any:
     """Usage, accuracy and loss of each held expert on the client's data, after training."""
-    return module.feedback(task.x, task.y)  # type: ignore[operator]
+    return module.feedback(task.x, task.y, task.args["mask"])  # type: ignore[operator]

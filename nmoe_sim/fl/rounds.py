@@ -80,14 +80,13 @@ class RoundAlgorithm(ABC):
     @abstractmethod
     def download_bytes(self, rnd: int, client: int) -> int: ...
 
-    def task(self, rnd: int, client: int) -> TrainTask | None:
+    @abstractmethod
+    def task(self, rnd: int, client: int) -> TrainTask:
         """The client's local work as a described task, for the executor to run.
 
-        Called when the client's download has arrived, the moment its computation starts.
-        Return None to give the work as a closure instead (``local_flops`` and
-        ``local_update``), the form of algorithms not yet described as tasks.
+        Called when the client's download has arrived, the moment its computation starts:
+        what it reads of the server's state is what the client downloaded.
         """
-        return None
 
     def collect(self, rnd: int, client: int, result: TaskResult) -> LocalResult:
         """Turn the executor's result of ``task(rnd, client)`` into what ``aggregate`` gets.
@@ -99,12 +98,6 @@ class RoundAlgorithm(ABC):
         ``aggregate``.
         """
         return LocalResult(client, {"state": result.state}, result.num_samples, result.upload_bytes)
-
-    def local_flops(self, rnd: int, client: int) -> float:
-        raise NotImplementedError(f"{type(self).__name__}: give task() or local_flops() and local_update()")
-
-    def local_update(self, rnd: int, client: int) -> LocalResult:
-        raise NotImplementedError(f"{type(self).__name__}: give task() or local_flops() and local_update()")
 
     @abstractmethod
     def aggregate(self, rnd: int, results: list[LocalResult], failures: list[Failure]) -> None: ...
@@ -171,27 +164,18 @@ class RoundDriver:
                     return Failure(client, phase, rec.reason)
             phase = "compute"
             task = algo.task(rnd, client)
-            result: LocalResult | _Trained
-            if task is not None:
-                # The upload's size is known before the work runs, so the simulation goes on
-                # and the executor runs the task when the round closes (with the others).
-                job = jobs[client] = sim.executor.submit(task, stage=algo.stage, tag=f"r{rnd}/train")
-                yield job.charged
-                result, upload_bytes = _Trained(client), task.upload_bytes
-            else:
-                result = yield sim.executor.compute(
-                    client, algo.local_flops(rnd, client), stage=algo.stage, tag=f"r{rnd}/train",
-                    fn=lambda: algo.local_update(rnd, client),
-                )
-                upload_bytes = result.upload_bytes
+            # The upload's size is known before the work runs, so the simulation goes on and
+            # the executor runs the task when the round closes (with the others).
+            job = jobs[client] = sim.executor.submit(task, stage=algo.stage, tag=f"r{rnd}/train")
+            yield job.charged
             phase = "upload"
-            if upload_bytes > 0:
-                transfer = sim.net.transfer(client, BS, upload_bytes, stage=algo.stage, tag=f"r{rnd}/up")
+            if task.upload_bytes > 0:
+                transfer = sim.net.transfer(client, BS, task.upload_bytes, stage=algo.stage, tag=f"r{rnd}/up")
                 rec = yield transfer
                 transfer = None
                 if not rec.delivered:
                     return Failure(client, phase, rec.reason)
-            return result
+            return _Trained(client)
         except simpy.Interrupt as stop:
             # The server closed the round: abort the transfer in flight so it frees its
             # share of the radio; a computation in progress runs to its end on the device.

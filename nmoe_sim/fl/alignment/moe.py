@@ -31,15 +31,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from nmoe_sim.fl.train import make_sgd, predict_batched, run_epochs
-
-
-@dataclass(frozen=True)
-class LocalTraining:
-    epochs: int
-    batch_size: int
-    lr: float
-    momentum: float
+from nmoe_sim.fl.train import predict_batched
 
 
 @dataclass(frozen=True)
@@ -72,23 +64,36 @@ def mixture(h: torch.Tensor, gate: nn.Module, experts: Sequence[nn.Module | None
     return torch.einsum("bk,bkc->bc", w[:, held], outs), w
 
 
-def train_local(fe: nn.Module, gate: nn.Module, experts: Sequence[nn.Module | None],
-                mask: torch.Tensor, x: torch.Tensor, y: torch.Tensor, cfg: LocalTraining,
-                gen: torch.Generator) -> float:
-    """SGD on FE + held experts + gate, cross-entropy of the mixture; returns the last epoch's loss."""
-    held = held_experts(mask)
-    params = [*fe.parameters(), *gate.parameters()]
-    for e in held:
-        params += list(experts[e].parameters())  # type: ignore[union-attr]
-    opt = make_sgd(params, cfg.lr, cfg.momentum, 0.0)
-    for m in (fe, gate, *(experts[e] for e in held)):
-        m.train()  # type: ignore[union-attr]
+class ClientMoE(nn.Module):
+    """What a client trains in a round, as one module: the FE, its gate, the k experts it holds.
 
-    def loss_fn(idx: torch.Tensor) -> torch.Tensor:
-        logits, _ = mixture(fe(x[idx]), gate, experts, mask)
-        return F.cross_entropy(logits, y[idx])
+    The architecture depends only on k; which experts of the pool they are is the (E,)
+    ``mask`` each call takes (held experts in ascending index order), so one template
+    serves every client holding k experts.
+    """
 
-    return run_epochs(fe, loss_fn, len(y), epochs=cfg.epochs, batch_size=cfg.batch_size, opt=opt, gen=gen)
+    def __init__(self, fe: nn.Module, gate: nn.Module, experts: Sequence[nn.Module]) -> None:
+        super().__init__()
+        self.fe = fe
+        self.gate = gate
+        self.experts = nn.ModuleList(experts)
+
+    def pool_view(self, mask: torch.Tensor) -> list[nn.Module | None]:
+        """The held experts at their pool indices, None elsewhere."""
+        held = held_experts(mask)
+        if len(held) != len(self.experts):
+            raise ValueError(f"mask holds {len(held)} experts, the module {len(self.experts)}")
+        out: list[nn.Module | None] = [None] * mask.numel()
+        for e, m in zip(held, self.experts):
+            out[e] = m
+        return out
+
+    def mixture_loss(self, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        logits, _ = mixture(self.fe(x), self.gate, self.pool_view(mask), mask)
+        return F.cross_entropy(logits, y)
+
+    def feedback(self, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> "ExpertFeedback":
+        return expert_feedback(self.fe, self.gate, self.pool_view(mask), mask, x, y)
 
 
 @torch.no_grad()

@@ -19,21 +19,22 @@ Each round, under the driver's participation, deadline and failure rules:
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 from sklearn.metrics import accuracy_score, f1_score
 
-from nmoe_sim.engine.tasks import clone_state
+from nmoe_sim.engine.tasks import TaskResult, TrainTask, clone_state, draw_plan
 from nmoe_sim.fl.aggregate import fedavg
 from nmoe_sim.fl.alignment.aggregate import aggregate_experts
 from nmoe_sim.fl.alignment.assignment import assign, resolve_load_bounds
 from nmoe_sim.fl.alignment.config import AlignmentConfig
 from nmoe_sim.fl.alignment.fitness import fitness_signal, init_fitness, update_fitness
 from nmoe_sim.fl.alignment.load import LoadMonitor, coefficient_of_variation
-from nmoe_sim.fl.alignment.moe import ExpertFeedback, LocalTraining, expert_feedback, predict, train_local
+from nmoe_sim.fl.alignment.moe import ClientMoE, ExpertFeedback, predict
 from nmoe_sim.fl.alignment.profiling import ModelCosts, model_costs
 from nmoe_sim.fl.rounds import Failure, LocalResult, RoundAlgorithm
 from nmoe_sim.models.build import make_fe, seeded
@@ -102,7 +103,7 @@ class AlignmentFL(RoundAlgorithm):
         self.expert_states = [clone_state(m.state_dict()) for m in self.experts]
         self.costs = model_costs(self.fe, self.experts[0], self.gates[0], ds.input_shape, d,
                                  scn.network.bytes_per_param)
-        self.train_cfg = LocalTraining(cfg.local_epochs, cfg.batch_size, cfg.lr, cfg.momentum)
+        self._templates: dict[int, ClientMoE] = {}  # held-expert count -> architecture
         self.gens = client_rngs(streams, STREAM, n)
         self.assign_rng = streams.numpy(f"{STREAM}/assign")
         self.load_min, self.load_max = resolve_load_bounds(cfg, self.capacity)
@@ -132,25 +133,41 @@ class AlignmentFL(RoundAlgorithm):
         return self.world.tensor_bytes(3 * k)  # usage, accuracy, loss per held expert
 
     # ------------------------------------------------------------------ client
-    def local_flops(self, rnd: int, client: int) -> float:
-        n = self.world.clients[client].num_samples
-        return self.costs.local_flops(n, self.cfg.local_epochs, len(self.held(client)))
+    def template(self, k: int) -> ClientMoE:
+        """The architecture of a client's round holding ``k`` experts (one per k, never trained in)."""
+        if k not in self._templates:
+            self._templates[k] = ClientMoE(copy.deepcopy(self.fe), copy.deepcopy(self.gates[0]),
+                                           [copy.deepcopy(self.experts[0]) for _ in range(k)])
+        return self._templates[k]
 
-    def local_update(self, rnd: int, client: int) -> LocalResult:
-        data = self.world.clients[client]
+    def task(self, rnd: int, client: int) -> TrainTask:
+        """SGD on the global FE, the held experts' global states and the client's own gate."""
+        data, cfg = self.world.clients[client], self.cfg
         held = self.held(client)
-        self.fe.load_state_dict(self.fe_state)
-        for e in held:
-            self.experts[e].load_state_dict(self.expert_states[e])
-        mask = torch.as_tensor(self.assigned[client])
-        experts: list[Any] = [m if e in held else None for e, m in enumerate(self.experts)]
-        gate = self.gates[client]
-        train_local(self.fe, gate, experts, mask, data.x_train, data.y_train, self.train_cfg, self.gens[client])
-        fb = expert_feedback(self.fe, gate, experts, mask, data.x_train, data.y_train)
+        start = {**{f"fe.{k}": v for k, v in self.fe_state.items()},
+                 **{f"gate.{k}": v for k, v in self.gates[client].state_dict().items()}}
+        for i, e in enumerate(held):
+            start.update({f"experts.{i}.{k}": v for k, v in self.expert_states[e].items()})
         self.last_mask[client] = self.assigned[client]
-        update = ClientUpdate(clone_state(self.fe.state_dict()), {e: clone_state(self.experts[e].state_dict()) for e in held}, fb)
+        plan, _ = draw_plan(data.num_samples, cfg.local_epochs, cfg.batch_size, self.gens[client])
         up = self.costs.fe_bytes + len(held) * self.costs.expert_bytes + self.feedback_bytes(len(held))
-        return LocalResult(client, update, data.num_samples, up)
+        return TrainTask(
+            client=client, node=client, template=self.template(len(held)), start=clone_state(start),
+            x=data.x_train, y=data.y_train, plan=plan, loss="alignment_mixture",
+            args={"mask": torch.as_tensor(self.assigned[client])}, report="expert_feedback",
+            lr=cfg.lr, momentum=cfg.momentum, weight_decay=0.0,
+            flops=self.costs.local_flops(data.num_samples, cfg.local_epochs, len(held)), upload_bytes=up,
+        )
+
+    def collect(self, rnd: int, client: int, result: TaskResult) -> LocalResult:
+        def part(prefix: str) -> State:
+            return {k[len(prefix):]: v for k, v in result.state.items() if k.startswith(prefix)}
+
+        # The gate is the client's own: it keeps what it trained whether or not its upload arrives.
+        self.gates[client].load_state_dict(part("gate."))
+        held = self.held(client)  # the assignment stands until the next round's configure
+        update = ClientUpdate(part("fe."), {e: part(f"experts.{i}.") for i, e in enumerate(held)}, result.report)
+        return LocalResult(client, update, result.num_samples, result.upload_bytes)
 
     # ------------------------------------------------------------------ server, after
     def aggregate(self, rnd: int, results: list[LocalResult], failures: list[Failure]) -> None:

@@ -17,6 +17,7 @@ first client count, sampling the RSS after every round (target: flat within 5 %)
     python benchmarks/scale.py --clients 10 100 --exchange features
     python benchmarks/scale.py --clients 100 --rss-rounds 50
     python benchmarks/scale.py --rate-adaptation per_attempt   # without per-block fading
+    python benchmarks/scale.py --clients 1000 --plots          # also time the run's plots
 
 Needs Debian's dataset-fashion-mnist. A size that exceeds ``--timeout-s`` is reported as
 such and the larger sizes are skipped.
@@ -68,9 +69,15 @@ with tempfile.TemporaryDirectory() as out:
     metrics = run(cfg, run_dir, on_record=listen)
     wall_s = time.perf_counter() - t0
     sizes = {p.name: p.stat().st_size for p in run_dir.iterdir() if p.is_file()}
+    plots_s = None
+    if sys.argv[4] == "plots":  # drawn apart from the run, as `nmoe-sim run` would, and timed apart
+        from nmoe_sim.plots import plot_run
+        t0 = time.perf_counter()
+        plot_run(run_dir)
+        plots_s = time.perf_counter() - t0
 stages = metrics["stages"]
 print(json.dumps({
-    "wall_s": wall_s, "events": counter[0], "rss_per_round_mib": rss,
+    "wall_s": wall_s, "plots_s": plots_s, "events": counter[0], "rss_per_round_mib": rss,
     "transfers": sum(s["transfers"] for s in stages.values()),
     "nmoe_f1": metrics["systems"]["nmoe"]["f1_macro"],
     "files_mib": sum(sizes.values()) / 2**20,
@@ -105,8 +112,9 @@ def overrides(n: int, args: argparse.Namespace) -> list[str]:
     ]
 
 
-def run_child(scenario: Path, sets: list[str], mode: str, timeout_s: float) -> dict | None:
-    proc = subprocess.Popen([sys.executable, "-c", CHILD, str(scenario), json.dumps(sets), mode],
+def run_child(scenario: Path, sets: list[str], mode: str, timeout_s: float, plots: bool = False) -> dict | None:
+    proc = subprocess.Popen([sys.executable, "-c", CHILD, str(scenario), json.dumps(sets), mode,
+                             "plots" if plots else "none"],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
     t0 = time.perf_counter()
@@ -137,6 +145,8 @@ def main() -> int:
     parser.add_argument("--rate-adaptation", choices=["per_block", "per_attempt"],
                         help="override every link class's rate adaptation (default: the scenario's)")
     parser.add_argument("--rss-rounds", type=int, default=0)
+    parser.add_argument("--plots", action="store_true",
+                        help="also draw the run's plots (PNG) and print their time, apart from the wall time")
     parser.add_argument("--scenario", type=Path, default=ROOT / "scenarios" / "fashion_mnist.yaml")
     args = parser.parse_args()
 
@@ -161,13 +171,14 @@ def main() -> int:
           f"{'files MiB':>10} {'s/client':>9} {'NMoE F1':>8}")
     prev = None
     for n in args.clients:
-        res = run_child(args.scenario, overrides(n, args), "plain", args.timeout_s)
+        res = run_child(args.scenario, overrides(n, args), "plain", args.timeout_s, args.plots)
         if res is None:
             print(f"{n:>8} over the {args.timeout_s:.0f} s timeout; larger sizes skipped")
             break
         per = res["wall_s"] / n
+        plots = f" plots {res['plots_s']:.1f} s" if res["plots_s"] is not None else ""
         print(f"{n:>8} {res['wall_s']:>9.1f} {res['peak_rss_mib']:>13.0f} {res['events']:>13,} "
-              f"{res['transfers']:>10,} {res['files_mib']:>10.1f} {per:>9.3f} {res['nmoe_f1']:>8.3f}")
+              f"{res['transfers']:>10,} {res['files_mib']:>10.1f} {per:>9.3f} {res['nmoe_f1']:>8.3f}{plots}")
         if prev is not None:
             print(f"{'':>8} per-client cost x{per / prev[1]:.2f} from {prev[0]} to {n} clients")
         prev = (n, per)

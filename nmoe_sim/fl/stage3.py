@@ -82,6 +82,7 @@ class FedGate(RoundAlgorithm):
         base = make_gate(world.cfg, world.n_clients, world.streams, self.stage)
         self.gates = [copy.deepcopy(base) for _ in range(world.n_clients)]
         self.template = base  # the architecture every client's task trains (never trained in)
+        self._eval_gates = [copy.deepcopy(base) for _ in range(world.n_clients)]  # evaluate()'s scratch
         local = LOCAL_PARAMS[self.cfg.fedgate.local_part]
         self.shared = [name for name in base.state_dict() if name not in local]
         self.shared_bytes = world.param_bytes(base, self.shared)
@@ -134,8 +135,15 @@ class FedGate(RoundAlgorithm):
         return out
 
     def evaluate(self, rnd: int) -> tuple[float, float]:
-        s = self.parts.bank.evaluate(GateRouter(self.deployed(), self.world.cfg.model.top_k))
-        return s.f1_macro, s.accuracy
+        # The gates deployed after this round, loaded into scratch copies made once: a deep
+        # copy of every gate every round cost more than evaluating them.
+        got = set(range(self.world.n_clients)) - self.missed_download
+        for c, (own, deployed) in enumerate(zip(self.gates, self._eval_gates)):
+            deployed.load_state_dict(own.state_dict())
+            if c in got:
+                deployed.load_state_dict(self.global_shared, strict=False)
+        scores = self.parts.bank.evaluate(GateRouter(self._eval_gates, self.world.cfg.model.top_k))
+        return scores.f1_macro, scores.accuracy
 
     def finalize(self, sim: Sim) -> Generator[simpy.Event, Any, Router]:
         """Broadcast the final shared part; a client whose download fails keeps its own gate."""

@@ -17,6 +17,7 @@ from nmoe_sim.plots.base import DEFAULT_FORMATS, PLOTS, PlotSkipped, draw
 from nmoe_sim.plots.rundata import RunData
 
 ANNOTATE_MAX = 12  # beyond this many clients/experts the numbers are unreadable
+LABEL_MAX = 40  # topology map: clients labelled (about this many) and drawn at full size
 
 
 # --------------------------------------------------------------------------- gating
@@ -93,33 +94,43 @@ def make_topology_figure(run: RunData) -> Figure:
     lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
     norm = Normalize(lo, hi if hi > lo else lo + 1.0)  # one SNR value still needs a range
     cmap = matplotlib.colormaps["plasma"]
-    for kind, style, width, z in (("bs", "--", 0.8, 1), ("d2d", "-", 2.0, 2)):
+    n_clients = sum(1 for n in nodes.values() if n.get("kind") == "client")
+    # Many base-station links converge on one point: past LABEL_MAX clients they are drawn
+    # solid, thin and translucent, so they read as a fan rather than a moire of dashes.
+    crowd = min(1.0, LABEL_MAX / max(n_clients, 1))
+    for kind, style, width, z in (("bs", "--" if crowd == 1.0 else "-", max(0.8 * crowd, 0.3), 1), ("d2d", "-", 2.0, 2)):
         chosen = [(e, s) for e, s in zip(edges, snrs) if e.get("kind") == kind]
         if not chosen:
             continue
         segs = [[pos[str(e["u"])], pos[str(e["v"])]] for e, _ in chosen]
         lines = LineCollection(segs, cmap=cmap, norm=norm, linestyles=style,
-                               linewidths=width, zorder=z)
+                               linewidths=width, zorder=z, alpha=None if kind == "d2d" or crowd == 1.0 else 0.6)
         lines.set_array(np.array([s for _, s in chosen]))
         ax.add_collection(lines)
     if edges:
         mappable = ScalarMappable(norm=norm, cmap=cmap)
         fig.colorbar(mappable, ax=ax, label="mean SNR (dB)")
     handles = []
+    clients = [nid for nid, n in nodes.items() if n.get("kind") == "client"]
+    # Beyond LABEL_MAX clients, markers shrink with their number and only about LABEL_MAX of
+    # them are labelled: a 1,000-client ring stays a ring of dots rather than a black band,
+    # and the figure does not lay out 1,000 overlapping labels.
+    crowded = crowd < 1.0
+    client_size = 60.0 * crowd
     for kind, marker, color, size, label in (("bs", "^", "black", 160, "base station"),
-                                             ("client", "o", "C0", 60, "client")):
+                                             ("client", "o", "C0", client_size, "client")):
         xy = np.array([pos[nid] for nid, n in nodes.items() if n.get("kind") == kind])
         if xy.size:
             ax.scatter(xy[:, 0], xy[:, 1], marker=marker, s=size, color=color, zorder=3,
-                       edgecolors="white")
+                       edgecolors="white" if kind == "bs" or not crowded else "none")
             handles.append(Line2D([], [], marker=marker, color=color, ls="", label=label))
-    for nid, n in nodes.items():
-        if n.get("kind") == "client":
-            ax.annotate(nid, pos[nid], xytext=(4, 4), textcoords="offset points",
-                        fontsize="small", zorder=4)
+    for i in _ticks(len(clients), LABEL_MAX):
+        ax.annotate(clients[i], pos[clients[i]], xytext=(4, 4), textcoords="offset points",
+                    fontsize="small", zorder=4)
     handles += [Line2D([], [], color="gray", ls="-", lw=2.0, label="D2D link"),
-                Line2D([], [], color="gray", ls="--", lw=0.8, label="BS link")]
-    ax.legend(handles=handles, loc="best", fontsize="small")
+                Line2D([], [], color="gray", ls="-" if crowded else "--", lw=0.8, label="BS link")]
+    # "best" tests every corner against every artist's data: costly with thousands of links.
+    ax.legend(handles=handles, loc="upper right" if crowded else "best", fontsize="small")
     ax.set_aspect("equal", adjustable="datalim")
     ax.autoscale_view()
     ax.margins(0.1)

@@ -47,13 +47,13 @@ def summary_table(metrics: dict[str, Any]) -> Any:
     return SYSTEMS.get(metrics.get("system", "nmoe"), "system").summary_table(metrics)
 
 
-def run_one(cfg: Scenario, run_dir: Path, *, quiet: bool = False) -> dict[str, Any]:
+def run_one(cfg: Scenario, run_dir: Path, *, quiet: bool = False, reuse: Any = None) -> dict[str, Any]:
     from nmoe_sim.runner import run  # heavy imports (torch) only when something runs
 
     err = Console(stderr=True)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=err, transient=True, disable=quiet or not err.is_terminal) as progress:
-        metrics = run(cfg, run_dir, on_record=_progress_listener(progress))
+        metrics = run(cfg, run_dir, on_record=_progress_listener(progress), reuse=reuse)
     if cfg.output.plots:
         from nmoe_sim.plots import plot_run
 
@@ -88,9 +88,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     build_scenario(raw, args.scenario)  # validate the base scenario before any point runs
     root = Path(args.out) if args.out else Path(raw.get("output", {}).get("root", "results"))
 
+    from nmoe_sim.reuse import StageCache
+
+    reuse = StageCache()  # points sharing stages 1-2 or a baseline compute them once
+
     def run_point(point_raw: dict[str, Any], run_dir: Path) -> Path:
         run_dir.mkdir(parents=True, exist_ok=True)
-        run_one(build_scenario(point_raw), run_dir, quiet=True)
+        run_one(build_scenario(point_raw), run_dir, quiet=True, reuse=reuse)
         return run_dir
 
     sweep_dir = run_sweep(raw, root, run_point)

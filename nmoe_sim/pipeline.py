@@ -36,11 +36,21 @@ class StageSpan:
 
 
 def train_nmoe(world: World, sim: Sim, spans: list[StageSpan]) -> Generator[simpy.Event, Any, tuple[NMoEParts, Router, CostScope]]:
+    parts = yield from train_shared(world, sim, spans)
+    router, scope = yield from train_gate(world, sim, parts, spans)
+    return parts, router, scope
+
+
+def train_shared(world: World, sim: Sim, spans: list[StageSpan]) -> Generator[simpy.Event, Any, NMoEParts]:
+    """Stages 1 and 2: the shared FE, then every client's expert on its frozen features.
+
+    Nothing here reads the stage-3 settings (``reuse.NMOE_PREFIX_FREE``), so sweep points
+    that differ only there can share what this leaves behind.
+    """
     # Each algorithm owns its stage name; the costs it causes are recorded under it.
     fe_algo = make_stage1(world)
-    gate_method = GATE_ALGORITHMS.get(world.cfg.stage3.algorithm, "stage3.algorithm")
-    s1, s2, s3 = fe_algo.stage, STAGE2, gate_method.stage
-    scope = CostScope(sim.system, [s1, s2, s3])
+    s1, s2 = fe_algo.stage, STAGE2
+    scope = CostScope(sim.system, [s1, s2])  # stage 3 has recorded nothing yet
     env = sim.env
 
     start = env.now
@@ -55,11 +65,19 @@ def train_nmoe(world: World, sim: Sim, spans: list[StageSpan]) -> Generator[simp
 
     bank = QueryBank(client_fes, experts, [c.x_query for c in world.clients], [c.y_query for c in world.clients],
                      world.dataset.num_classes)
-    parts = NMoEParts(fe, experts, feats, bank, trained_by=(s1, s2))  # fe: raw FE, for FLOP counting
-    start = env.now
+    return NMoEParts(fe, experts, feats, bank, trained_by=(s1, s2))  # fe: raw FE, for FLOP counting
+
+
+def train_gate(world: World, sim: Sim, parts: NMoEParts, spans: list[StageSpan]) -> Generator[
+        simpy.Event, Any, tuple[Router, CostScope]]:
+    """Stage 3: the gate, with F and every H_i frozen; returns the router and the NMoE's cost scope."""
+    gate_method = GATE_ALGORITHMS.get(world.cfg.stage3.algorithm, "stage3.algorithm")
+    s3 = gate_method.stage
+    scope = CostScope(sim.system, [*parts.trained_by, s3])
+    start = sim.env.now
     router = yield from gate_method.train(world, sim, parts, scope, s3)
-    spans.append(StageSpan(sim.system, s3, start, env.now))
-    return parts, router, scope
+    spans.append(StageSpan(sim.system, s3, start, sim.env.now))
+    return router, scope
 
 
 def nmoe_spec(world: World, parts: NMoEParts, router: Router) -> InferenceSpec:

@@ -18,17 +18,22 @@ import torch
 from nmoe_sim.config import Scenario, dump_yaml
 from nmoe_sim.engine.executors import auto_torch_threads
 from nmoe_sim.errors import ConfigError
+from nmoe_sim.reuse import StageCache
 from nmoe_sim.results import atomic_write_text, write_csv, write_json, write_records
 from nmoe_sim.seeds import SeedStreams
 from nmoe_sim.systems import SYSTEMS
 from nmoe_sim.world import Sim, World, build_world
 
 
-def run(cfg: Scenario, run_dir: Path, on_record: Callable[[Any], None] | None = None) -> dict[str, Any]:
-    """Run a validated scenario into ``run_dir`` (which must exist); returns metrics.json's content."""
+def run(cfg: Scenario, run_dir: Path, on_record: Callable[[Any], None] | None = None,
+        reuse: StageCache | None = None) -> dict[str, Any]:
+    """Run a validated scenario into ``run_dir`` (which must exist); returns metrics.json's content.
+
+    ``reuse`` (a sweep's cache) lets the run take stages an earlier point shared with it.
+    """
     check_device(cfg.runtime.device)
     with torch_threads(1 if cfg.runtime.torch_threads == "auto" else cfg.runtime.torch_threads):
-        return _run(cfg, run_dir, on_record)
+        return _run(cfg, run_dir, on_record, reuse)
 
 
 def check_device(device: str) -> None:
@@ -48,7 +53,8 @@ def torch_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def _run(cfg: Scenario, run_dir: Path, on_record: Callable[[Any], None] | None) -> dict[str, Any]:
+def _run(cfg: Scenario, run_dir: Path, on_record: Callable[[Any], None] | None,
+         reuse: StageCache | None) -> dict[str, Any]:
     wall0 = time.perf_counter()
     system = SYSTEMS.get(cfg.system, "system")(cfg)
     atomic_write_text(run_dir / "config.yaml", dump_yaml(cfg))
@@ -57,7 +63,7 @@ def _run(cfg: Scenario, run_dir: Path, on_record: Callable[[Any], None] | None) 
         torch.set_num_threads(auto_torch_threads(cfg, world.dataset.input_shape))
     if on_record is not None:
         world.recorder.listeners.append(on_record)
-    outcome = system.run(world)
+    outcome = system.run(world, reuse, f"{run_dir.parent.name}/{run_dir.name}")
     metrics = {
         "scenario": cfg.name, "seed": cfg.seed, "run_id": run_dir.name, "system": cfg.system,
         "wall_time_s": None,  # set just before metrics.json is written, after every other file

@@ -21,6 +21,7 @@ if TYPE_CHECKING:  # the world imports torch; only the type is needed here
     from rich.table import Table
 
     from nmoe_sim.config import Scenario
+    from nmoe_sim.reuse import StageCache
     from nmoe_sim.world import Sim, World
 
 
@@ -40,7 +41,9 @@ class System(ABC):
         self.cfg = cfg
 
     @abstractmethod
-    def run(self, world: "World") -> SystemOutcome: ...
+    def run(self, world: "World", reuse: "StageCache | None" = None, origin: str = "") -> SystemOutcome:
+        """Run over ``world``; with a sweep's ``reuse`` cache, a system may take (and leave)
+        shared stages there, recording what it took in its metrics (``origin``: this run)."""
 
     @staticmethod
     @abstractmethod

@@ -30,7 +30,8 @@ ASSIGNMENT_COLUMNS = ["system", "round", "client", "expert", "delivered", "usage
 
 
 class AlignmentSystem(System):
-    def run(self, world: World) -> SystemOutcome:
+    def run(self, world: World, reuse: Any = None, origin: str = "") -> SystemOutcome:
+        # Every assignment trains from scratch on its own world: nothing is shared to reuse.
         acfg = self.cfg.alignment
         if acfg is None:  # the schema's cross-check forbids it; kept for direct callers
             raise ValueError("system: alignment needs a scenario with an alignment section")

@@ -6,6 +6,9 @@ baseline in its own simulated world over the same data, topology and channel see
 
 from __future__ import annotations
 
+import copy
+import logging
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generator, Iterator
 
 import simpy
@@ -13,7 +16,8 @@ import simpy
 from nmoe_sim.fl.baselines import BASELINES
 from nmoe_sim.inference import run_inference
 from nmoe_sim.metrics import inference_timing, stage_costs, system_costs, system_summary
-from nmoe_sim.pipeline import StageSpan, nmoe_spec, train_nmoe
+from nmoe_sim.pipeline import StageSpan, nmoe_spec, train_gate, train_shared
+from nmoe_sim.reuse import StageCache, baseline_key, nmoe_prefix_key, restore, snapshot
 from nmoe_sim.systems import System, SystemOutcome
 from nmoe_sim.world import Sim, World
 
@@ -21,17 +25,22 @@ if TYPE_CHECKING:
     from rich.table import Table
 
 GATING_COLUMNS = ["system", "client", "expert", "count", "share"]
+log = logging.getLogger(__name__)
 
 
 def _run_process(sim: Sim, body: Generator[simpy.Event, Any, Any]) -> Any:
     proc = sim.env.process(body)
     sim.env.run(until=proc)
+    # SimPy returns from run(until=proc) with proc's own (callback-free) event still queued;
+    # step it away so that a snapshot at this boundary holds no finished generator.
+    while sim.env._queue and sim.env._queue[0][3] is proc:
+        sim.env.step()
     return proc.value
 
 
 class NMoESystem(System):
-    def run(self, world: World) -> SystemOutcome:
-        systems, spans, pays, nmoe_sim = run_systems(world)
+    def run(self, world: World, reuse: StageCache | None = None, origin: str = "") -> SystemOutcome:
+        systems, spans, pays, nmoe_sim, reused = run_systems(world, reuse, origin)
         stages = stage_table(world, spans)
         for name, summary in systems.items():
             summary["stages"] = pays[name]
@@ -42,6 +51,8 @@ class NMoESystem(System):
             # The NMoE's own Sim carried only its stages, so its network's counters are its links' load.
             "links": nmoe_sim.net.link_stats(nmoe_sim.env.now),
         }
+        if reused:  # a sweep point that took shared stages from an earlier point
+            metrics["reused"] = reused
         return SystemOutcome(metrics, nmoe_sim, {"gating.csv": (GATING_COLUMNS, gating_rows(systems))})
 
     @staticmethod
@@ -49,29 +60,85 @@ class NMoESystem(System):
         return summary_table(metrics)
 
 
-def run_systems(world: World) -> tuple[dict[str, Any], list[StageSpan], dict[str, list[str]], Sim]:
+@dataclass
+class _Shared:
+    """What a system left behind for sweep reuse: a snapshot and the records it made, in order."""
+
+    world: World  # the world the snapshot was taken in (its objects are swapped on restore)
+    state: Any
+    records: list[Any]
+
+
+def _shared_objects(world: World) -> list[Any]:
+    """The world's objects a snapshot shares rather than copies (equal in every point of a key)."""
+    return [world, world.recorder, world.graph, world.profiles, world.dataset, *world.clients]
+
+
+def _recording(world: World) -> list[Any]:
+    log: list[Any] = []
+    world.recorder.listeners.append(log.append)
+    return log
+
+
+def _replay(world: World, shared: _Shared) -> None:
+    for rec in shared.records:  # in their original order, so every running total sums alike
+        world.recorder.add(rec)
+
+
+def run_systems(world: World, reuse: StageCache | None = None, origin: str = "") -> tuple[
+        dict[str, Any], list[StageSpan], dict[str, list[str]], Sim, dict[str, str]]:
     """Run the NMoE and the baselines, each in its own Sim.
 
-    Returns (system summaries, stage spans, the stages each system pays for, the NMoE's sim).
+    With a ``reuse`` cache (a sweep's), stages 1-2 and the FedAvg and centralized baselines
+    are taken from it when an earlier point computed them under the same key, and left in it
+    otherwise. Returns (system summaries, stage spans, the stages each system pays for, the
+    NMoE's sim, what was reused: stage or system -> the run that computed it).
     """
     spans: list[StageSpan] = []
     systems: dict[str, Any] = {}
     pays: dict[str, list[str]] = {}
-    nmoe_sim = world.new_sim("nmoe")
+    reused: dict[str, str] = {}
+
+    key = nmoe_prefix_key(world.cfg) if reuse is not None else ""
+    entry = reuse.get(key) if reuse is not None else None
+    if entry is not None:
+        shared: _Shared = entry.value
+        nmoe_sim, parts, prefix_spans = restore(shared.state, {
+            id(old): new for old, new in zip(_shared_objects(shared.world), _shared_objects(world))})
+        _replay(world, shared)
+        spans.extend(prefix_spans)
+        reused.update({stage: entry.origin for stage in parts.trained_by})
+    else:
+        nmoe_sim = world.new_sim("nmoe")
+        log = _recording(world) if reuse is not None else None
+        parts = _run_process(nmoe_sim, train_shared(world, nmoe_sim, spans))
+        if reuse is not None and log is not None:
+            world.recorder.listeners.remove(log.append)
+            _keep(reuse, key, world, (nmoe_sim, parts, list(spans)), log, origin)
 
     def nmoe() -> Generator[simpy.Event, Any, Any]:
-        parts, router, scope = yield from train_nmoe(world, nmoe_sim, spans)
+        router, scope = yield from train_gate(world, nmoe_sim, parts, spans)
         start = nmoe_sim.env.now
         outcome = yield from run_inference(world, nmoe_sim, nmoe_spec(world, parts, router))
         spans.append(StageSpan(nmoe_sim.system, outcome.stage, start, nmoe_sim.env.now, inference=True))
-        return parts, scope, outcome
+        return scope, outcome
 
-    parts, scope, outcome = _run_process(nmoe_sim, nmoe())
+    scope, outcome = _run_process(nmoe_sim, nmoe())
     systems["nmoe"] = system_summary(outcome.scores, world.recorder, "nmoe", outcome.stage, outcome.failed_queries)
     pays["nmoe"] = [*scope.stages, outcome.stage]
 
     for name in world.cfg.baselines.systems:
+        # ``local`` serves the NMoE's own FE and experts: nothing of its own to reuse.
+        bkey = baseline_key(world.cfg, name) if reuse is not None and name != "local" else ""
+        hit = reuse.get(bkey) if bkey and reuse is not None else None
+        if hit is not None:
+            _replay(world, hit.value)
+            b_spans, systems[name], pays[name] = copy.deepcopy(hit.value.state)
+            spans.extend(b_spans)
+            reused[name] = hit.origin
+            continue
         sim = world.new_sim(name)
+        first_span = len(spans)
 
         def baseline(name: str = name, sim: Sim = sim) -> Generator[simpy.Event, Any, Any]:
             start = sim.env.now
@@ -83,10 +150,22 @@ def run_systems(world: World) -> tuple[dict[str, Any], list[StageSpan], dict[str
             spans.append(StageSpan(sim.system, result.stage, start, sim.env.now, inference=True))
             return scope, result
 
+        log = _recording(world) if bkey else None
         scope, result = _run_process(sim, baseline())
         systems[name] = system_summary(result.scores, world.recorder, name, result.stage, result.failed_queries)
         pays[name] = [*scope.reused, *scope.stages, result.stage]
-    return systems, spans, pays, nmoe_sim
+        if bkey and reuse is not None and log is not None:
+            world.recorder.listeners.remove(log.append)
+            reuse.put(bkey, _Shared(world, copy.deepcopy((spans[first_span:], systems[name], pays[name])), log), origin)
+    return systems, spans, pays, nmoe_sim, reused
+
+
+def _keep(reuse: StageCache, key: str, world: World, state: Any, records: list[Any], origin: str) -> None:
+    """Leave a snapshot for later points; a state that cannot be copied is simply not kept."""
+    try:
+        reuse.put(key, _Shared(world, snapshot(state, _shared_objects(world)), records), origin)
+    except TypeError as exc:  # e.g. a live generator; correctness first: recompute next time
+        log.warning("stages 1-2 not kept for reuse (%s)", exc)
 
 
 def stage_table(world: World, spans: list[StageSpan]) -> dict[str, dict[str, Any]]:

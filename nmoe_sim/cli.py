@@ -90,7 +90,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     from nmoe_sim.reuse import StageCache
 
-    reuse = StageCache()  # points sharing stages 1-2 or a baseline compute them once
+    # Points sharing stages 1-2 or a baseline compute them once (--no-reuse: every point alone).
+    reuse = None if args.no_reuse else StageCache()
 
     def run_point(point_raw: dict[str, Any], run_dir: Path) -> Path:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -133,6 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--out", help="results root folder (default: the scenario's output.root)")
         if name == "run":
             p.add_argument("-q", "--quiet", action="store_true", help="no progress or summary table")
+        if name == "sweep":
+            p.add_argument("--no-reuse", action="store_true",
+                           help="recompute stages 1-2 and the baselines for every point, even where shared")
         if name == "validate":
             p.add_argument("--print", action="store_true", help="print the resolved scenario")
         p.set_defaults(fn=fn)

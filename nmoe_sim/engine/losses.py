@@ -107,15 +107,14 @@ def moe_loss(logits: torch.Tensor, true_p: torch.Tensor, available: torch.Tensor
 
 @LOSSES.register("gate")
 def gate(module: nn.Module, b: Batch) -> torch.Tensor:
-    """A noisy gate on frozen features against every expert's output (``aux['probs']`` (B,E,K)).
+    """A noisy gate on frozen features against every expert's probability of the true class
+    (``aux['true_p']`` (B,E): all a gate target reads of the experts' (B,E,K) outputs).
 
     ``draw`` is the generator state the gate noise starts from; ``args``: ``target`` (a
     GATE_TARGETS name) and ``available`` (E,) bool.
     """
-    probs = b.aux["probs"]
-    true_p = probs[torch.arange(len(b.y)), :, b.y]  # (B,E)
     logits = module(b.x, generator_from(b.draw))
-    return GATE_TARGETS.get(b.args["target"], "stage3.target")(logits, true_p, b.args["available"])
+    return GATE_TARGETS.get(b.args["target"], "stage3.target")(logits, b.aux["true_p"], b.args["available"])
 
 
 @LOSSES.register("central_mixture")

@@ -62,7 +62,8 @@ def gate_task(client: int, template: Gate, start: dict[str, torch.Tensor], data:
                             per_batch=draw_generator_state(n_experts) if template.noisy else None)
     return TrainTask(
         client=client, node=client, template=template, start=start, x=data.feats, y=data.y, plan=plan,
-        draws=draws, loss="gate", aux={"probs": data.probs}, args={"target": cfg.target, "available": data.available},
+        draws=draws, loss="gate", aux={"true_p": data.probs[torch.arange(len(data.y)), :, data.y]},  # (n,E)
+        args={"target": cfg.target, "available": data.available},
         lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
         flops=cfg.local_epochs * len(data.y) * flops_per_sample, upload_bytes=upload_bytes,
     )

@@ -40,6 +40,7 @@ from torch.nn import functional as F
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from common import matmul_gflops  # noqa: E402  (benchmarks/common.py)
 from nmoe_sim.models import train_flops_per_sample  # noqa: E402
 
 BATCH, LR = 32, 0.05
@@ -128,17 +129,6 @@ def _shard(args: tuple[torch.Tensor, torch.Tensor]) -> None:
 def way_shards(x: torch.Tensor, y: torch.Tensor, pool: mp.pool.Pool, workers: int) -> None:
     shards = [(x[i::workers], y[i::workers]) for i in range(workers)]
     pool.map(_shard, shards)
-
-
-def matmul_gflops(repeat: int = 5) -> float:
-    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
-    a @ b
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        a @ b
-        times.append(time.perf_counter() - t0)
-    return 2 * 2048**3 / statistics.median(times) / 1e9
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -44,6 +44,7 @@ from nmoe_sim.data.idx import read_idx  # noqa: E402
 from nmoe_sim.engine.tasks import TrainTask  # noqa: E402
 from nmoe_sim.fl.aggregate import fedavg  # noqa: E402
 from nmoe_sim.fl.rounds import CostScope, Failure, LocalResult, RoundAlgorithm, RoundDriver  # noqa: E402
+from common import matmul_gflops  # noqa: E402  (benchmarks/common.py)
 from nmoe_sim.models import train_flops_per_sample  # noqa: E402
 from nmoe_sim.seeds import SeedStreams  # noqa: E402
 from nmoe_sim.world import build_world  # noqa: E402
@@ -150,17 +151,6 @@ def nmoe(parts: list[tuple[torch.Tensor, torch.Tensor]], rounds: int, flops: flo
     proc = sim.env.process(body())
     sim.env.run(until=proc)
     return algo.global_state
-
-
-def matmul_gflops(repeat: int = 5) -> float:
-    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
-    a @ b
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        a @ b
-        times.append(time.perf_counter() - t0)
-    return 2 * 2048**3 / statistics.median(times) / 1e9
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -35,9 +35,7 @@ def fedce_rounds(executor: str, workers: int = 2) -> tuple[dict[str, torch.Tenso
     return algo.global_state, computes, ends
 
 
-def test_batched_workers_compute_exactly_what_local_computes(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Force every gather through the two worker processes, however small the round.
-    monkeypatch.setattr(executors, "MIN_POOL_FLOPS", 0.0)
+def test_batched_workers_compute_exactly_what_local_computes() -> None:
     local_state, local_computes, local_ends = fedce_rounds("local")
     batched_state, batched_computes, batched_ends = fedce_rounds("batched", workers=2)
     # One torch thread on both sides, the same reference execute(): bit for bit.

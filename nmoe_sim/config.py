@@ -115,6 +115,9 @@ class FedSCConfig(Strict):
 class Stage1Config(TrainConfig):
     algorithm: Literal["fedce", "fedsc"] = "fedsc"
     fedsc: FedSCConfig = FedSCConfig()
+    probe_every: int = Field(
+        0, ge=0, description="measure the FE's features (linear probe, kNN, effective rank) every N "
+        "rounds too, in rounds.csv; 0: after the last round only. Measurement: no simulated cost")
 
 
 class Stage2Config(SGDConfig):

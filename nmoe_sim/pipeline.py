@@ -6,7 +6,8 @@ experts on frozen features, then a gate with F and every H_i frozen.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, field
 from typing import Any, Generator
 
 import numpy as np
@@ -23,6 +24,8 @@ from nmoe_sim.models import forward_flops_per_sample
 from nmoe_sim.models.build import make_gate
 from nmoe_sim.world import Sim, World
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class StageSpan:
@@ -33,6 +36,7 @@ class StageSpan:
     start_s: float
     end_s: float
     inference: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)  # merged into metrics.json's stages.<stage>
 
 
 def train_nmoe(world: World, sim: Sim, spans: list[StageSpan]) -> Generator[simpy.Event, Any, tuple[NMoEParts, Router, CostScope]]:
@@ -57,7 +61,9 @@ def train_shared(world: World, sim: Sim, spans: list[StageSpan]) -> Generator[si
     yield from RoundDriver(sim, world.n_clients, world.streams.numpy(f"{s1}/participation")).run(fe_algo, world.cfg.stage1, scope)
     fe = fe_algo.fe
     fe.eval()
-    spans.append(StageSpan(sim.system, s1, start, env.now))
+    representation = fe_algo.representation()
+    warn_if_unlearned(s1, representation)
+    spans.append(StageSpan(sim.system, s1, start, env.now, extra={"representation": representation}))
 
     start = env.now
     experts, feats, client_fes = yield from train_experts(world, sim, fe)
@@ -66,6 +72,18 @@ def train_shared(world: World, sim: Sim, spans: list[StageSpan]) -> Generator[si
     bank = QueryBank(client_fes, experts, [c.x_query for c in world.clients], [c.y_query for c in world.clients],
                      world.dataset.num_classes)
     return NMoEParts(fe, experts, feats, bank, trained_by=(s1, s2))  # fe: raw FE, for FLOP counting
+
+
+def warn_if_unlearned(stage: str, rep: dict[str, Any]) -> None:
+    """One line on stderr when stage 1 learned nothing useful (also flagged in metrics.json)."""
+    if rep["no_update"]:
+        log.warning("%s: no client update arrived in any round; the FE is the untrained one", stage)
+    elif rep["collapsed"]:
+        log.warning("%s: features collapsed (effective rank %.2f; linear probe %.3f vs %.3f untrained)",
+                    stage, rep["effective_rank"], rep["linear_probe"], rep["untrained"]["linear_probe"])
+    if rep.get("projection_collapsed"):
+        log.warning("%s: projections collapsed (spectral loss %.4f, collapsed value %.4f; view agreement %.4f)",
+                    stage, rep["spectral_loss"], rep["collapsed_spectral_loss"], rep["view_agreement"])
 
 
 def train_gate(world: World, sim: Sim, parts: NMoEParts, spans: list[StageSpan]) -> Generator[

@@ -104,6 +104,10 @@ class RoundRecord:
     cum_energy_j: float
     f1_macro: float = float("nan")
     accuracy: float = float("nan")
+    # Stage 1's feature checks after this round, where measured (nmoe_sim.fl.probes).
+    probe_linear: float = float("nan")
+    probe_knn: float = float("nan")
+    effective_rank: float = float("nan")
 
 
 @dataclass(frozen=True)

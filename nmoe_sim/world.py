@@ -95,13 +95,14 @@ class Sim:
                                      infrastructure=self.net.infrastructure, runtime=world.cfg.runtime)
 
     def record_round(self, scope: CostScope, stage: str, rnd: int, rounds_total: int, start_s: float,
-                     participants: int, failures: int, scores: tuple[float, float] | None) -> None:
+                     participants: int, failures: int, scores: tuple[float, float] | None,
+                     measured: dict[str, float] | None = None) -> None:
         rec = self.recorder
         self.recorder.add(make_round_record(
             scope, stage, rnd, rounds_total, start_s, self.env.now, participants, failures,
             int(rec.sum_of(self.system, scope.stages, "bytes")),
             int(rec.sum_of(self.system, scope.stages, "bytes_delivered")),
-            rec.sum_of(self.system, scope.stages, "energy_j"), scores,
+            rec.sum_of(self.system, scope.stages, "energy_j"), scores, measured,
         ))
 
 

@@ -323,8 +323,8 @@ def test_unusual_stage_names_still_get_every_byte_they_moved(tmp_path: Path, mon
     from nmoe_sim.fl import stage1, stage3
 
     class RenamedFedCE(stage1.FedCE):
-        def __init__(self, world: Any, cfg: Any) -> None:
-            super().__init__(world, cfg, stage="fe_learning_v2")
+        def __init__(self, world: Any, cfg: Any, probe: bool = False) -> None:
+            super().__init__(world, cfg, stage="fe_learning_v2", probe=probe)
 
     monkeypatch.setitem(stage1.FE_ALGORITHMS._items, "fedce", RenamedFedCE)
     monkeypatch.setitem(stage3.GATE_ALGORITHMS._items, "fedgate", stage3.GateMethod("my-gate", stage3.run_fedgate))

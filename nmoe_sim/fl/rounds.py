@@ -106,6 +106,11 @@ class RoundAlgorithm(ABC):
         """(macro-F1, accuracy) of the system after this round, or None if not meaningful."""
         return None
 
+    def measure(self, rnd: int) -> dict[str, float] | None:
+        """Feature checks after this round for the round record (``probe_linear``,
+        ``probe_knn``, ``effective_rank``), or None where nothing is measured."""
+        return None
+
 
 class RoundDriver:
     """Runs an algorithm's rounds as SimPy processes over the sim's network and executor."""
@@ -139,7 +144,7 @@ class RoundDriver:
             algo.aggregate(rnd, results, failures)
             scores = algo.evaluate(rnd)
             self.sim.record_round(scope, algo.stage, rnd, cfg.rounds, start_s, len(participants), len(failures),
-                                  scores)
+                                  scores, algo.measure(rnd))
 
     def _collect(self, algo: RoundAlgorithm, rnd: int, jobs: dict[int, Job]) -> dict[int, LocalResult]:
         """The round's real work, all at once: every task a device started, run by the executor."""
@@ -186,7 +191,9 @@ class RoundDriver:
 
 def make_round_record(scope: CostScope, stage: str, rnd: int, rounds_total: int, start_s: float, end_s: float,
                       participants: int, failures: int, cum_bytes: int, cum_bytes_delivered: int,
-                      cum_energy_j: float, scores: tuple[float, float] | None) -> RoundRecord:
+                      cum_energy_j: float, scores: tuple[float, float] | None,
+                      measured: dict[str, float] | None = None) -> RoundRecord:
     f1, acc = scores if scores is not None else (float("nan"), float("nan"))
     return RoundRecord(scope.system, stage, rnd, rounds_total, start_s, end_s, participants, failures,
-                       cum_bytes, cum_bytes_delivered, end_s - scope.start_s, cum_energy_j, f1, acc)
+                       cum_bytes, cum_bytes_delivered, end_s - scope.start_s, cum_energy_j, f1, acc,
+                       **(measured or {}))

@@ -18,7 +18,8 @@ from sklearn.metrics import accuracy_score, f1_score
 from nmoe_sim.config import Stage1Config, TrainConfig
 from nmoe_sim.data.augment import make_views
 from nmoe_sim.fl.aggregate import fedavg
-from nmoe_sim.fl.fedsc_loss import alpha_schedule
+from nmoe_sim.fl.fedsc_loss import alpha_schedule, clip_norm, spectral_loss
+from nmoe_sim.fl.probes import Representation, collapsed_spectral_loss, measure
 from nmoe_sim.fl.rounds import Failure, LocalResult, RoundAlgorithm
 from nmoe_sim.engine.tasks import TaskResult, TrainTask, clone_state, draw_plan
 from nmoe_sim.fl.train import predict_batched
@@ -32,17 +33,48 @@ FE_ALGORITHMS: Registry[type["FederatedFE"]] = Registry("stage1 algorithm")
 
 
 class FederatedFE(RoundAlgorithm):
-    """Shared plumbing: a global model, a scratch copy for local work, FedAvg of states."""
+    """Shared plumbing: a global model, a scratch copy for evaluation, FedAvg of states, and
+    (``probe=True``: the NMoE's stage 1) checks of the FE's features (:mod:`nmoe_sim.fl.probes`)."""
 
     model: torch.nn.Module
 
-    def __init__(self, world: World, cfg: TrainConfig, stage: str, model: torch.nn.Module) -> None:
+    def __init__(self, world: World, cfg: TrainConfig, stage: str, model: torch.nn.Module,
+                 probe: bool = False) -> None:
         self.world, self.cfg, self.stage = world, cfg, stage
         self.model = model
         self.global_state = clone_state(model.state_dict())
         self.scratch = copy.deepcopy(model)
         self.model_bytes = world.param_bytes(model)
         self.gens = client_rngs(world.streams, stage, world.n_clients)
+        self.probe = probe
+        self.rounds_updated = 0  # rounds in which at least one client's update arrived
+        self.final: Representation | None = None
+        # The reference: the same FE before any training (measured once, up front).
+        self.untrained = self._measure() if probe else None
+
+    def _measure(self) -> Representation:
+        ds, clients = self.world.dataset, self.world.clients
+        return measure(self.fe, torch.cat([c.x_train for c in clients]), torch.cat([c.y_train for c in clients]),
+                       ds.x_test, ds.y_test, ds.num_classes)
+
+    def measure(self, rnd: int) -> dict[str, float] | None:
+        every = getattr(self.cfg, "probe_every", 0)
+        last = rnd == self.cfg.rounds - 1
+        if not self.probe or not (last or (every and (rnd + 1) % every == 0)):
+            return None
+        rep = self._measure()
+        if last:
+            self.final = rep
+        return {"probe_linear": rep.linear_probe, "probe_knn": rep.knn, "effective_rank": rep.effective_rank}
+
+    def representation(self) -> dict[str, Any]:
+        """metrics.json's ``stages.<stage>.representation``: the final checks beside the
+        untrained FE's, and the flags a reader must not miss."""
+        assert self.final is not None and self.untrained is not None, "measured after the last round"
+        collapsed = self.final.effective_rank < 2 or self.final.linear_probe <= self.untrained.linear_probe
+        return {**self.final.as_dict(), "untrained": self.untrained.as_dict(),
+                "rounds_with_update": self.rounds_updated, "collapsed": bool(collapsed),
+                "no_update": self.rounds_updated == 0}
 
     @property
     def fe(self) -> FeatureExtractor:
@@ -51,16 +83,18 @@ class FederatedFE(RoundAlgorithm):
 
     def aggregate(self, rnd: int, results: list[LocalResult], failures: list[Failure]) -> None:
         if results:  # a round where every client failed leaves the global model unchanged
+            self.rounds_updated += 1
             self.global_state = fedavg([r.update["state"] for r in results], [r.num_samples for r in results])
 
 
 @FE_ALGORITHMS.register("fedce")
 class FedCE(FederatedFE):
-    def __init__(self, world: World, cfg: TrainConfig, stage: str = "stage1_fedce", evaluate: bool = False) -> None:
+    def __init__(self, world: World, cfg: TrainConfig, stage: str = "stage1_fedce", evaluate: bool = False,
+                 probe: bool = False) -> None:
         ds = world.dataset
         fe = make_fe(world.cfg, ds.input_shape, world.streams, stage)
         model = seeded(world.streams, f"{stage}/head", lambda: Classifier(fe, ds.num_classes))
-        super().__init__(world, cfg, stage, model)
+        super().__init__(world, cfg, stage, model, probe)
         self.train_flops = train_flops_per_sample(model, ds.input_shape)
         self._evaluate = evaluate
 
@@ -92,12 +126,12 @@ class FedCE(FederatedFE):
 
 @FE_ALGORITHMS.register("fedsc")
 class FedSC(FederatedFE):
-    def __init__(self, world: World, cfg: Stage1Config, stage: str = "stage1_fedsc") -> None:
+    def __init__(self, world: World, cfg: Stage1Config, stage: str = "stage1_fedsc", probe: bool = False) -> None:
         ds = world.dataset
         fe = make_fe(world.cfg, ds.input_shape, world.streams, stage)
         model = seeded(world.streams, f"{stage}/proj", lambda: ContrastiveModel(fe, world.cfg.model.proj_dim))
-        super().__init__(world, cfg, stage, model)
         self.sc = cfg.fedsc
+        super().__init__(world, cfg, stage, model, probe)
         p = world.cfg.model.proj_dim
         self.corr_bytes = world.tensor_bytes(p * p) if self.sc.share_correlation else 0
         # Two augmented views per sample, each a full training pass of FE + projection.
@@ -149,6 +183,26 @@ class FedSC(FederatedFE):
             r_loc = r_loc + torch.as_tensor((noise + noise.T) / np.sqrt(2.0), dtype=r_loc.dtype)
         return LocalResult(client, {"state": result.state, "corr": r_loc}, result.num_samples, result.upload_bytes)
 
+    def representation(self) -> dict[str, Any]:
+        """Also how far the projections are from total collapse: two views of every training
+        sample (from a stream of their own, so training draws nothing less), through the
+        final global model."""
+        out = super().representation()
+        x = torch.cat([c.x_train for c in self.world.clients])
+        gen = self.world.streams.torch(f"{self.stage}/probe_views")
+        self.scratch.load_state_dict(self.global_state)
+        self.scratch.eval()
+        with torch.no_grad():
+            z1 = clip_norm(predict_batched(self.scratch, self.views(x, gen)), self.sc.mu)
+            z0 = clip_norm(predict_batched(self.scratch, self.views(x, gen)), self.sc.mu)
+            out["view_agreement"] = round(float((z1 * z0).sum(1).mean()), 6)  # mean z1 . z0; mu at collapse
+            out["spectral_loss"] = round(float(spectral_loss(z1, z0, 1.0, None)), 6)
+        out["collapsed_spectral_loss"] = collapsed_spectral_loss(self.sc.mu)
+        # The projections all agree: the loss sits (within 1 %) at its collapsed value.
+        out["projection_collapsed"] = bool(
+            abs(out["spectral_loss"] - out["collapsed_spectral_loss"]) <= 0.01 * abs(out["collapsed_spectral_loss"]))
+        return out
+
     def aggregate(self, rnd: int, results: list[LocalResult], failures: list[Failure]) -> None:
         super().aggregate(rnd, results, failures)
         if self.sc.share_correlation:
@@ -157,5 +211,6 @@ class FedSC(FederatedFE):
 
 
 def make_stage1(world: World) -> FederatedFE:
+    """The NMoE's stage 1, its features checked after the last round (and every probe_every)."""
     cfg = world.cfg.stage1
-    return FE_ALGORITHMS.get(cfg.algorithm, "stage1.algorithm")(world, cfg)
+    return FE_ALGORITHMS.get(cfg.algorithm, "stage1.algorithm")(world, cfg, probe=True)

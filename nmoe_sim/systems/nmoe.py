@@ -176,6 +176,7 @@ def stage_table(world: World, spans: list[StageSpan]) -> dict[str, dict[str, Any
             raise ValueError(f"stage name {span.stage!r} is used by systems {stages[span.stage]['system']!r} "
                              f"and {span.system!r}; stage names must be unique within a run")
         costs = stage_costs(world.recorder, span.system, span.stage, span.start_s, span.end_s)
+        costs.update(span.extra)
         if span.inference:
             queries = [q for q in world.recorder.queries if q.system == span.system]
             costs.update(inference_timing(queries, span.start_s))

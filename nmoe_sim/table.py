@@ -52,6 +52,13 @@ def _stage_sum(stages: dict[str, Any], names: Iterable[str], field: str) -> floa
     return float(sum(_num(stages[n].get(field)) or 0.0 for n in names))
 
 
+def fe_columns(stages: dict[str, Any], own: Iterable[str]) -> dict[str, float]:
+    """The feature checks of the FE a system serves with (a stage it pays that measured them)."""
+    rep = next((stages[s]["representation"] for s in own if "representation" in (stages.get(s) or {})), None)
+    return {f"fe_{key}": _num(rep.get(key)) if rep else float("nan")
+            for key in ("linear_probe", "knn", "effective_rank")}
+
+
 def run_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per system of one run's ``metrics.json``: quality, latency and costs."""
     stages: dict[str, Any] = metrics.get("stages") or {}
@@ -71,6 +78,7 @@ def run_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
             "accuracy": _num(m.get("accuracy")),
             "local_ratio": _num(m.get("local_ratio")),
             "latency_p95_s": _num((m.get("latency_s") or {}).get("p95")),
+            **fe_columns(stages, own),
         }
         for name, stage in stages.items():
             row[f"bytes_{name}"] = _num(stage.get("bytes"))
@@ -181,6 +189,7 @@ MARKDOWN_COLUMNS = (
     ("F1 (%)", "f1_macro", 100.0, 1),
     ("Accuracy (%)", "accuracy", 100.0, 1),
     ("LR (%)", "local_ratio", 100.0, 1),
+    ("FE probe (%)", "fe_linear_probe", 100.0, 1),  # the linear probe of the FE the system serves with
     ("p95 latency (ms)", "latency_p95_s", 1e3, 2),  # sub-ms on-device answers stay visible
     ("Delivered (MB)", "system_bytes_delivered", 1e-6, 2),
     ("Offered (MB)", "system_bytes", 1e-6, 2),
@@ -203,7 +212,8 @@ def table_markdown(agg: Sequence[dict[str, Any]]) -> str:
         "energy count the stages the system pays for, as each run declares them in "
         "metrics.json (nmoe: its three stages and its inference; local: the NMoE's stage-1 FE "
         "and stage-2 experts that it reuses, and its inference; another baseline: its own "
-        "training and inference). Delivered counts the payload of transfers that arrived, "
+        "training and inference). FE probe is the linear-probe accuracy of the stage-1 FE the "
+        "system serves with (– where none was probed). Delivered counts the payload of transfers that arrived, "
         "offered every transfer tried; device energy is the clients' batteries' share. Run "
         "bytes count every stage of the run (offered).\n"
     )

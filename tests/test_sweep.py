@@ -215,3 +215,14 @@ def test_write_tables_csv_and_markdown(two_seed_sweep) -> None:
     # F1 85.0 ± 7.1 %, accuracy 86.0 ± 7.1 %, LR 70.0 ± 0.0 %, bytes 1.53 ± 0.72 MB.
     assert "| stage1.algorithm=fedce | nmoe | 2 | 85.0 ± 7.1 | 86.0 ± 7.1 | 70.0 ± 0.0 |" in md
     assert "| 1.53 ± 0.72 |" in md
+
+
+def test_rows_carry_the_feature_checks_of_the_fe_a_system_serves_with() -> None:
+    from nmoe_sim.table import run_rows
+
+    rep = {"linear_probe": 0.8, "knn": 0.7, "effective_rank": 5.0}
+    metrics = {"stages": {"stage1_fedsc": {"bytes": 1, "representation": rep}, "baseline_fedavg": {"bytes": 2}},
+               "systems": {"nmoe": {"stages": ["stage1_fedsc"]}, "fedavg": {"stages": ["baseline_fedavg"]}}}
+    nmoe, fedavg = run_rows(metrics)
+    assert (nmoe["fe_linear_probe"], nmoe["fe_knn"], nmoe["fe_effective_rank"]) == (0.8, 0.7, 5.0)
+    assert math.isnan(fedavg["fe_linear_probe"])  # its FE is not the NMoE's, and was not probed

@@ -22,12 +22,16 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 from collections import OrderedDict
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 if TYPE_CHECKING:
     from nmoe_sim.config import Scenario
+
+log = logging.getLogger(__name__)
 
 # Read only after stage 2 (by stage 3, inference routing and the baselines) or never by
 # the simulation: points that differ only here share stages 1 and 2.
@@ -90,11 +94,46 @@ class StageCache:
             self.entries.popitem(last=False)
 
 
-def snapshot(value: Any, keep: Iterable[Any]) -> Any:
-    """A deep copy of ``value`` that shares (does not copy) the objects in ``keep``."""
-    return copy.deepcopy(value, {id(obj): obj for obj in keep})
+@dataclass
+class Shared:
+    """What a shared part left behind: a snapshot of its state and the records it made, in order."""
+
+    world: Any  # the world the snapshot was taken in (its objects are swapped on restore)
+    state: Any
+    records: list[Any]
 
 
-def restore(value: Any, mapping: dict[int, Any]) -> Any:
-    """A deep copy of a snapshot with the shared objects replaced: ``mapping`` id(old) -> new."""
-    return copy.deepcopy(value, dict(mapping))
+def shared_objects(world: Any) -> list[Any]:
+    """The world's objects a snapshot shares rather than copies: equal in every point of a
+    key, they are swapped for the restoring point's own."""
+    return [world, world.recorder, world.graph, world.profiles, world.dataset, *world.clients]
+
+
+@contextmanager
+def recording(world: Any) -> Iterator[list[Any]]:
+    """Collect every record the world's recorder takes while the block runs, in order."""
+    made: list[Any] = []
+    world.recorder.listeners.append(made.append)
+    try:
+        yield made
+    finally:
+        world.recorder.listeners.remove(made.append)
+
+
+def keep(cache: StageCache, key: str, world: Any, state: Any, records: list[Any], origin: str) -> None:
+    """Leave a deep copy of ``state`` for later points; a state that cannot be copied is
+    simply not kept (correctness first: the next point recomputes it)."""
+    try:
+        cache.put(key, Shared(world, copy.deepcopy(state, {id(o): o for o in shared_objects(world)}), records),
+                  origin)
+    except TypeError as exc:  # e.g. a live generator somewhere in the state
+        log.warning("a shared stage could not be kept for the sweep's later points (%s); they recompute it", exc)
+
+
+def restore(shared: Shared, world: Any) -> Any:
+    """Replay the shared part's records into ``world`` and return a fresh copy of its state
+    that refers to ``world``'s objects (the cached copy stays untouched for the next point)."""
+    for rec in shared.records:  # in their original order, so every running total sums alike
+        world.recorder.add(rec)
+    mapping = {id(old): new for old, new in zip(shared_objects(shared.world), shared_objects(world))}
+    return copy.deepcopy(shared.state, mapping)

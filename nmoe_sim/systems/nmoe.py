@@ -6,9 +6,6 @@ baseline in its own simulated world over the same data, topology and channel see
 
 from __future__ import annotations
 
-import copy
-import logging
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generator, Iterator
 
 import simpy
@@ -17,7 +14,7 @@ from nmoe_sim.fl.baselines import BASELINES
 from nmoe_sim.inference import run_inference
 from nmoe_sim.metrics import inference_timing, stage_costs, system_costs, system_summary
 from nmoe_sim.pipeline import StageSpan, nmoe_spec, train_gate, train_shared
-from nmoe_sim.reuse import StageCache, baseline_key, nmoe_prefix_key, restore, snapshot
+from nmoe_sim.reuse import StageCache, baseline_key, keep, nmoe_prefix_key, recording, restore
 from nmoe_sim.systems import System, SystemOutcome
 from nmoe_sim.world import Sim, World
 
@@ -25,7 +22,6 @@ if TYPE_CHECKING:
     from rich.table import Table
 
 GATING_COLUMNS = ["system", "client", "expert", "count", "share"]
-log = logging.getLogger(__name__)
 
 
 def _run_process(sim: Sim, body: Generator[simpy.Event, Any, Any]) -> Any:
@@ -60,31 +56,6 @@ class NMoESystem(System):
         return summary_table(metrics)
 
 
-@dataclass
-class _Shared:
-    """What a system left behind for sweep reuse: a snapshot and the records it made, in order."""
-
-    world: World  # the world the snapshot was taken in (its objects are swapped on restore)
-    state: Any
-    records: list[Any]
-
-
-def _shared_objects(world: World) -> list[Any]:
-    """The world's objects a snapshot shares rather than copies (equal in every point of a key)."""
-    return [world, world.recorder, world.graph, world.profiles, world.dataset, *world.clients]
-
-
-def _recording(world: World) -> list[Any]:
-    log: list[Any] = []
-    world.recorder.listeners.append(log.append)
-    return log
-
-
-def _replay(world: World, shared: _Shared) -> None:
-    for rec in shared.records:  # in their original order, so every running total sums alike
-        world.recorder.add(rec)
-
-
 def run_systems(world: World, reuse: StageCache | None = None, origin: str = "") -> tuple[
         dict[str, Any], list[StageSpan], dict[str, list[str]], Sim, dict[str, str]]:
     """Run the NMoE and the baselines, each in its own Sim.
@@ -102,19 +73,15 @@ def run_systems(world: World, reuse: StageCache | None = None, origin: str = "")
     key = nmoe_prefix_key(world.cfg) if reuse is not None else ""
     entry = reuse.get(key) if reuse is not None else None
     if entry is not None:
-        shared: _Shared = entry.value
-        nmoe_sim, parts, prefix_spans = restore(shared.state, {
-            id(old): new for old, new in zip(_shared_objects(shared.world), _shared_objects(world))})
-        _replay(world, shared)
+        nmoe_sim, parts, prefix_spans = restore(entry.value, world)
         spans.extend(prefix_spans)
         reused.update({stage: entry.origin for stage in parts.trained_by})
     else:
         nmoe_sim = world.new_sim("nmoe")
-        log = _recording(world) if reuse is not None else None
-        parts = _run_process(nmoe_sim, train_shared(world, nmoe_sim, spans))
-        if reuse is not None and log is not None:
-            world.recorder.listeners.remove(log.append)
-            _keep(reuse, key, world, (nmoe_sim, parts, list(spans)), log, origin)
+        with recording(world) as made:
+            parts = _run_process(nmoe_sim, train_shared(world, nmoe_sim, spans))
+        if reuse is not None:
+            keep(reuse, key, world, (nmoe_sim, parts, list(spans)), made, origin)
 
     def nmoe() -> Generator[simpy.Event, Any, Any]:
         router, scope = yield from train_gate(world, nmoe_sim, parts, spans)
@@ -132,8 +99,7 @@ def run_systems(world: World, reuse: StageCache | None = None, origin: str = "")
         bkey = baseline_key(world.cfg, name) if reuse is not None and name != "local" else ""
         hit = reuse.get(bkey) if bkey and reuse is not None else None
         if hit is not None:
-            _replay(world, hit.value)
-            b_spans, systems[name], pays[name] = copy.deepcopy(hit.value.state)
+            b_spans, systems[name], pays[name] = restore(hit.value, world)
             spans.extend(b_spans)
             reused[name] = hit.origin
             continue
@@ -150,22 +116,13 @@ def run_systems(world: World, reuse: StageCache | None = None, origin: str = "")
             spans.append(StageSpan(sim.system, result.stage, start, sim.env.now, inference=True))
             return scope, result
 
-        log = _recording(world) if bkey else None
-        scope, result = _run_process(sim, baseline())
+        with recording(world) as made:
+            scope, result = _run_process(sim, baseline())
         systems[name] = system_summary(result.scores, world.recorder, name, result.stage, result.failed_queries)
         pays[name] = [*scope.reused, *scope.stages, result.stage]
-        if bkey and reuse is not None and log is not None:
-            world.recorder.listeners.remove(log.append)
-            reuse.put(bkey, _Shared(world, copy.deepcopy((spans[first_span:], systems[name], pays[name])), log), origin)
+        if bkey and reuse is not None:
+            keep(reuse, bkey, world, (spans[first_span:], systems[name], pays[name]), made, origin)
     return systems, spans, pays, nmoe_sim, reused
-
-
-def _keep(reuse: StageCache, key: str, world: World, state: Any, records: list[Any], origin: str) -> None:
-    """Leave a snapshot for later points; a state that cannot be copied is simply not kept."""
-    try:
-        reuse.put(key, _Shared(world, snapshot(state, _shared_objects(world)), records), origin)
-    except TypeError as exc:  # e.g. a live generator; correctness first: recompute next time
-        log.warning("stages 1-2 not kept for reuse (%s)", exc)
 
 
 def stage_table(world: World, spans: list[StageSpan]) -> dict[str, dict[str, Any]]:

@@ -49,13 +49,16 @@ class FederatedFE(RoundAlgorithm):
         self.probe = probe
         self.rounds_updated = 0  # rounds in which at least one client's update arrived
         self.final: Representation | None = None
+        # The clients' pooled training data the checks fit on, gathered once.
+        clients = world.clients
+        self.pooled = (torch.cat([c.x_train for c in clients]), torch.cat([c.y_train for c in clients])) if probe else None
         # The reference: the same FE before any training (measured once, up front).
         self.untrained = self._measure() if probe else None
 
     def _measure(self) -> Representation:
-        ds, clients = self.world.dataset, self.world.clients
-        return measure(self.fe, torch.cat([c.x_train for c in clients]), torch.cat([c.y_train for c in clients]),
-                       ds.x_test, ds.y_test, ds.num_classes)
+        assert self.pooled is not None
+        ds = self.world.dataset
+        return measure(self.fe, *self.pooled, ds.x_test, ds.y_test, ds.num_classes)
 
     def measure(self, rnd: int) -> dict[str, float] | None:
         every = getattr(self.cfg, "probe_every", 0)
@@ -188,7 +191,8 @@ class FedSC(FederatedFE):
         sample (from a stream of their own, so training draws nothing less), through the
         final global model."""
         out = super().representation()
-        x = torch.cat([c.x_train for c in self.world.clients])
+        assert self.pooled is not None
+        x = self.pooled[0]
         gen = self.world.streams.torch(f"{self.stage}/probe_views")
         self.scratch.load_state_dict(self.global_state)
         self.scratch.eval()

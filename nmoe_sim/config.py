@@ -85,6 +85,8 @@ class SGDConfig(Strict):
     lr: float = Field(0.05, gt=0)
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0)
+    grad_clip_norm: Optional[float] = Field(
+        None, gt=0, description="rescale each step's gradient to at most this L2 norm (none: no clipping)")
 
 
 class TrainConfig(SGDConfig):
@@ -94,25 +96,60 @@ class TrainConfig(SGDConfig):
     local_epochs: int = Field(1, ge=1)
     participation: float = Field(1.0, gt=0, le=1)
     deadline_s: Optional[float] = Field(None, gt=0, description="round deadline in simulated s")
+    lr_schedule: Literal["constant", "cosine"] = Field(
+        "constant", description="the local learning rate over rounds: constant, or cosine "
+        "annealing from lr towards 0 over the stage's rounds (fl/schedule.py)")
+
+
+class MonoViewsConfig(Strict):
+    """Views for one-channel images (digits, Fashion-MNIST), where colour jitter and
+    grayscale mean nothing: crop and flip alone leave two views so alike that FedSC's
+    projections collapse onto them (docs/algorithms.md). Values in units of a standardised
+    pixel where they are intensities."""
+
+    brightness_contrast: float = Field(0.4, ge=0, le=1, description="brightness and contrast jitter, p 0.8")
+    rotate_deg: float = Field(15.0, ge=0, le=180, description="random affine: rotation up to +-deg")
+    translate: float = Field(0.1, ge=0, lt=1, description="random affine: shift up to this share of the side")
+    affine_p: float = Field(0.5, ge=0, le=1)
+    blur_p: float = Field(0.5, ge=0, le=1, description="Gaussian blur (3x3, sigma 0.1-1.0)")
+    noise_std: float = Field(0.1, ge=0, description="additive Gaussian noise (p 0.5)")
+    erase_p: float = Field(0.25, ge=0, le=1, description="random erasing of 2-25 % of the image")
 
 
 class AugmentConfig(Strict):
     crop_scale_min: float = Field(0.2, gt=0, le=1)
     flip: bool = True
-    color_jitter: float = Field(0.4, ge=0, le=1)
-    grayscale_p: float = Field(0.2, ge=0, le=1)
+    color_jitter: float = Field(0.4, ge=0, le=1, description="3-channel images only")
+    grayscale_p: float = Field(0.2, ge=0, le=1, description="3-channel images only")
+    mono: MonoViewsConfig = MonoViewsConfig()
 
 
 class FedSCConfig(Strict):
+    """FedSC (Jing et al., ICML 2024); defaults are the authors' (docs/algorithms.md)."""
+
     alpha_start: float = Field(1.0, ge=0, le=1)
     alpha_end: float = Field(0.2, ge=0, le=1)
-    mu: float = Field(1.0, gt=0, description="projections clipped to norm sqrt(mu)")
+    mu: float = Field(4.0, gt=0, description="projections clipped to norm sqrt(mu) (authors: 4)")
     share_correlation: bool = True
-    noise_std: float = Field(0.0, ge=0, description="Gaussian noise on shared correlations")
+    r_ext: Literal["fresh", "stale"] = Field(
+        "fresh", description="fresh (the authors'): each round every client computes its correlation on the "
+        "model it just downloaded and the server returns the mean of the others' before anyone trains (an "
+        "extra upload and download per round); stale: a client's correlation from its last local epoch rides "
+        "on its model upload and is used in the next round")
+    r_passes: int = Field(5, ge=1, le=100, description="fresh: augmented passes over the client's data "
+                          "that its correlation is measured on (authors: 5)")
+    noise_std: float = Field(0.00104, ge=0, description="std of the Gaussian noise added to each shared "
+                             "correlation matrix (privacy; authors: 0.00104; 0 for none)")
     augment: AugmentConfig = AugmentConfig()
 
 
 class Stage1Config(TrainConfig):
+    """Both FE methods train under the FedSC authors' optimiser by default: SGD with momentum
+    0.9, weight decay 5e-4, gradient norm clipped at 3, cosine decay over the rounds."""
+
+    weight_decay: float = Field(5e-4, ge=0)
+    grad_clip_norm: Optional[float] = Field(3.0, gt=0)
+    lr_schedule: Literal["constant", "cosine"] = "cosine"
     algorithm: Literal["fedce", "fedsc"] = "fedsc"
     fedsc: FedSCConfig = FedSCConfig()
     probe_every: int = Field(

@@ -82,8 +82,9 @@ def warn_if_unlearned(stage: str, rep: dict[str, Any]) -> None:
         log.warning("%s: features collapsed (effective rank %.2f; linear probe %.3f vs %.3f untrained)",
                     stage, rep["effective_rank"], rep["linear_probe"], rep["untrained"]["linear_probe"])
     if rep.get("projection_collapsed"):
-        log.warning("%s: projections collapsed (spectral loss %.4f, collapsed value %.4f; view agreement %.4f)",
-                    stage, rep["spectral_loss"], rep["collapsed_spectral_loss"], rep["view_agreement"])
+        log.warning("%s: projections collapsed (one direction holds %.1f %% of their correlation; spectral loss "
+                    "%.4f, collapsed optimum %.4f; view agreement %.4f)", stage, 100 * rep["projection_top_share"],
+                    rep["spectral_loss"], rep["collapsed_spectral_loss"], rep["view_agreement"])
 
 
 def train_gate(world: World, sim: Sim, parts: NMoEParts, spans: list[StageSpan]) -> Generator[

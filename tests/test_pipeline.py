@@ -174,9 +174,10 @@ def test_stage1_algorithm_changes_stage_names_and_bytes(tmp_path: Path) -> None:
     stages = metrics["stages"]
     assert "stage1_fedsc" in stages and "stage1_fedce" not in stages
     model, corr = TINY_FEDSC_PARAMS * 4, 4 * 4 * 4
-    # Round 0 downloads carry no correlation; every other transfer does.
-    assert stages["stage1_fedsc"]["bytes_down"] == 4 * model + 4 * (model + corr) == 21632
-    assert stages["stage1_fedsc"]["bytes_up"] == 2 * 4 * (model + corr) == 21888
+    # Fresh correlations: the model each way every round; from round 1 (alpha < 1) each
+    # client's correlation goes up and the mean of the others' comes back, before training.
+    assert stages["stage1_fedsc"]["bytes_down"] == 2 * 4 * model + 4 * corr == 21632
+    assert stages["stage1_fedsc"]["bytes_up"] == 2 * 4 * model + 4 * corr == 21632
     assert stages["stage2_experts"]["start_s"] == stages["stage1_fedsc"]["end_s"]
 
 

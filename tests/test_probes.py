@@ -43,11 +43,22 @@ def test_probes_separate_clusters_and_sit_at_chance_on_random_labels() -> None:
     assert linear_probe(x, torch.zeros_like(y), xt, yt) == float((yt == 0).double().mean())  # one class
 
 
-def test_collapsed_value_is_the_loss_of_identical_projections() -> None:
-    for mu in (1.0, 4.0):
-        z = torch.full((16, 4), (mu / 4) ** 0.5)  # every row the same vector of norm sqrt(mu)
-        assert float(spectral_loss(z, z, 1.0, None)) == pytest.approx(collapsed_spectral_loss(mu))
-    assert collapsed_spectral_loss(1.0) == -1.0
+def test_top_eigen_share_tells_one_line_from_a_spread() -> None:
+    from nmoe_sim.fl.probes import top_eigen_share
+
+    line = torch.randn(50, 1) * torch.tensor([[1.0, 2.0, 0.0]])  # every row on one line, any norm
+    assert top_eigen_share(line.T @ line) == pytest.approx(1.0)
+    assert top_eigen_share(torch.eye(4)) == pytest.approx(0.25)
+
+
+def test_collapsed_value_is_the_lowest_loss_of_identical_projections() -> None:
+    for mu in (0.25, 1.0, 4.0):
+        # Every row the same vector v, over the norms the clipping radius allows.
+        losses = [float(spectral_loss(z, z, 1.0, None)) for r2 in torch.linspace(0.01, mu, 400).tolist()
+                  for z in [torch.full((16, 4), (r2 / 4) ** 0.5)]]
+        assert min(losses) == pytest.approx(collapsed_spectral_loss(mu), abs=1e-4)
+    assert collapsed_spectral_loss(1.0) == collapsed_spectral_loss(4.0) == -1.0  # at |v| = 1
+    assert collapsed_spectral_loss(0.25) == pytest.approx(-2 * 0.25 + 0.25**2)  # at the radius
 
 
 def test_fedce_beats_its_untrained_fe_by_a_clear_margin() -> None:
@@ -87,6 +98,7 @@ def test_the_nmoe_run_reports_the_checks_in_metrics_and_rounds(tmp_path) -> None
     metrics = run(cfg, tmp_path)
     rep = metrics["stages"]["stage1_fedsc"]["representation"]
     assert set(rep) >= {"linear_probe", "knn", "effective_rank", "untrained", "collapsed", "no_update",
-                        "view_agreement", "spectral_loss", "collapsed_spectral_loss", "projection_collapsed"}
+                        "view_agreement", "spectral_loss", "collapsed_spectral_loss", "projection_collapsed",
+                        "projection_top_share"}
     header = (tmp_path / "rounds.csv").read_text().splitlines()[0].split(",")
     assert header[-3:] == ["probe_linear", "probe_knn", "effective_rank"]

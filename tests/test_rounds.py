@@ -251,8 +251,8 @@ def test_fedce_round_moves_the_classifier_once_each_way(bytes_per_param: int) ->
 
 
 @pytest.mark.parametrize("bytes_per_param", [4, 2])
-def test_fedsc_correlation_rides_up_always_and_down_from_round_one(bytes_per_param: int) -> None:
-    _, ts = stage1_transfers(FedSC, 2, f"network.bytes_per_param={bytes_per_param}")
+def test_stale_fedsc_correlation_rides_up_always_and_down_from_round_one(bytes_per_param: int) -> None:
+    _, ts = stage1_transfers(FedSC, 2, f"network.bytes_per_param={bytes_per_param}", "stage1.fedsc.r_ext=stale")
     model_bytes = TINY_FEDSC_PARAMS * bytes_per_param  # 668 params
     corr_bytes = 4 * 4 * bytes_per_param  # proj_dim^2 values
     assert (model_bytes, corr_bytes) == {4: (2672, 64), 2: (1336, 32)}[bytes_per_param]

@@ -85,6 +85,28 @@ def fedsc_spectral(module: nn.Module, b: Batch) -> tuple[torch.Tensor, torch.Ten
     return spectral_loss(z1, z0, b.args["alpha"], b.args["r_ext"]), stat
 
 
+# Samples per view batch when a report measures views: each chunk's view has its own seed.
+VIEW_CHUNK = 1024
+
+
+@REPORTS.register("fedsc_correlation")
+def fedsc_correlation(module: nn.Module, task: Any) -> torch.Tensor:
+    """FedSC's fresh statistic: the correlation R = Z^T Z / N of the clipped projections of
+    ``args['passes']`` augmented passes over the client's data, through the model it just
+    downloaded (eval mode). ``args['seeds']``: per pass, one view seed per chunk of
+    VIEW_CHUNK samples, drawn with the task. Returns (P, P)."""
+    views, mu = task.args["views"], task.args["mu"]
+    x = task.x.to(next(module.parameters()).device)
+    total, count = None, 0
+    for seeds in task.args["seeds"]:
+        for seed, start in zip(seeds, range(0, len(x), VIEW_CHUNK)):
+            z = clip_norm(module(views.apply(x[start : start + VIEW_CHUNK], seed)), mu)  # (b,P)
+            total = z.T @ z if total is None else total + z.T @ z
+            count += len(z)
+    assert total is not None, "a correlation over no samples"
+    return total / count
+
+
 # --------------------------------------------------------------------------- the gate
 # A gate target: (gate logits (B,E), true-class probability of every expert (B,E),
 # available experts (E,) bool) -> loss. Named by ``stage3.target``.

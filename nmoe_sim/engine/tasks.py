@@ -74,6 +74,7 @@ class TrainTask:
     aux: Mapping[str, torch.Tensor] = field(default_factory=dict)  # per-sample extras, indexed like x
     args: Mapping[str, Any] = field(default_factory=dict)  # the loss's constant arguments
     report: str | None = None  # a REPORTS name, measured on the trained module
+    grad_clip_norm: float | None = None  # rescale each step's gradient to at most this total norm
 
     @property
     def num_samples(self) -> int:
@@ -121,6 +122,8 @@ def execute(task: TrainTask, module: nn.Module, device: torch.device | str = "cp
                 stats.append(stat * len(idx))
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if task.grad_clip_norm is not None:
+                torch.nn.utils.clip_grad_norm_(module.parameters(), task.grad_clip_norm)
             opt.step()
             total += float(loss.detach()) * len(idx)
             count += len(idx)

@@ -17,6 +17,7 @@ import simpy
 import torch
 
 from nmoe_sim.engine.losses import draw_generator_state
+from nmoe_sim.fl.schedule import sgd_args
 from nmoe_sim.engine.tasks import TrainTask, clone_state, draw_plan
 from nmoe_sim.fl.rounds import BS, CostScope, RoundDriver
 from nmoe_sim.fl.routing import QueryBank, combine
@@ -113,8 +114,7 @@ def centralized(world: World, sim: Sim, parts: NMoEParts) -> Generator[simpy.Eve
     plan, draws = draw_plan(len(y), cfg.epochs, cfg.batch_size, gen,
                             per_batch=draw_generator_state(world.n_clients) if model.gate.noisy else None)
     task = TrainTask(client=None, node=BS, template=model, start=clone_state(model.state_dict()), x=x, y=y, plan=plan,
-                     draws=draws, loss="central_mixture", lr=cfg.lr, momentum=cfg.momentum,
-                     weight_decay=cfg.weight_decay, flops=cfg.epochs * len(y) * flops_per, upload_bytes=0)
+                     draws=draws, loss="central_mixture", **sgd_args(cfg), flops=cfg.epochs * len(y) * flops_per, upload_bytes=0)
     job = sim.executor.submit(task, stage=stage, tag="train")
     yield job.charged
     model.load_state_dict(sim.executor.gather([job])[0].state)

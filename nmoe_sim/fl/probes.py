@@ -16,7 +16,10 @@ or bytes (the clients never run them):
 
 For FedSC, also the mean agreement of two views' clipped projections z1 . z0 and the
 spectral loss over all the data, beside its value at total collapse: every projection the
-same vector of norm sqrt(mu) gives -2 mu + mu^2 (-1 at mu = 1).
+same vector v gives -2 |v|^2 + |v|^4, lowest at |v|^2 = 1 when the clipping radius allows
+it (mu >= 1: -1), else at the radius (-2 mu + mu^2); and the share of the projections'
+correlation held by its top eigenvalue (1 when every projection lies on one line, which
+is also how a collapse pinned at the clipping radius shows).
 """
 
 from __future__ import annotations
@@ -95,6 +98,21 @@ def measure(fe: torch.nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, x
                           knn_accuracy(train, y_train, test, y_test, num_classes), effective_rank(train))
 
 
+# Projections whose correlation has one eigenvalue holding this share of its trace are
+# (nearly) one vector: collapsed, whatever their norm.
+COLLAPSED_TOP_SHARE = 0.99
+
+
+def top_eigen_share(r: torch.Tensor) -> float:
+    """The largest eigenvalue's share of the trace of a correlation matrix (P, P): 1 when
+    every projection lies on one line, 1/P when they spread evenly."""
+    eig = torch.linalg.eigvalsh(r.double())
+    total = float(eig.sum())
+    return float(eig[-1]) / total if total > 0 else 1.0
+
+
 def collapsed_spectral_loss(mu: float) -> float:
-    """The spectral loss when every clipped projection is the same vector of norm sqrt(mu)."""
-    return -2.0 * mu + mu * mu
+    """The lowest spectral loss of a total collapse (every projection the same vector v,
+    |v|^2 <= mu): -2 |v|^2 + |v|^4 at |v|^2 = min(1, mu)."""
+    r2 = min(1.0, mu)
+    return -2.0 * r2 + r2 * r2

@@ -1,5 +1,10 @@
 """The generic federated round: broadcast -> local update -> upload -> aggregate.
 
+An algorithm may add a *prelude* to its rounds: after the broadcast every participant
+computes a statistic of the model it just downloaded and uploads it; once all have
+arrived (or failed) the server combines them and sends each client its reply, and only
+then does anyone train. FedSC's fresh correlation matrices need this barrier.
+
 The driver owns timing, participation, deadlines and losses; an algorithm (a
 :class:`RoundAlgorithm`) owns what is sent, what is computed and how results combine
 (Flower's Strategy / Server.fit_round split). Failures are data: clients whose transfer
@@ -41,7 +46,7 @@ class _Trained:
 @dataclass(frozen=True)
 class Failure:
     client: int
-    phase: str  # where the client was: "download", "compute" or "upload"
+    phase: str  # where the client was: "download", "prelude", "compute" or "upload"
     reason: str  # why: "outage" (retries exhausted) or the interrupt's cause, e.g. "deadline"
 
 
@@ -79,6 +84,23 @@ class RoundAlgorithm(ABC):
 
     @abstractmethod
     def download_bytes(self, rnd: int, client: int) -> int: ...
+
+    def has_prelude(self, rnd: int) -> bool:
+        """Whether round ``rnd`` has a prelude (see the module's docstring); default none."""
+        return False
+
+    def prelude(self, rnd: int, client: int) -> TrainTask:
+        """The client's prelude work on the model it downloaded: a task with no SGD steps whose
+        ``report`` is the statistic, uploaded as ``upload_bytes``."""
+        raise NotImplementedError(f"{type(self).__name__} has no prelude")
+
+    def combine(self, rnd: int, reports: dict[int, Any]) -> None:
+        """Server side, once every participant's prelude has arrived or failed: ``reports``
+        maps each client whose statistic arrived to its task's report."""
+
+    def reply_bytes(self, rnd: int, client: int) -> int:
+        """What the server sends ``client`` after ``combine``, before it trains."""
+        return 0
 
     @abstractmethod
     def task(self, rnd: int, client: int) -> TrainTask:
@@ -127,12 +149,22 @@ class RoundDriver:
             algo.configure(rnd, participants)
             start_s = env.now
             jobs: dict[int, Job] = {}  # client -> its submitted task
-            procs = [env.process(self._client_round(algo, rnd, c, jobs)) for c in participants]
+            sync = _Prelude(env, participants) if algo.has_prelude(rnd) else None
+            procs = [env.process(self._client_round(algo, rnd, c, jobs, sync)) for c in participants]
             everyone = env.all_of(procs)
-            if cfg.deadline_s is None:
+            deadline = env.timeout(cfg.deadline_s) if cfg.deadline_s is not None else None
+            if sync is not None:
+                arrived = env.all_of(list(sync.ready.values()))
+                yield arrived if deadline is None else arrived | deadline
+                if arrived.triggered:  # every statistic is in (or failed) before the deadline
+                    done = [sync.jobs[c] for c in sorted(sync.jobs)]
+                    reports = {j.task.client: r.report for j, r in zip(done, self.sim.executor.gather(done))}
+                    algo.combine(rnd, reports)
+                    sync.barrier.succeed()
+            if deadline is None:
                 yield everyone
             else:
-                yield everyone | env.timeout(cfg.deadline_s)
+                yield everyone | deadline
                 for proc in procs:
                     if proc.is_alive:
                         proc.interrupt("deadline")
@@ -154,8 +186,8 @@ class RoundDriver:
         return {job.task.client: algo.collect(rnd, job.task.client, res)
                 for job, res in zip(ran, self.sim.executor.gather(ran))}
 
-    def _client_round(self, algo: RoundAlgorithm, rnd: int, client: int,
-                      jobs: dict[int, Job]) -> Generator[simpy.Event, Any, Any]:
+    def _client_round(self, algo: RoundAlgorithm, rnd: int, client: int, jobs: dict[int, Job],
+                      sync: "_Prelude | None" = None) -> Generator[simpy.Event, Any, Any]:
         sim = self.sim
         transfer: simpy.Process | None = None
         phase = "download"
@@ -167,6 +199,27 @@ class RoundDriver:
                 transfer = None
                 if not rec.delivered:
                     return Failure(client, phase, rec.reason)
+            if sync is not None:
+                phase = "prelude"
+                pre = algo.prelude(rnd, client)
+                pre_job = sim.executor.submit(pre, stage=algo.stage, tag=f"r{rnd}/prelude")
+                yield pre_job.charged
+                if pre.upload_bytes > 0:
+                    transfer = sim.net.transfer(client, BS, pre.upload_bytes, stage=algo.stage, tag=f"r{rnd}/prelude_up")
+                    rec = yield transfer
+                    transfer = None
+                    if not rec.delivered:
+                        return Failure(client, phase, rec.reason)
+                sync.jobs[client] = pre_job
+                sync.ready[client].succeed()
+                yield sync.barrier
+                reply = algo.reply_bytes(rnd, client)
+                if reply > 0:
+                    transfer = sim.net.transfer(BS, client, reply, stage=algo.stage, tag=f"r{rnd}/prelude_down")
+                    rec = yield transfer
+                    transfer = None
+                    if not rec.delivered:
+                        return Failure(client, phase, rec.reason)
             phase = "compute"
             task = algo.task(rnd, client)
             # The upload's size is known before the work runs, so the simulation goes on and
@@ -187,6 +240,20 @@ class RoundDriver:
             if transfer is not None and transfer.is_alive:
                 transfer.interrupt(stop.cause)
             return Failure(client, phase, str(stop.cause))
+        finally:
+            # A client out of the round before its statistic arrived must not hold the barrier.
+            if sync is not None and not sync.ready[client].triggered:
+                sync.ready[client].succeed()
+
+
+class _Prelude:
+    """One round's prelude barrier: each participant's readiness (its statistic arrived or
+    it dropped out), the jobs whose statistics arrived, and the server's go-ahead."""
+
+    def __init__(self, env: simpy.Environment, participants: Sequence[int]) -> None:
+        self.ready = {c: env.event() for c in participants}
+        self.jobs: dict[int, Job] = {}
+        self.barrier = env.event()
 
 
 def make_round_record(scope: CostScope, stage: str, rnd: int, rounds_total: int, start_s: float, end_s: float,

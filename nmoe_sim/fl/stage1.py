@@ -18,12 +18,14 @@ from sklearn.metrics import accuracy_score, f1_score
 from nmoe_sim.config import Stage1Config, TrainConfig
 from nmoe_sim.data.augment import make_views
 from nmoe_sim.fl.aggregate import fedavg
-from nmoe_sim.fl.fedsc_loss import alpha_schedule, clip_norm, spectral_loss
-from nmoe_sim.fl.probes import Representation, collapsed_spectral_loss, measure
+from nmoe_sim.fl.fedsc_loss import alpha_schedule, clip_norm, correlation, spectral_loss
+from nmoe_sim.fl.probes import COLLAPSED_TOP_SHARE, Representation, collapsed_spectral_loss, measure, top_eigen_share
+from nmoe_sim.fl.schedule import sgd_args
 from nmoe_sim.fl.rounds import Failure, LocalResult, RoundAlgorithm
+from nmoe_sim.engine.losses import VIEW_CHUNK
 from nmoe_sim.engine.tasks import TaskResult, TrainTask, clone_state, draw_plan
 from nmoe_sim.fl.train import predict_batched
-from nmoe_sim.models import Classifier, ContrastiveModel, FeatureExtractor, train_flops_per_sample
+from nmoe_sim.models import Classifier, ContrastiveModel, FeatureExtractor, forward_flops_per_sample, train_flops_per_sample
 from nmoe_sim.models.build import make_fe, seeded
 from nmoe_sim.registry import Registry
 from nmoe_sim.world import World, client_rngs
@@ -114,7 +116,7 @@ class FedCE(FederatedFE):
             client=client, node=client, template=self.model, start=self.global_state,
             x=data.x_train, y=data.y_train,
             plan=draw_plan(data.num_samples, cfg.local_epochs, cfg.batch_size, self.gens[client])[0],
-            loss="cross_entropy", lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+            loss="cross_entropy", **sgd_args(cfg, rnd),
             flops=cfg.local_epochs * data.num_samples * self.train_flops, upload_bytes=self.model_bytes,
         )
 
@@ -140,25 +142,70 @@ class FedSC(FederatedFE):
         super().__init__(world, cfg, stage, model, probe)
         p = world.cfg.model.proj_dim
         self.corr_bytes = world.tensor_bytes(p * p) if self.sc.share_correlation else 0
+        self.fresh = self.sc.share_correlation and self.sc.r_ext == "fresh"
         # Two augmented views per sample, each a full training pass of FE + projection.
         self.train_flops = 2 * train_flops_per_sample(model, ds.input_shape)
+        self.forward_flops = forward_flops_per_sample(model, ds.input_shape)
         self.views = make_views(self.sc.augment, ds.input_shape)
-        self.uploaded: dict[int, torch.Tensor] = {}  # client -> its last shared correlation (P,P)
+        self.uploaded: dict[int, torch.Tensor] = {}  # client -> its latest shared correlation (P,P)
         self.r_ext: dict[int, torch.Tensor] = {}
         self.noise_rngs = [world.streams.numpy(f"{stage}/noise{i}") for i in range(world.n_clients)]
 
+    def alpha(self, rnd: int) -> float:
+        return alpha_schedule(rnd, self.cfg.rounds, self.sc.alpha_start, self.sc.alpha_end)
+
     def configure(self, rnd: int, participants: Any) -> None:
-        # R_ext for client c: the mean of the OTHER clients' correlations from earlier rounds.
+        # Stale: R_ext for client c is the mean of the OTHER clients' correlations from
+        # earlier rounds, sent with the model. Fresh: made in this round's prelude.
         self.r_ext = {}
-        if not self.sc.share_correlation:
+        self.participants = list(participants)
+        if self.fresh or not self.sc.share_correlation:
             return
-        for c in participants:
-            others = [r for j, r in self.uploaded.items() if j != c]
+        self._set_r_ext(participants)
+
+    def _set_r_ext(self, clients: Any) -> None:
+        for c in clients:
+            others = [r for j, r in sorted(self.uploaded.items()) if j != c]
             if others:
                 self.r_ext[c] = torch.stack(others).mean(0)
 
     def download_bytes(self, rnd: int, client: int) -> int:
-        return self.model_bytes + (self.corr_bytes if client in self.r_ext else 0)
+        return self.model_bytes + (self.corr_bytes if client in self.r_ext and not self.fresh else 0)
+
+    # ------------------------------------------------------------------ fresh R_ext
+    def has_prelude(self, rnd: int) -> bool:
+        # At alpha = 1 the R_ext term has weight 0 (round 0 by default): nothing to exchange.
+        return self.fresh and self.alpha(rnd) < 1.0
+
+    def prelude(self, rnd: int, client: int) -> TrainTask:
+        """The client's correlation over ``r_passes`` augmented passes of its data, through the
+        model it just downloaded (the authors' ``compCOV``); uploaded to the server."""
+        data, gen = self.world.clients[client], self.gens[client]
+        chunks = range(0, data.num_samples, VIEW_CHUNK)
+        seeds = tuple(tuple(self.views.draw_seed(gen) for _ in chunks) for _ in range(self.sc.r_passes))
+        return TrainTask(
+            client=client, node=client, template=self.model, start=self.global_state,
+            x=data.x_train, y=data.y_train, plan=(), loss="fedsc_spectral", report="fedsc_correlation",
+            args={"views": self.views, "mu": self.sc.mu, "seeds": seeds}, lr=0.0, momentum=0.0, weight_decay=0.0,
+            flops=self.sc.r_passes * data.num_samples * self.forward_flops, upload_bytes=self.corr_bytes,
+        )
+
+    def combine(self, rnd: int, reports: dict[int, Any]) -> None:
+        """R_ext for every participant: the mean of the other clients' fresh correlations, as
+        the authors do it (a client that has not sent one this round counts with its latest)."""
+        for c, r in sorted(reports.items()):
+            self.uploaded[c] = self._noisy(c, r)
+        self._set_r_ext(self.participants)
+
+    def reply_bytes(self, rnd: int, client: int) -> int:
+        return self.corr_bytes if client in self.r_ext else 0
+
+    def _noisy(self, client: int, r: torch.Tensor) -> torch.Tensor:
+        if self.sc.noise_std <= 0:
+            return r
+        # Gaussian mechanism on the shared statistic, drawn on the client (symmetric noise).
+        noise = self.noise_rngs[client].normal(0.0, self.sc.noise_std, size=tuple(r.shape))
+        return r + torch.as_tensor((noise + noise.T) / np.sqrt(2.0), dtype=r.dtype)
 
     def task(self, rnd: int, client: int) -> TrainTask:
         """The two-view spectral loss from the global model, regularised by this round's R_ext.
@@ -170,24 +217,24 @@ class FedSC(FederatedFE):
         views = self.views
         plan, draws = draw_plan(data.num_samples, cfg.local_epochs, cfg.batch_size, gen,
                                 per_batch=lambda b, g: (views.draw_seed(g), views.draw_seed(g)))
-        alpha = alpha_schedule(rnd, cfg.rounds, self.sc.alpha_start, self.sc.alpha_end)
+        alpha = self.alpha(rnd)
         return TrainTask(
             client=client, node=client, template=self.model, start=self.global_state,
             x=data.x_train, y=data.y_train, plan=plan, draws=draws, loss="fedsc_spectral",
             args={"views": views, "mu": self.sc.mu, "alpha": alpha, "r_ext": self.r_ext.get(client)},
-            lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+            **sgd_args(cfg, rnd),
             flops=cfg.local_epochs * data.num_samples * self.train_flops,
-            upload_bytes=self.model_bytes + self.corr_bytes,
+            upload_bytes=self.model_bytes + (0 if self.fresh else self.corr_bytes),
         )
 
     def collect(self, rnd: int, client: int, result: TaskResult) -> LocalResult:
-        # R_loc: the views' correlation, sample-weighted over the last local epoch.
-        r_loc = result.stat
-        assert r_loc is not None
-        if self.sc.noise_std > 0:  # Gaussian mechanism on the shared statistic (symmetric noise)
-            noise = self.noise_rngs[client].normal(0.0, self.sc.noise_std, size=r_loc.shape)
-            r_loc = r_loc + torch.as_tensor((noise + noise.T) / np.sqrt(2.0), dtype=r_loc.dtype)
-        return LocalResult(client, {"state": result.state, "corr": r_loc}, result.num_samples, result.upload_bytes)
+        if self.fresh:
+            return super().collect(rnd, client, result)
+        # Stale: R_loc, the views' correlation sample-weighted over the last local epoch,
+        # rides on the model upload.
+        assert result.stat is not None
+        return LocalResult(client, {"state": result.state, "corr": self._noisy(client, result.stat)},
+                           result.num_samples, result.upload_bytes)
 
     def representation(self) -> dict[str, Any]:
         """Also how far the projections are from total collapse: two views of every training
@@ -202,17 +249,19 @@ class FedSC(FederatedFE):
         with torch.no_grad():
             z1 = clip_norm(predict_batched(self.scratch, self.views(x, gen)), self.sc.mu)
             z0 = clip_norm(predict_batched(self.scratch, self.views(x, gen)), self.sc.mu)
-            out["view_agreement"] = round(float((z1 * z0).sum(1).mean()), 6)  # mean z1 . z0; mu at collapse
+            out["view_agreement"] = round(float((z1 * z0).sum(1).mean()), 6)  # mean z1 . z0
             out["spectral_loss"] = round(float(spectral_loss(z1, z0, 1.0, None)), 6)
+            share = top_eigen_share(correlation(z1, z0))
         out["collapsed_spectral_loss"] = collapsed_spectral_loss(self.sc.mu)
-        # The projections all agree: the loss sits (within 1 %) at its collapsed value.
-        out["projection_collapsed"] = bool(
-            abs(out["spectral_loss"] - out["collapsed_spectral_loss"]) <= 0.01 * abs(out["collapsed_spectral_loss"]))
+        out["projection_top_share"] = round(share, 6)
+        # Every projection (nearly) the same vector, whatever its norm: at the loss's
+        # collapsed optimum (norm 1) or pinned at the clipping radius.
+        out["projection_collapsed"] = bool(share >= COLLAPSED_TOP_SHARE)
         return out
 
     def aggregate(self, rnd: int, results: list[LocalResult], failures: list[Failure]) -> None:
         super().aggregate(rnd, results, failures)
-        if self.sc.share_correlation:
+        if self.sc.share_correlation and not self.fresh:
             for r in results:
                 self.uploaded[r.client] = r.update["corr"]
 

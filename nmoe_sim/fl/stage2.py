@@ -17,6 +17,7 @@ from torch import nn
 
 from nmoe_sim.fl.rounds import BS
 from nmoe_sim.engine.executors import Job
+from nmoe_sim.fl.schedule import sgd_args
 from nmoe_sim.engine.tasks import TrainTask, draw_plan
 from nmoe_sim.fl.train import predict_batched
 from nmoe_sim.models import Expert, FeatureExtractor, Standardize, forward_flops_per_sample, train_flops_per_sample
@@ -82,7 +83,7 @@ def train_experts(world: World, sim: Sim, fe: FeatureExtractor) -> Generator[
             client=i, node=i, template=experts[0],
             start={k: v.detach().clone() for k, v in experts[i].state_dict().items()}, x=feats[i], y=data.y_train,
             plan=draw_plan(data.num_samples, s2.epochs, s2.batch_size, gen)[0], loss="cross_entropy",
-            lr=s2.lr, momentum=s2.momentum, weight_decay=s2.weight_decay,
+            **sgd_args(s2),
             flops=s2.epochs * data.num_samples * expert_flops, upload_bytes=0,  # the expert stays on the device
         )
         jobs.append(sim.executor.submit(task, stage=STAGE, tag="train"))

@@ -25,6 +25,7 @@ from nmoe_sim.engine.losses import draw_generator_state
 from nmoe_sim.engine.tasks import TaskResult, TrainTask, clone_state, draw_plan
 from nmoe_sim.fl.aggregate import fedavg
 from nmoe_sim.fl.exchange import EXCHANGES, GateData
+from nmoe_sim.fl.schedule import sgd_args
 from nmoe_sim.fl.rounds import BS, CostScope, Failure, LocalResult, RoundAlgorithm, RoundDriver, sample_participants
 from nmoe_sim.fl.routing import GateRouter, QueryBank, RandomRouter, Router
 from nmoe_sim.models import Expert, FeatureExtractor, Gate, gate_train_flops_per_sample
@@ -51,8 +52,8 @@ def exchange_expert_outputs(world: World, sim: Sim, parts: NMoEParts, stage: str
 
 
 def gate_task(client: int, template: Gate, start: dict[str, torch.Tensor], data: GateData, cfg: Stage3Config,
-              gen: torch.Generator, flops_per_sample: float, upload_bytes: int) -> TrainTask:
-    """Local epochs of a gate from ``start`` on a client's gate-training set, as a task.
+              rnd: int, gen: torch.Generator, flops_per_sample: float, upload_bytes: int) -> TrainTask:
+    """Local epochs of a gate from ``start`` on a client's gate-training set in round ``rnd``, as a task.
 
     The gate's noise is drawn per batch with the plan (a generator state each), in the
     order a loop drawing it in place would: the epoch's permutation, then each batch's noise.
@@ -64,7 +65,7 @@ def gate_task(client: int, template: Gate, start: dict[str, torch.Tensor], data:
         client=client, node=client, template=template, start=start, x=data.feats, y=data.y, plan=plan,
         draws=draws, loss="gate", aux={"true_p": data.probs[torch.arange(len(data.y)), :, data.y]},  # (n,E)
         args={"target": cfg.target, "available": data.available},
-        lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+        **sgd_args(cfg, rnd),
         flops=cfg.local_epochs * len(data.y) * flops_per_sample, upload_bytes=upload_bytes,
     )
 
@@ -104,7 +105,7 @@ class FedGate(RoundAlgorithm):
         start = clone_state(self.gates[client].state_dict())
         if self.download_bytes(rnd, client):
             start.update(clone_state(self.global_shared))
-        return gate_task(client, self.template, start, self.data[client], self.cfg, self.gens[client], self.flops,
+        return gate_task(client, self.template, start, self.data[client], self.cfg, rnd, self.gens[client], self.flops,
                          self.shared_bytes if self.is_sync(rnd) else 0)
 
     def collect(self, rnd: int, client: int, result: TaskResult) -> LocalResult:
@@ -202,7 +203,7 @@ def run_rollgate(world: World, sim: Sim, parts: NMoEParts, scope: CostScope, sta
                     continue
             # A hand-over chain: each client trains the gate the previous one sent, so its
             # task runs as soon as it is charged, never batched with the lap's others.
-            job = sim.executor.submit(gate_task(c, gate, clone_state(gate.state_dict()), data[c], cfg, gen, flops, 0),
+            job = sim.executor.submit(gate_task(c, gate, clone_state(gate.state_dict()), data[c], cfg, lap, gen, flops, 0),
                                       stage=stage, tag=f"lap{lap}/train")
             yield job.charged
             gate.load_state_dict(sim.executor.gather([job])[0].state)

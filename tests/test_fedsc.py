@@ -1,0 +1,210 @@
+"""FedSC as its authors run it: the fresh-correlation prelude (exact bytes, event order and
+simulated times on a tiny network), R_ext as the mean of the others', the optimiser's
+stabilisers (gradient clipping, cosine schedule) and the one-channel views."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import pytest
+import torch
+
+from nmoe_sim.config import AugmentConfig, MonoViewsConfig, TrainConfig
+from nmoe_sim.data.augment import make_views
+from nmoe_sim.engine.tasks import TaskResult, TrainTask, execute
+from nmoe_sim.fl.rounds import Failure, LocalResult
+from nmoe_sim.fl.schedule import LR_SCHEDULES, round_lr
+from nmoe_sim.fl.stage1 import FedSC
+from nmoe_sim.models import forward_flops_per_sample
+
+from conftest import TINY_FEDSC_PARAMS
+from test_rounds import FakeAlgo, drive, world_of
+
+LATENCY_S = 0.01
+FLOPS_PER_S = 1e6
+IDEAL_SLOW = ("network.channel={bs: {preset: ideal, latency_s: 0.01}, d2d: ideal}",
+              "network.devices={profiles: {d: {flops_per_s: 1.0e+6, compute_power_w: 2.0}}, assign: [d]}")
+
+
+def fedsc_world(*overrides: str) -> Any:
+    return world_of("stage1.algorithm=fedsc", "stage1.rounds=2", *overrides)
+
+
+def test_fresh_round_exchanges_correlations_before_anyone_trains() -> None:
+    world = fedsc_world(*IDEAL_SLOW, "stage1.fedsc.r_passes=3")
+    sim = world.new_sim("test")
+    algo = FedSC(world, world.cfg.stage1)
+    drive(sim, algo, world.cfg.stage1)
+    model_bytes, corr_bytes = TINY_FEDSC_PARAMS * 4, 4 * 4 * 4  # proj_dim 4: a 4x4 float32 matrix
+    tags: dict[str, list[int]] = {}
+    for t in world.recorder.transfers:
+        tags.setdefault(t.tag, []).append(t.size_bytes)
+    # Round 0 has alpha = 1: R_ext has weight 0, so nothing but the model moves.
+    assert tags == {"r0/down": [model_bytes] * 4, "r0/up": [model_bytes] * 4,
+                    "r1/down": [model_bytes] * 4, "r1/prelude_up": [corr_bytes] * 4,
+                    "r1/prelude_down": [corr_bytes] * 4, "r1/up": [model_bytes] * 4}
+
+    # Round 1 in simulated time: download, the correlation over 3 passes (forward FLOPs),
+    # its upload; the server waits for the last one, then replies; then training.
+    fwd = forward_flops_per_sample(algo.model, (1, 8, 8))
+    r1 = world.recorder.rounds[1]
+    pre = {int(c.node): c for c in world.recorder.computes if c.tag == "r1/prelude"}
+    train = {int(c.node): c for c in world.recorder.computes if c.tag == "r1/train"}
+    for c in world.clients:
+        assert pre[c.idx].flops == 3 * c.num_samples * fwd
+        assert pre[c.idx].start_s == pytest.approx(r1.start_s + LATENCY_S, rel=1e-12)
+        assert pre[c.idx].end_s == pytest.approx(pre[c.idx].start_s + pre[c.idx].flops / FLOPS_PER_S, rel=1e-12)
+    barrier_s = max(p.end_s for p in pre.values()) + LATENCY_S  # the slowest client's statistic arrived
+    for c in world.clients:
+        assert train[c.idx].start_s == pytest.approx(barrier_s + LATENCY_S, rel=1e-12)  # after the reply
+        assert train[c.idx].flops == c.num_samples * algo.train_flops
+    assert r1.end_s == pytest.approx(barrier_s + LATENCY_S + max(t.flops for t in train.values()) / FLOPS_PER_S
+                                     + LATENCY_S, rel=1e-12)
+
+
+def test_fresh_r_ext_is_the_mean_of_the_other_clients_correlations() -> None:
+    world = fedsc_world("stage1.fedsc.noise_std=0")
+    algo = FedSC(world, world.cfg.stage1)
+    algo.configure(1, [0, 1, 2, 3])
+    reports = {c: torch.full((4, 4), float(c)) for c in (0, 1, 3)}  # client 2's never arrived
+    algo.combine(1, reports)
+    assert torch.equal(algo.r_ext[0], torch.full((4, 4), 2.0))  # mean of 1 and 3
+    assert torch.equal(algo.r_ext[2], torch.full((4, 4), 4 / 3))  # everyone else's
+    assert [algo.reply_bytes(1, c) for c in range(4)] == [64] * 4
+    task = algo.task(1, 0)
+    assert torch.equal(task.args["r_ext"], algo.r_ext[0])
+    assert task.upload_bytes == TINY_FEDSC_PARAMS * 4  # fresh: the correlation went up in the prelude
+
+
+def test_fresh_statistic_is_the_correlation_of_clipped_projections_of_the_downloaded_model() -> None:
+    world = fedsc_world("stage1.fedsc.r_passes=2")
+    algo = FedSC(world, world.cfg.stage1)
+    algo.configure(1, [0, 1, 2, 3])
+    task = algo.prelude(1, 0)
+    assert task.plan == () and task.report == "fedsc_correlation"
+    [result] = [execute(task, FedSC(world, world.cfg.stage1).model)]
+    r = result.report
+    assert torch.equal(result.state["proj.net.0.weight"], algo.global_state["proj.net.0.weight"])  # nothing trained
+    assert r.shape == (4, 4) and torch.allclose(r, r.T)
+    # Recomputed by hand from the same seeds: the clipped projections of each pass's view.
+    from nmoe_sim.fl.fedsc_loss import clip_norm
+
+    model = FedSC(world, world.cfg.stage1).model
+    model.load_state_dict(algo.global_state)
+    model.eval()
+    with torch.no_grad():
+        z = torch.cat([clip_norm(model(algo.views.apply(task.x, seeds[0])), algo.sc.mu) for seeds in task.args["seeds"]])
+    assert torch.allclose(r, z.T @ z / len(z), atol=1e-6)
+    assert float(torch.linalg.eigvalsh(r).min()) >= -1e-6  # a correlation matrix
+
+
+class PreludeAlgo(FakeAlgo):
+    """FakeAlgo with a prelude of fixed FLOPs and sizes."""
+
+    def __init__(self, sim: Any, **kw: Any) -> None:
+        super().__init__(sim, **kw)
+        self.combined: list[tuple[int, list[int], float]] = []
+
+    def has_prelude(self, rnd: int) -> bool:
+        return True
+
+    def prelude(self, rnd: int, client: int) -> TrainTask:
+        return TrainTask(client, client, self.template, self.template.state_dict(), torch.zeros(1, 1),
+                         torch.zeros(1, dtype=torch.long), (), "cross_entropy", 0.0, 0.0, 0.0, 1e3, 20)
+
+    def combine(self, rnd: int, reports: dict[int, Any]) -> None:
+        self.combined.append((rnd, sorted(reports), self.sim.env.now))
+
+    def reply_bytes(self, rnd: int, client: int) -> int:
+        return 30
+
+
+def test_a_client_whose_statistic_fails_leaves_the_round_without_holding_the_barrier() -> None:
+    # The edge server transmits 20 dB above a phone: a threshold between the two SNRs lets
+    # every download through and fails every upload (as in test_rounds).
+    chan = "model: wireless, fading: none, shadowing_std_db: 0.0, max_attempts: 2, retx_timeout_s: 0.02"
+    probe = world_of(f"network.channel={{bs: {{{chan}}}, d2d: ideal}}").new_sim("test")
+    threshold = (probe.net.mean_snr_db("bs", 0) + probe.net.mean_snr_db(0, "bs")) / 2
+    world = world_of(f"network.channel={{bs: {{{chan}, outage_snr_db: {threshold}}}, d2d: ideal}}")
+    sim = world.new_sim("test")
+    algo = PreludeAlgo(sim)
+    drive(sim, algo, TrainConfig(rounds=1))
+    [(_, results, failures, _)] = algo.aggregated
+    assert results == [] and failures == [Failure(c, "prelude", "outage") for c in range(4)]
+    assert [(r, got) for r, got, _ in algo.combined] == [(0, [])]  # the server still went on
+    assert algo.updates == []  # nobody trained
+
+
+def test_a_deadline_before_the_barrier_ends_the_round_without_combining() -> None:
+    world = world_of(*IDEAL_SLOW)
+    sim = world.new_sim("test")
+    algo = PreludeAlgo(sim, flops=0.0)
+    algo.prelude = lambda rnd, c: TrainTask(c, c, algo.template, algo.template.state_dict(),  # type: ignore[method-assign]
+                                            torch.zeros(1, 1), torch.zeros(1, dtype=torch.long), (), "cross_entropy",
+                                            0.0, 0.0, 0.0, 1e6 * (c + 1), 20)  # client c: c+1 s
+    drive(sim, algo, TrainConfig(rounds=1, deadline_s=2.5))
+    [(_, results, failures, at_s)] = algo.aggregated
+    assert at_s == pytest.approx(2.5)
+    assert results == [] and algo.combined == []
+    assert sorted((f.client, f.phase, f.reason) for f in failures) == [(c, "prelude", "deadline") for c in range(4)]
+
+
+def test_stale_correlation_rides_on_the_model_upload() -> None:
+    world = fedsc_world("stage1.fedsc.r_ext=stale")
+    algo = FedSC(world, world.cfg.stage1)
+    assert not algo.has_prelude(1)
+    assert algo.task(0, 0).upload_bytes == TINY_FEDSC_PARAMS * 4 + 64
+
+
+# --------------------------------------------------------------------------- the optimiser
+def test_gradient_clipping_bounds_each_step() -> None:
+    torch.manual_seed(0)
+    module = torch.nn.Linear(3, 2)
+    start = {k: v.clone() for k, v in module.state_dict().items()}
+    x, y = torch.randn(8, 3) * 100, torch.zeros(8, dtype=torch.long)  # a huge gradient
+    step = lambda clip: execute(TrainTask(0, 0, module, start, x, y, ((torch.arange(8),),), "cross_entropy",
+                                          1.0, 0.0, 0.0, 0.0, 0, grad_clip_norm=clip), module)
+    moved = lambda res: math.sqrt(sum(float(((res.state[k] - start[k]) ** 2).sum()) for k in start))
+    assert moved(step(None)) > 10
+    assert moved(step(0.5)) == pytest.approx(0.5, rel=1e-5)  # lr 1 x a gradient rescaled to norm 0.5
+
+
+def test_cosine_schedule_is_the_authors_per_round_annealing() -> None:
+    cfg = TrainConfig(rounds=4, lr=0.08, lr_schedule="cosine")
+    assert [round_lr(cfg, r) for r in range(4)] == pytest.approx([0.08, 0.08 * (1 + math.cos(math.pi / 4)) / 2,
+                                                                  0.04, 0.08 * (1 + math.cos(3 * math.pi / 4)) / 2])
+    # The same as PyTorch's CosineAnnealingLR stepped once per round.
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.08)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, 4)
+    for r in range(4):
+        assert round_lr(cfg, r) == pytest.approx(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert round_lr(TrainConfig(rounds=4, lr=0.08), 3) == 0.08
+    assert set(LR_SCHEDULES) >= {"constant", "cosine"}
+
+
+def test_stage1_defaults_are_the_authors_stabilisers() -> None:
+    cfg = world_of().cfg.stage1
+    assert (cfg.weight_decay, cfg.grad_clip_norm, cfg.lr_schedule) == (5e-4, 3.0, "cosine")
+    assert (cfg.fedsc.mu, cfg.fedsc.r_ext, cfg.fedsc.r_passes) == (4.0, "fresh", 5)
+    task = FedSC(fedsc_world(), world_of("stage1.algorithm=fedsc").cfg.stage1).task(0, 0)
+    assert (task.weight_decay, task.grad_clip_norm) == (5e-4, 3.0)
+
+
+# --------------------------------------------------------------------------- views
+def test_one_channel_views_do_more_than_crop() -> None:
+    x = torch.randn(64, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    crop_only = make_views(AugmentConfig(flip=False, mono=MonoViewsConfig(
+        brightness_contrast=0, rotate_deg=0, translate=0, blur_p=0, noise_std=0, erase_p=0)), (1, 8, 8))
+    full = make_views(AugmentConfig(flip=False), (1, 8, 8))
+    assert crop_only.colour is None and crop_only.post is None
+    names = {type(m).__name__ for part in (full.geometric, full.colour, full.post) for m in part}
+    assert {"RandomAffine", "ColorJitter", "RandomGaussianBlur", "RandomGaussianNoise", "RandomErasing"} <= names
+    # The same seed gives the same view, and the extra ops act on it.
+    assert torch.equal(full.apply(x, 7), full.apply(x, 7))
+    assert not torch.equal(full.apply(x, 7), crop_only.apply(x, 7))
+    # Colour views stay with 3-channel data.
+    rgb = make_views(AugmentConfig(), (3, 8, 8))
+    assert {type(m).__name__ for m in rgb.colour} == {"ColorJitter", "RandomGrayscale"} and rgb.post is None

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import zlib
+from array import array
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Generator, Hashable
@@ -23,9 +24,10 @@ import numpy as np
 import simpy
 
 from nmoe_sim.config import LinkChannels
+from nmoe_sim.net import channel
 from nmoe_sim.net.fading import LinkChannel
 from nmoe_sim.net.routing import ROUTING, airtime_weight_s_per_bit
-from nmoe_sim.net.sharing import Flow, SharedRadios
+from nmoe_sim.net.sharing import Flow, SharedRadios, delay_to
 from nmoe_sim.record import HopRecord, Recorder, TransferRecord
 
 
@@ -58,7 +60,9 @@ class _Hop:
     airtime_s: float = 0.0
     tx_energy_j: float = 0.0
     rx_energy_j: float = 0.0
-    snrs_db: list[float] = field(default_factory=list)
+    # One SNR per coherence block the hop spans (n^2 blocks at scale): packed doubles, 8
+    # bytes each instead of a list's 40; np.mean sees the same float64 values either way.
+    snrs_db: array = field(default_factory=lambda: array("d"))
     delivered: bool = False
     flow: Flow | None = None
     # The segment of the current flow sent at one rate: airtime is bits / rate per segment.
@@ -81,7 +85,17 @@ class _Hop:
 
     @property
     def mean_snr_db(self) -> float:
-        return float(np.mean(self.snrs_db)) if self.snrs_db else math.nan
+        return float(np.mean(np.frombuffer(self.snrs_db))) if self.snrs_db else math.nan
+
+
+@dataclass
+class _BlockClock:
+    """The block boundaries k * T_c shared by every flow on links of one coherence time."""
+
+    coherence_time_s: float
+    # flow seq (start order) -> [hop, link, flow, ended, first block still to rate]
+    entries: dict[int, list[Any]] = field(default_factory=dict)
+    armed_block: int | None = None
 
 
 class Network:
@@ -106,6 +120,7 @@ class Network:
         self._tx_power_dbm = dict(tx_power_dbm)
         self._rx_power_w = dict(rx_power_w)
         self._radios_busy = SharedRadios(env)
+        self._clocks: dict[float, _BlockClock] = {}  # coherence time -> its block clock
         keys = sorted((edge_key(u, v) for u, v in graph.edges), key=lambda e: (
             node_order(e[0]), node_order(e[1])))
         self._links: dict[tuple[Hashable, Hashable], LinkChannel] = {}
@@ -269,13 +284,12 @@ class Network:
         flow = hop.flow = self._radios_busy.start(bits, rate_bps, self._radios(hop.u, hop.v))
         hop.seg_rate_bps, hop.seg_sent0_bits = rate_bps, 0.0
         if link.cfg.rate_adaptation == "per_block" and link.varies_in_time:
-            # Block boundaries are handled by timer callbacks, not by waking this process:
-            # a boundary costs two plain events instead of a Timeout, an AnyOf condition and
-            # a generator resumption. The process wakes once, when the flow ends or a block
-            # in outage breaks it.
+            # Block boundaries are handled by the link class's block clock, not by waking
+            # this process: the process wakes once, when the flow ends or a block in
+            # outage breaks it.
             ended = self.env.event()
             flow.done.callbacks.append(lambda _ev: None if ended.triggered else ended.succeed(True))
-            self._arm_boundary(hop, link, flow, ended)
+            self._join_clock(hop, link, flow, ended)
             outcome = yield ended
             if outcome is not True:
                 return outcome
@@ -285,38 +299,89 @@ class Network:
         hop.flow = None
         return True
 
-    def _arm_boundary(self, hop: _Hop, link: LinkChannel, flow: Flow, ended: simpy.Event) -> None:
-        """Arm the timer of the next coherence-block boundary of ``flow``."""
-        timer = self.env.timeout(link.next_block_start_s(self.env.now) - self.env.now)
-        timer.callbacks.append(lambda _ev: self._at_boundary(hop, link, flow, ended))
+    def _join_clock(self, hop: _Hop, link: LinkChannel, flow: Flow, ended: simpy.Event) -> None:
+        """Put ``flow`` on the block clock of its link's coherence time.
 
-    def _at_boundary(self, hop: _Hop, link: LinkChannel, flow: Flow, ended: simpy.Event) -> None:
-        # The flow is re-rated one event after its boundary timer, where a process woken by
-        # the timer through a condition would act: anything already due at this instant (a
-        # round deadline's interrupt, the flow's own completion) acts first, exactly as
-        # when each boundary woke the hop's process, so every result stays bit-identical.
+        Every link of a class has its block boundaries at the same instants k * T_c, so
+        one clock per coherence time re-rates all the flows it carries at each boundary:
+        two SimPy events per boundary instant, not two per flow and block (with n flows
+        sharing a base station's radio each lasting n times longer, those grew as n^2).
+        """
+        tc = link.cfg.coherence_time_s
+        clock = self._clocks.get(tc)
+        if clock is None:
+            clock = self._clocks[tc] = _BlockClock(tc)
+        next_block = link.block_index(self.env.now) + 1
+        clock.entries[flow.seq] = [hop, link, flow, ended, next_block]
+        if clock.armed_block is None:
+            self._arm_clock(clock, next_block)
+
+    def _arm_clock(self, clock: "_BlockClock", block: int) -> None:
+        clock.armed_block = block
+        timer = self.env.timeout(delay_to(self.env.now, block * clock.coherence_time_s))
+        timer.callbacks.append(lambda _ev: self._at_boundary(clock, block))
+
+    def _at_boundary(self, clock: "_BlockClock", block: int) -> None:
+        # The flows are re-rated one event after the boundary timer, where a process woken
+        # by its own timer through a condition would act: anything already due at this
+        # instant (a round deadline's interrupt, a flow's own completion) acts first,
+        # exactly as when each boundary woke the hop's process, so results stay bit-identical.
         step = self.env.event()
-        step.callbacks.append(lambda _ev: self._rerate_block(hop, link, flow, ended))
+        step.callbacks.append(lambda _ev: self._rerate_blocks(clock, block))
         step.succeed()
 
-    def _rerate_block(self, hop: _Hop, link: LinkChannel, flow: Flow, ended: simpy.Event) -> None:
-        """A new block: re-rate the flow (or drop it in outage), then charge the segment sent
-        at the old rate (close_segment reads sent_bits as of now)."""
-        if hop.flow is not flow or not flow.active or ended.triggered:
-            return  # finished, or aborted by an interrupt, before this block began
-        rate_bps = self._block_rate_bps(hop, link)
-        if rate_bps <= 0:
-            self._radios_busy.cancel(flow)
+    def _rerate_blocks(self, clock: "_BlockClock", block: int) -> None:
+        """Block ``block`` begins: re-rate each flow on the clock (or drop it in outage), in
+        start order, then charge each its segment sent at the old rate."""
+        clock.armed_block = None
+        due: list[list[Any]] = []
+        snrs_db: list[float] = []
+        now = self.env.now
+        for seq, entry in list(clock.entries.items()):
+            hop, link, flow, ended, next_block = entry
+            if hop.flow is not flow or not flow.active or ended.triggered:
+                del clock.entries[seq]  # finished, or aborted, before this block began
+                continue
+            if next_block > block:
+                continue  # started in this very block: its rate is already this block's
+            snr_db = link.snr_db(now, self._tx_power_dbm[hop.u])
+            hop.snrs_db.append(snr_db)
+            due.append(entry)
+            snrs_db.append(snr_db)
+        # The rates of all due flows in one array call per channel config: the array and
+        # scalar rate paths agree bit for bit (tested), and this is the hot loop at scale.
+        eff: list[float] = [0.0] * len(due)
+        by_cfg: dict[int, list[int]] = {}
+        for i, entry in enumerate(due):
+            by_cfg.setdefault(id(entry[1].cfg), []).append(i)
+        for idx in by_cfg.values():
+            cfg = due[idx[0]][1].cfg
+            values = channel.spectral_efficiency_bps_hz(cfg, np.array([snrs_db[i] for i in idx])).tolist()
+            for i, v in zip(idx, values):
+                eff[i] = v
+        live: list[list[Any]] = []
+        rates: list[float] = []
+        for entry, e in zip(due, eff):
+            hop, link, flow, ended, _nb = entry
+            rate_bps = link.cfg.bandwidth_hz * e
+            if rate_bps <= 0:
+                del clock.entries[flow.seq]
+                self._radios_busy.cancel(flow)
+                hop.close_segment()
+                hop.flow = None
+                # Armed here, at this instant's place in the event order, as the hop's
+                # process would have armed it when the failing boundary woke it.
+                ended.succeed(self._retx_wait(hop, link))
+                continue
+            entry[4] = block + 1
+            live.append(entry)
+            rates.append(rate_bps)
+        self._radios_busy.set_rates([e[2] for e in live], rates)
+        for (hop, _link, _flow, _ended, _nb), rate_bps in zip(live, rates):
             hop.close_segment()
-            hop.flow = None
-            # Armed here, at this instant's place in the event order, as the hop's process
-            # would have armed it when the failing boundary woke it.
-            ended.succeed(self._retx_wait(hop, link))
-            return
-        self._radios_busy.set_rate(flow, rate_bps)
-        hop.close_segment()
-        hop.seg_rate_bps = rate_bps
-        self._arm_boundary(hop, link, flow, ended)
+            hop.seg_rate_bps = rate_bps
+        if clock.entries:
+            self._arm_clock(clock, block + 1)
 
     def _retx_wait(self, hop: _Hop, link: LinkChannel) -> simpy.Timeout:
         """After an outage the sender transmits until the ACK timeout, then tries again."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 from dataclasses import dataclass, field
 from typing import Hashable
 
@@ -89,6 +90,37 @@ class SharedRadios:
         if flow.active:
             self._rerate([flow])  # its radios' loads are unchanged: no one else's share moves
 
+    def set_rates(self, flows: list[Flow], rates_full_bps: list[float]) -> None:
+        """:meth:`set_rate` for many flows at one instant (a coherence-block boundary shared
+        by every flow of a link class), with one wake scheduled for them all.
+
+        Each flow gets exactly the arithmetic of its own :meth:`set_rate` call; only the
+        wake is scheduled once, and wakes fire at the absolute finish time (see
+        :func:`delay_to`), so not scheduling the intermediate ones moves no event.
+        """
+        now, heap, on_radio = self.env.now, self._heap, self._on_radio
+        for f, rate_full_bps in zip(flows, rates_full_bps):
+            if not rate_full_bps > 0:
+                raise ValueError(f"flow rate must be > 0 (got {rate_full_bps})")
+            f.rate_full_bps = rate_full_bps
+            if not f.active:
+                continue
+            if now != f.ref_s:
+                f.remaining_bits = f.remaining_bits - f.rate_bps * (now - f.ref_s)
+                f.ref_s = now
+            share_div = 0
+            for r in f.radios:
+                n = len(on_radio[r])
+                if n > share_div:
+                    share_div = n
+            f.rate_bps = f.rate_full_bps / share_div
+            f.version += 1
+            heapq.heappush(heap, (now + max(f.remaining_bits, 0.0) / f.rate_bps, f.seq, f.version, f))
+        if len(heap) > 4 * self._active + 1024:
+            self._heap = heap = [e for e in heap if e[2] == e[3].version]
+            heapq.heapify(heap)
+        self._schedule_wake()
+
     def cancel(self, flow: Flow) -> None:
         """Stop serving ``flow`` now (its bits sent so far stay in ``flow.sent_bits``)."""
         if flow.active:
@@ -159,7 +191,7 @@ class SharedRadios:
             return  # nothing to finish, or an earlier (or equal) wake is already pending
         self._wake_version += 1
         version, self._wake_at_s = self._wake_version, top[0]
-        timer = self.env.timeout(max(top[0] - self.env.now, 0.0))
+        timer = self.env.timeout(delay_to(self.env.now, top[0]))
         timer.callbacks.append(lambda _ev: self._on_wake(version))
 
     def _on_wake(self, version: int) -> None:
@@ -191,3 +223,20 @@ class SharedRadios:
         self._rerate([affected[k] for k in sorted(affected)])
         for f in sorted(finished, key=lambda g: g.seq):
             f.done.succeed()
+
+
+def delay_to(now_s: float, at_s: float) -> float:
+    """The delay that makes SimPy's ``now + delay`` land exactly on ``at_s`` (0 if past).
+
+    ``now + (at - now)`` can miss ``at`` by an ulp when ``at - now`` is not exact (at more
+    than twice now); nudging the delay by ulps fixes it, so an event's time depends only
+    on the time it is meant for, never on when it was scheduled.
+    """
+    if at_s <= now_s:
+        return 0.0
+    delay = at_s - now_s
+    while now_s + delay < at_s:
+        delay = math.nextafter(delay, math.inf)
+    while now_s + delay > at_s:
+        delay = math.nextafter(delay, -math.inf)
+    return delay

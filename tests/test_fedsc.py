@@ -52,7 +52,7 @@ def test_fresh_round_exchanges_correlations_before_anyone_trains() -> None:
     pre = {int(c.node): c for c in world.recorder.computes if c.tag == "r1/prelude"}
     train = {int(c.node): c for c in world.recorder.computes if c.tag == "r1/train"}
     for c in world.clients:
-        assert pre[c.idx].flops == 3 * c.num_samples * fwd
+        assert pre[c.idx].flops == 2 * 3 * c.num_samples * fwd  # two views per pass
         assert pre[c.idx].start_s == pytest.approx(r1.start_s + LATENCY_S, rel=1e-12)
         assert pre[c.idx].end_s == pytest.approx(pre[c.idx].start_s + pre[c.idx].flops / FLOPS_PER_S, rel=1e-12)
     barrier_s = max(p.end_s for p in pre.values()) + LATENCY_S  # the slowest client's statistic arrived
@@ -95,6 +95,7 @@ def test_fresh_statistic_is_the_correlation_of_clipped_projections_of_the_downlo
     model.eval()
     with torch.no_grad():
         z = torch.cat([clip_norm(model(algo.views.apply(task.x, seeds[0])), algo.sc.mu) for seeds in task.args["seeds"]])
+    assert len(task.args["seeds"]) == 2 * 2  # two views per pass
     assert torch.allclose(r, z.T @ z / len(z), atol=1e-6)
     assert float(torch.linalg.eigvalsh(r).min()) >= -1e-6  # a correlation matrix
 

@@ -92,9 +92,10 @@ VIEW_CHUNK = 1024
 @REPORTS.register("fedsc_correlation")
 def fedsc_correlation(module: nn.Module, task: Any) -> torch.Tensor:
     """FedSC's fresh statistic: the correlation R = Z^T Z / N of the clipped projections of
-    ``args['passes']`` augmented passes over the client's data, through the model it just
-    downloaded (eval mode). ``args['seeds']``: per pass, one view seed per chunk of
-    VIEW_CHUNK samples, drawn with the task. Returns (P, P)."""
+    augmented passes over the client's data, through the model it just downloaded (eval
+    mode), as the authors' ``compCOV`` (two views per sample in each pass).
+    ``args['seeds']``: per view pass, one view seed per chunk of VIEW_CHUNK samples, drawn
+    with the task. Returns (P, P)."""
     views, mu = task.args["views"], task.args["mu"]
     x = task.x.to(next(module.parameters()).device)
     total, count = None, 0

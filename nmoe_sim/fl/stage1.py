@@ -178,16 +178,17 @@ class FedSC(FederatedFE):
         return self.fresh and self.alpha(rnd) < 1.0
 
     def prelude(self, rnd: int, client: int) -> TrainTask:
-        """The client's correlation over ``r_passes`` augmented passes of its data, through the
-        model it just downloaded (the authors' ``compCOV``); uploaded to the server."""
+        """The client's correlation over ``r_passes`` augmented passes of its data (two views
+        of each sample per pass), through the model it just downloaded (the authors'
+        ``compCOV``); uploaded to the server."""
         data, gen = self.world.clients[client], self.gens[client]
         chunks = range(0, data.num_samples, VIEW_CHUNK)
-        seeds = tuple(tuple(self.views.draw_seed(gen) for _ in chunks) for _ in range(self.sc.r_passes))
+        seeds = tuple(tuple(self.views.draw_seed(gen) for _ in chunks) for _ in range(2 * self.sc.r_passes))
         return TrainTask(
             client=client, node=client, template=self.model, start=self.global_state,
             x=data.x_train, y=data.y_train, plan=(), loss="fedsc_spectral", report="fedsc_correlation",
             args={"views": self.views, "mu": self.sc.mu, "seeds": seeds}, lr=0.0, momentum=0.0, weight_decay=0.0,
-            flops=self.sc.r_passes * data.num_samples * self.forward_flops, upload_bytes=self.corr_bytes,
+            flops=2 * self.sc.r_passes * data.num_samples * self.forward_flops, upload_bytes=self.corr_bytes,
         )
 
     def combine(self, rnd: int, reports: dict[int, Any]) -> None:

@@ -129,7 +129,9 @@ class FedSCConfig(Strict):
 
     alpha_start: float = Field(1.0, ge=0, le=1)
     alpha_end: float = Field(0.2, ge=0, le=1)
-    mu: float = Field(4.0, gt=0, description="projections clipped to norm sqrt(mu) (authors: 4)")
+    mu: float = Field(1.0, gt=0, description="projections clipped to norm sqrt(mu) (authors: 4; at this "
+                      "testbed's model sizes and budgets 4 lets the projections herd to the radius and "
+                      "collapse there, docs/algorithms.md)")
     share_correlation: bool = True
     r_ext: Literal["fresh", "stale"] = Field(
         "fresh", description="fresh (the authors'): each round every client computes its correlation on the "
@@ -162,11 +164,27 @@ class Stage2Config(SGDConfig):
 
 
 class FedGateConfig(Strict):
+    """FedGate: partially synchronised (the shared gate averaged every K rounds) and
+    personalised (docs/algorithms.md). ``personal: none, local_part: none, sync_every: 1``
+    is FedAvg-style gating."""
+
+    personal: Literal["none", "ditto"] = Field(
+        "ditto", description="ditto: every client also trains a personal gate of its own, pulled towards "
+        "the shared gate it last downloaded by prox/2 * ||personal - shared||^2 (Li et al., ICML 2021), "
+        "and serves queries with it; none: clients serve with the shared gate (plus their local_part)")
+    prox: float = Field(10.0, gt=0, description="ditto: the pull towards the shared gate; large = "
+                        "FedAvg-style, small = local (docs/algorithms.md measures the trade-off)")
     local_part: Literal["none", "bias", "head"] = Field(
-        "none", description="gate parameters kept local (personalised); see docs/algorithms.md"
+        "none", description="gate parameters never shared (personalised by splitting); see docs/algorithms.md"
     )
-    sync_every: int = Field(2, ge=1, description="shared part averaged every K rounds; "
-                            "local_part none with sync_every 1 is FedAvg-style gating")
+    sync_every: int = Field(2, ge=1, description="shared part averaged every K rounds")
+
+    @model_validator(mode="after")
+    def _one_kind_of_personal(self) -> "FedGateConfig":
+        if self.personal == "ditto" and self.local_part != "none":
+            raise ValueError("local_part must be none with personal: ditto (the personal gate is already "
+                             "the whole gate); set personal: none to personalise by a local part")
+        return self
 
 
 class Stage3Config(TrainConfig):

@@ -12,6 +12,7 @@ import torch
 
 from nmoe_sim.config import AugmentConfig, MonoViewsConfig, TrainConfig
 from nmoe_sim.data.augment import make_views
+from nmoe_sim.data.mono_views import MonoViews
 from nmoe_sim.engine.tasks import TaskResult, TrainTask, execute
 from nmoe_sim.fl.rounds import Failure, LocalResult
 from nmoe_sim.fl.schedule import LR_SCHEDULES, round_lr
@@ -186,26 +187,66 @@ def test_cosine_schedule_is_the_authors_per_round_annealing() -> None:
     assert set(LR_SCHEDULES) >= {"constant", "cosine"}
 
 
-def test_stage1_defaults_are_the_authors_stabilisers() -> None:
+def test_stage1_defaults_are_the_authors_stabilisers_but_mu() -> None:
     cfg = world_of().cfg.stage1
     assert (cfg.weight_decay, cfg.grad_clip_norm, cfg.lr_schedule) == (5e-4, 3.0, "cosine")
-    assert (cfg.fedsc.mu, cfg.fedsc.r_ext, cfg.fedsc.r_passes) == (4.0, "fresh", 5)
+    assert (cfg.fedsc.mu, cfg.fedsc.r_ext, cfg.fedsc.r_passes) == (1.0, "fresh", 5)
     task = FedSC(fedsc_world(), world_of("stage1.algorithm=fedsc").cfg.stage1).task(0, 0)
     assert (task.weight_decay, task.grad_clip_norm) == (5e-4, 3.0)
 
 
 # --------------------------------------------------------------------------- views
-def test_one_channel_views_do_more_than_crop() -> None:
-    x = torch.randn(64, 1, 8, 8, generator=torch.Generator().manual_seed(0))
-    crop_only = make_views(AugmentConfig(flip=False, mono=MonoViewsConfig(
-        brightness_contrast=0, rotate_deg=0, translate=0, blur_p=0, noise_std=0, erase_p=0)), (1, 8, 8))
-    full = make_views(AugmentConfig(flip=False), (1, 8, 8))
-    assert crop_only.colour is None and crop_only.post is None
-    names = {type(m).__name__ for part in (full.geometric, full.colour, full.post) for m in part}
-    assert {"RandomAffine", "ColorJitter", "RandomGaussianBlur", "RandomGaussianNoise", "RandomErasing"} <= names
-    # The same seed gives the same view, and the extra ops act on it.
-    assert torch.equal(full.apply(x, 7), full.apply(x, 7))
-    assert not torch.equal(full.apply(x, 7), crop_only.apply(x, 7))
-    # Colour views stay with 3-channel data.
+OFF = dict(brightness_contrast=0, rotate_deg=0, translate=0, affine_p=0, blur_p=0, noise_std=0, erase_p=0)
+
+
+def mono(crop: float = 1.0, flip: bool = False, **ops: float) -> Any:
+    return make_views(AugmentConfig(crop_scale_min=crop, flip=flip, mono=MonoViewsConfig(**{**OFF, **ops})), (1, 8, 8))
+
+
+X = torch.randn(256, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+
+
+def test_one_channel_views_are_seeded_and_leave_the_global_rng_alone() -> None:
+    views = make_views(AugmentConfig(flip=False), (1, 8, 8))
+    assert isinstance(views, MonoViews)
+    torch.manual_seed(1)
+    before = torch.get_rng_state()
+    a, b, c = views.apply(X, 7), views.apply(X, 7), views.apply(X, 8)
+    assert torch.equal(torch.get_rng_state(), before)
+    assert torch.equal(a, b) and not torch.equal(a, c) and a.shape == X.shape
+
+
+def test_one_channel_identity_and_flip_are_exact() -> None:
+    assert torch.allclose(mono().apply(X, 3), X, atol=1e-5)  # every op off, full crop: the input
+    flipped = mono(flip=True).apply(X, 3)
+    mirrored = [bool(torch.allclose(v, x.flip(-1), atol=1e-5)) for v, x in zip(flipped, X)]
+    unchanged = [bool(torch.allclose(v, x, atol=1e-5)) for v, x in zip(flipped, X)]
+    assert all(m or u for m, u in zip(mirrored, unchanged))
+    assert 0.35 < sum(mirrored) / len(X) < 0.65  # p 0.5 (256 samples: 5 sigma is +-0.16)
+
+
+def test_one_channel_noise_and_erasing_have_their_stated_sizes() -> None:
+    noisy = mono(noise_std=0.1).apply(X, 4) - X  # (B,1,8,8)
+    hit = noisy.flatten(1).abs().amax(1) > 0
+    assert 0.35 < float(hit.float().mean()) < 0.65  # p 0.5
+    assert float(noisy[hit].std()) == pytest.approx(0.1, rel=0.05)
+    erased = mono(erase_p=1.0).apply(X + 10.0, 5)  # shifted so that no input pixel is 0
+    share = (erased == 0).flatten(1).float().mean(1)  # the erased rectangle's share of the image
+    assert float(share.min()) >= 1 / 64 and float(share.max()) <= 0.34  # area U(0.02, 0.25), rounded to pixels
+
+
+def test_one_channel_blur_smooths_and_geometry_moves_pixels() -> None:
+    rough = lambda v: float((v[..., 1:, :] - v[..., :-1, :]).pow(2).mean())  # vertical gradient energy
+    assert rough(mono(blur_p=1.0).apply(X, 6)) < 0.6 * rough(X)
+    rotated = mono(rotate_deg=30, affine_p=1.0).apply(X, 6)
+    assert float((rotated - X).pow(2).mean()) > 0.3
+    cropped = mono(crop=0.2).apply(X, 6)
+    assert float((cropped - X).pow(2).mean()) > 0.3
+    jittered = mono(brightness_contrast=0.4).apply(X.clamp(-2, 2), 6)
+    assert jittered.abs().max() <= 2.0 + 1e-5  # intensity ops stay within the +-2 std span
+    assert float((jittered - X.clamp(-2, 2)).abs().mean()) > 0.05
+
+
+def test_colour_views_stay_with_three_channel_data() -> None:
     rgb = make_views(AugmentConfig(), (3, 8, 8))
-    assert {type(m).__name__ for m in rgb.colour} == {"ColorJitter", "RandomGrayscale"} and rgb.post is None
+    assert {type(m).__name__ for m in rgb.colour} == {"ColorJitter", "RandomGrayscale"}

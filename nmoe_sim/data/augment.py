@@ -1,9 +1,10 @@
 """Random views for contrastive training (FedSC stage 1), after SimCLR (Chen et al., 2020):
 random resized crop, horizontal flip, and for colour images colour jitter and grayscale
 (the FedSC authors' CIFAR views). One-channel images get brightness/contrast jitter, a
-small random affine, Gaussian blur, noise and random erasing instead (``augment.mono``),
-the usual substitutes in SSL on MNIST-like data: with crop and flip alone the two views
-were so alike that FedSC's projections collapsed onto them.
+small random affine, Gaussian blur, noise and random erasing instead (``augment.mono``,
+:mod:`nmoe_sim.data.mono_views`), the usual substitutes in SSL on MNIST-like data: with
+crop and flip alone the two views were so alike that FedSC's projections collapsed onto
+them.
 
 kornia samples its parameters from the *global* torch RNG. To keep randomness injected,
 each call forks the global RNG, seeds it from the caller's ``torch.Generator`` and restores
@@ -18,6 +19,7 @@ import torch
 from torch import nn
 
 from nmoe_sim.config import AugmentConfig
+from nmoe_sim.data.mono_views import COLOR_SPAN_STD, MonoViews
 
 
 # Inputs are standardized per channel (zero mean, unit std) but colour ops expect pixels in
@@ -26,7 +28,6 @@ from nmoe_sim.config import AugmentConfig
 # span = 2 approximately recovers the pixel scale. It is the same map for every batch (a
 # per-batch min-max would make a view depend on its batch-mates), it is inverted exactly
 # after the colour ops, and only values beyond +-2 std are clipped by kornia's [0, 1] clamp.
-COLOR_SPAN_STD = 2.0
 
 
 def _to_unit(x: torch.Tensor) -> torch.Tensor:
@@ -38,19 +39,12 @@ def _from_unit(u: torch.Tensor) -> torch.Tensor:
 
 
 class ViewAugmenter:
-    """``aug(x, gen)``: x (B, C, H, W) standardized float -> one random view, same shape.
+    """``aug(x, gen)``: x (B, C, H, W) standardized float -> one random view, same shape."""
 
-    Three stages, each in the value range its ops expect: ``geometric`` (crops, flips,
-    affine: range-agnostic), ``colour`` (on pixels mapped to [0, 1]), ``post`` (noise and
-    erasing, on the standardized values, so their sizes are in units of one pixel std).
-    """
-
-    def __init__(self, input_shape: tuple[int, int, int], geometric: nn.Module, colour: nn.Module | None,
-                 post: nn.Module | None = None) -> None:
+    def __init__(self, input_shape: tuple[int, int, int], geometric: nn.Module, colour: nn.Module | None) -> None:
         self.input_shape = input_shape
         self.geometric = geometric
         self.colour = colour
-        self.post = post
 
     def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         return self.apply(x, self.draw_seed(gen))
@@ -78,37 +72,21 @@ class ViewAugmenter:
             view = self.geometric(x)  # (B, C, H, W); crops and flips are range-agnostic
             if self.colour is not None:
                 view = _from_unit(self.colour(_to_unit(view)))
-            if self.post is not None:
-                view = self.post(view)
         return view
 
 
-def make_views(cfg: AugmentConfig, input_shape: tuple[int, int, int]) -> ViewAugmenter:
-    """Build the augmentation pipeline once for inputs of shape (C, H, W)."""
+def make_views(cfg: AugmentConfig, input_shape: tuple[int, int, int]) -> "ViewAugmenter | MonoViews":
+    """Build the augmentation pipeline once for inputs of shape (C, H, W): kornia's for
+    colour images, :class:`~nmoe_sim.data.mono_views.MonoViews` for one-channel ones."""
     channels, height, width = input_shape
+    if channels == 1:
+        return MonoViews(cfg, input_shape)
     geometric: list[nn.Module] = [
         K.RandomResizedCrop(size=(height, width), scale=(cfg.crop_scale_min, 1.0)),
     ]
     if cfg.flip:
         geometric.append(K.RandomHorizontalFlip())
     colour: list[nn.Module] = []
-    post: list[nn.Module] = []
-    if channels == 1:
-        # Colour jitter and grayscale mean nothing for one-channel images (digits,
-        # Fashion-MNIST): intensity, geometry, blur, noise and occlusion instead.
-        mono = cfg.mono
-        if mono.affine_p > 0 and (mono.rotate_deg > 0 or mono.translate > 0):
-            geometric.append(K.RandomAffine(degrees=mono.rotate_deg, translate=(mono.translate, mono.translate),
-                                            p=mono.affine_p))
-        if mono.brightness_contrast > 0:
-            colour.append(K.ColorJitter(brightness=mono.brightness_contrast, contrast=mono.brightness_contrast,
-                                        p=0.8))
-        if mono.blur_p > 0:
-            colour.append(K.RandomGaussianBlur(kernel_size=(3, 3), sigma=(0.1, 1.0), p=mono.blur_p))
-        if mono.noise_std > 0:
-            post.append(K.RandomGaussianNoise(mean=0.0, std=mono.noise_std, p=0.5))
-        if mono.erase_p > 0:
-            post.append(K.RandomErasing(scale=(0.02, 0.25), p=mono.erase_p))
     if channels == 3:
         if cfg.color_jitter > 0:
             jitter = cfg.color_jitter
@@ -127,5 +105,4 @@ def make_views(cfg: AugmentConfig, input_shape: tuple[int, int, int]) -> ViewAug
         input_shape=(channels, height, width),
         geometric=nn.Sequential(*geometric),
         colour=nn.Sequential(*colour) if colour else None,
-        post=nn.Sequential(*post) if post else None,
     )

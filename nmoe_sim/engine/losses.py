@@ -140,6 +140,22 @@ def gate(module: nn.Module, b: Batch) -> torch.Tensor:
     return GATE_TARGETS.get(b.args["target"], "stage3.target")(logits, b.aux["true_p"], b.args["available"])
 
 
+@LOSSES.register("gate_ditto")
+def gate_ditto(module: nn.Module, b: Batch) -> torch.Tensor:
+    """Ditto-style FedGate (Li et al., ICML 2021): the shared gate's loss plus the personal
+    gate's loss plus (prox/2) ||personal - anchor||^2, ``anchor`` being the shared gate the
+    client downloaded this round (constant). ``module`` is a DittoGates; ``draw`` the
+    generator state both gates' noise is drawn from, shared gate first."""
+    target = GATE_TARGETS.get(b.args["target"], "stage3.target")
+    true_p, available = b.aux["true_p"], b.args["available"]
+    gen = generator_from(b.draw)
+    shared = target(module.shared(b.x, gen), true_p, available)  # type: ignore[operator]
+    personal = target(module.personal(b.x, gen), true_p, available)  # type: ignore[operator]
+    anchor = b.args["anchor"]
+    pull = sum(((p - anchor[name]) ** 2).sum() for name, p in module.personal.named_parameters())  # type: ignore[union-attr]
+    return shared + personal + 0.5 * b.args["prox"] * pull
+
+
 @LOSSES.register("central_mixture")
 def central_mixture(module: nn.Module, b: Batch) -> torch.Tensor:
     """The centralized baseline's dense mixture NLL (``CentralMoE.mixture_nll``), noisy gate."""

@@ -5,8 +5,11 @@ and are documented in docs/algorithms.md:
 * RanGate routes each query to k experts uniformly at random (untrained lower bound).
 * RollGate passes one gate around the clients in ring order over D2D links, fine-tuning
   it on each client's data in turn; a round is one lap.
-* FedGate keeps a personalised part of each client's gate local and averages the shared
-  part every ``sync_every`` rounds (``local_part: none`` is FedAvg-style gating).
+* FedGate averages a shared gate every ``sync_every`` rounds (partial synchronisation) and
+  personalises: by default each client also trains a personal gate pulled towards the
+  shared one (Ditto, Li et al., ICML 2021) and serves with it; or it keeps a part of the
+  shared gate local (``local_part``). ``personal: none, local_part: none, sync_every: 1``
+  is FedAvg-style gating.
 The gate's training targets need every expert's output on the client's samples: features
 go out to each expert's client and class probabilities come back, charged as transfers.
 """
@@ -14,7 +17,7 @@ go out to each expert's client and class probabilities come back, charged as tra
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Generator
 
 import simpy
@@ -28,7 +31,7 @@ from nmoe_sim.fl.exchange import EXCHANGES, GateData
 from nmoe_sim.fl.schedule import sgd_args
 from nmoe_sim.fl.rounds import BS, CostScope, Failure, LocalResult, RoundAlgorithm, RoundDriver, sample_participants
 from nmoe_sim.fl.routing import GateRouter, QueryBank, RandomRouter, Router
-from nmoe_sim.models import Expert, FeatureExtractor, Gate, gate_train_flops_per_sample
+from nmoe_sim.models import DittoGates, Expert, FeatureExtractor, Gate, gate_train_flops_per_sample
 from nmoe_sim.models.build import make_gate
 from nmoe_sim.registry import Registry
 from nmoe_sim.world import Sim, World
@@ -52,15 +55,17 @@ def exchange_expert_outputs(world: World, sim: Sim, parts: NMoEParts, stage: str
 
 
 def gate_task(client: int, template: Gate, start: dict[str, torch.Tensor], data: GateData, cfg: Stage3Config,
-              rnd: int, gen: torch.Generator, flops_per_sample: float, upload_bytes: int) -> TrainTask:
+              rnd: int, gen: torch.Generator, flops_per_sample: float, upload_bytes: int,
+              noise_gates: int = 1) -> TrainTask:
     """Local epochs of a gate from ``start`` on a client's gate-training set in round ``rnd``, as a task.
 
     The gate's noise is drawn per batch with the plan (a generator state each), in the
-    order a loop drawing it in place would: the epoch's permutation, then each batch's noise.
+    order a loop drawing it in place would: the epoch's permutation, then each batch's noise
+    (for ``noise_gates`` gates trained together).
     """
     n_experts = template.head.out_features
     plan, draws = draw_plan(len(data.y), cfg.local_epochs, cfg.batch_size, gen,
-                            per_batch=draw_generator_state(n_experts) if template.noisy else None)
+                            per_batch=draw_generator_state(noise_gates * n_experts) if template.noisy else None)
     return TrainTask(
         client=client, node=client, template=template, start=start, x=data.feats, y=data.y, plan=plan,
         draws=draws, loss="gate", aux={"true_p": data.probs[torch.arange(len(data.y)), :, data.y]},  # (n,E)
@@ -91,6 +96,12 @@ class FedGate(RoundAlgorithm):
         self.global_shared = {k: v.clone() for k, v in base.state_dict().items() if k in self.shared}
         self.flops = gate_train_flops_per_sample(base, world.cfg.model.feature_dim)
         self.gens = [world.streams.torch(f"{self.stage}/client{i}") for i in range(world.n_clients)]
+        # Ditto: every client's personal gate (starting as the shared one), and the pair a task trains.
+        self.ditto = self.cfg.fedgate.personal == "ditto"
+        self.personal = [copy.deepcopy(base) for _ in range(world.n_clients)] if self.ditto else []
+        self.pair = DittoGates(copy.deepcopy(base), copy.deepcopy(base)) if self.ditto else None
+        # Ditto's anchor: the shared gate each client last downloaded (not its drifting copy).
+        self.anchors = [clone_state(self.global_shared) for _ in range(world.n_clients)] if self.ditto else []
         # Clients whose latest download of the shared part failed: they hold their old gate.
         self.missed_download: set[int] = set()
 
@@ -101,16 +112,35 @@ class FedGate(RoundAlgorithm):
         return self.shared_bytes if rnd == 0 or self.is_sync(rnd - 1) else 0
 
     def task(self, rnd: int, client: int) -> TrainTask:
-        """The client's own gate, with the shared part it just downloaded (if this round sent one)."""
+        """The client's own gate, with the shared part it just downloaded (if this round sent
+        one); under Ditto, together with its personal gate pulled towards that shared gate."""
         start = clone_state(self.gates[client].state_dict())
         if self.download_bytes(rnd, client):
             start.update(clone_state(self.global_shared))
-        return gate_task(client, self.template, start, self.data[client], self.cfg, rnd, self.gens[client], self.flops,
-                         self.shared_bytes if self.is_sync(rnd) else 0)
+        upload = self.shared_bytes if self.is_sync(rnd) else 0
+        if not self.ditto:
+            return gate_task(client, self.template, start, self.data[client], self.cfg, rnd, self.gens[client],
+                             self.flops, upload)
+        assert self.pair is not None
+        personal = clone_state(self.personal[client].state_dict())
+        if self.download_bytes(rnd, client):
+            self.anchors[client] = clone_state(self.global_shared)
+        task = gate_task(client, self.template, start, self.data[client], self.cfg, rnd, self.gens[client],
+                         2 * self.flops, upload, noise_gates=2)
+        return replace(task, template=self.pair, loss="gate_ditto",
+                       start={**{f"shared.{k}": v for k, v in start.items()},
+                              **{f"personal.{k}": v for k, v in personal.items()}},
+                       args={**task.args, "anchor": self.anchors[client], "prox": self.cfg.fedgate.prox})
 
     def collect(self, rnd: int, client: int, result: TaskResult) -> LocalResult:
-        self.gates[client].load_state_dict(result.state)  # the device keeps what it trained, sent or not
-        update = {k: v for k, v in result.state.items() if k in self.shared} if self.is_sync(rnd) else None
+        # The device keeps what it trained, sent or not.
+        state = result.state
+        if self.ditto:
+            self.personal[client].load_state_dict({k[len("personal."):]: v for k, v in state.items()
+                                                   if k.startswith("personal.")})
+            state = {k[len("shared."):]: v for k, v in state.items() if k.startswith("shared.")}
+        self.gates[client].load_state_dict(state)
+        update = {k: v for k, v in state.items() if k in self.shared} if self.is_sync(rnd) else None
         return LocalResult(client, update, result.num_samples, result.upload_bytes)
 
     def aggregate(self, rnd: int, results: list[LocalResult], failures: list[Failure]) -> None:
@@ -137,6 +167,9 @@ class FedGate(RoundAlgorithm):
         return out
 
     def evaluate(self, rnd: int) -> tuple[float, float]:
+        if self.ditto:  # the personal gates serve, as they are
+            scores = self.parts.bank.evaluate(GateRouter(self.personal, self.world.cfg.model.top_k))
+            return scores.f1_macro, scores.accuracy
         # The gates deployed after this round, loaded into scratch copies made once: a deep
         # copy of every gate every round cost more than evaluating them.
         got = set(range(self.world.n_clients)) - self.missed_download
@@ -148,7 +181,11 @@ class FedGate(RoundAlgorithm):
         return scores.f1_macro, scores.accuracy
 
     def finalize(self, sim: Sim) -> Generator[simpy.Event, Any, Router]:
-        """Broadcast the final shared part; a client whose download fails keeps its own gate."""
+        """Broadcast the final shared part; a client whose download fails keeps its own gate.
+        Under Ditto the personal gates serve and nothing more is sent."""
+        if self.ditto:
+            return GateRouter(self.personal, self.world.cfg.model.top_k)
+            yield  # a generator, like the other branch
         recs = yield sim.env.all_of([
             sim.net.transfer(BS, c, self.shared_bytes, stage=self.stage, tag="final/down")
             for c in range(self.world.n_clients)

@@ -10,6 +10,7 @@ from nmoe_sim.models.flops import (
 from nmoe_sim.models.modules import (
     Classifier,
     ContrastiveModel,
+    DittoGates,
     Expert,
     FeatureExtractor,
     Gate,
@@ -20,6 +21,6 @@ from nmoe_sim.models.modules import (
 )
 
 __all__ = [
-    "Classifier", "ContrastiveModel", "Expert", "FeatureExtractor", "Gate", "ProjectionHead", "Standardize",
+    "Classifier", "ContrastiveModel", "DittoGates", "Expert", "FeatureExtractor", "Gate", "ProjectionHead", "Standardize",
     "topk_route", "all_expert_probs", "forward_flops_per_sample", "gate_train_flops_per_sample", "train_flops_per_sample", "param_count", "param_bytes",
 ]

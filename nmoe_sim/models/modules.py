@@ -107,6 +107,17 @@ class Gate(nn.Module):
         return logits
 
 
+class DittoGates(nn.Module):
+    """A client's two gates under Ditto-style FedGate: ``shared`` (its copy of the gate the
+    clients average) and ``personal`` (its own, which serves its queries). Trained as one
+    task; their parameters are disjoint, so one optimiser over both trains each as alone."""
+
+    def __init__(self, shared: Gate, personal: Gate):
+        super().__init__()
+        self.shared = shared
+        self.personal = personal
+
+
 def topk_route(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Softmax(TopK(logits, k)): returns (weights (B,k) summing to 1, expert indices (B,k)).
 

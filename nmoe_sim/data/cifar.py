@@ -60,8 +60,10 @@ def check_cifar10_folder(folder: Path, key: str = "data.root") -> None:
     """
     folder = Path(folder)
     if not folder.is_dir():
+        # A relative root is read from the working folder: say which one was meant.
+        where = folder if folder.is_absolute() else f"{folder} (that is, {folder.absolute()})"
         raise ConfigError(
-            f"{key}: CIFAR-10 folder not found: {folder}; it must be the extracted "
+            f"{key}: CIFAR-10 folder not found: {where}; it must be the extracted "
             f"cifar-10-batches-py folder holding {_EXPECTED_FILES}; {_HOW_TO_GET}"
         )
     missing = [name for name in (*TRAIN_BATCHES, TEST_BATCH) if not (folder / name).is_file()]

@@ -132,6 +132,12 @@ def test_colour_views_apply_to_the_3_channel_data(cifar_root: Path) -> None:
 
 
 # --------------------------------------------------------------------------- bad data
+def test_every_dataset_has_a_files_check() -> None:
+    from nmoe_sim.data.datasets import DATASET_FILES, DATASETS
+
+    assert DATASET_FILES.names() == DATASETS.names()
+
+
 @pytest.mark.parametrize("command", ["run", "sweep"])
 def test_missing_folder_is_one_line_before_any_directory(tmp_path: Path, command: str,
                                                           capsys: pytest.CaptureFixture[str]) -> None:

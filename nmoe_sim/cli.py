@@ -61,10 +61,18 @@ def run_one(cfg: Scenario, run_dir: Path, *, quiet: bool = False, reuse: Any = N
     return metrics
 
 
+def _check_data_files(cfg: Scenario) -> None:
+    """A missing dataset folder or file is one error line before any directory is made."""
+    from nmoe_sim.data.datasets import check_dataset_files  # torch: only when something runs
+
+    check_dataset_files(cfg.data)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from nmoe_sim.results import new_run_dir
 
     cfg = load_scenario(args.scenario, args.set)
+    _check_data_files(cfg)
     root = Path(args.out) if args.out else Path(cfg.output.root)
     run_dir = new_run_dir(root, cfg.name, cfg.seed)
     try:
@@ -85,7 +93,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from nmoe_sim.sweep import run_sweep
 
     raw = load_raw(args.scenario, args.set)
-    build_scenario(raw, args.scenario)  # validate the base scenario before any point runs
+    # Validate the base scenario, and find its dataset's files, before any point runs.
+    _check_data_files(build_scenario(raw, args.scenario))
     root = Path(args.out) if args.out else Path(raw.get("output", {}).get("root", "results"))
 
     from nmoe_sim.reuse import StageCache
@@ -95,7 +104,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     def run_point(point_raw: dict[str, Any], run_dir: Path) -> Path:
         run_dir.mkdir(parents=True, exist_ok=True)
-        run_one(build_scenario(point_raw), run_dir, quiet=True, reuse=reuse)
+        try:
+            run_one(build_scenario(point_raw), run_dir, quiet=True, reuse=reuse)
+        except ConfigError:
+            # As in cmd_run: a point whose input proved bad (a malformed dataset file)
+            # leaves no folder holding only config.yaml; it never finished, so nothing is lost.
+            shutil.rmtree(run_dir, ignore_errors=True)
+            raise
         return run_dir
 
     sweep_dir = run_sweep(raw, root, run_point)

@@ -142,7 +142,7 @@ def test_cifar10_loader_default_names_and_parent_root(tmp_path: Path) -> None:
     ds = load_dataset(DataConfig(dataset="cifar10", root=str(tmp_path)), np.random.default_rng(0))
     assert ds.input_shape == (3, 32, 32) and ds.num_classes == 10
     assert ds.class_names[0] == "airplane"
-    with pytest.raises(ConfigError, match="^data.root: CIFAR-10 file not found"):
+    with pytest.raises(ConfigError, match="^data.root: CIFAR-10 folder not found: .*x; .*data_batch_1..data_batch_5"):
         load_dataset(DataConfig(dataset="cifar10", root=str(tmp_path / "x")),
                      np.random.default_rng(0))
 

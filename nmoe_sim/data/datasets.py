@@ -18,7 +18,7 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
 from nmoe_sim.config import DataConfig
-from nmoe_sim.data.cifar import read_cifar10
+from nmoe_sim.data.cifar import check_cifar10_folder, read_cifar10
 from nmoe_sim.data.idx import read_idx
 from nmoe_sim.errors import ConfigError
 from nmoe_sim.registry import Registry
@@ -60,6 +60,17 @@ DATASETS: Registry[DatasetLoader] = Registry("dataset")
 
 def load_dataset(cfg: DataConfig, rng: np.random.Generator) -> Dataset:
     return DATASETS.get(cfg.dataset, "data.dataset")(cfg, rng)
+
+
+# Each dataset's files-present check, reading nothing: the CLI runs it before it makes a
+# run directory, so a wrong data.root is one error line and leaves nothing behind.
+DatasetCheck = Callable[[DataConfig], None]
+DATASET_FILES: Registry[DatasetCheck] = Registry("dataset")
+
+
+def check_dataset_files(cfg: DataConfig) -> None:
+    """Raise the loader's ConfigError now if a file the dataset needs is missing."""
+    DATASET_FILES.get(cfg.dataset, "data.dataset")(cfg)
 
 
 # --------------------------------------------------------------------------- shared finish
@@ -126,6 +137,11 @@ def finish_dataset(
 
 
 # --------------------------------------------------------------------------- loaders
+@DATASET_FILES.register("digits")
+def _digits_files(cfg: DataConfig) -> None:
+    """Embedded in scikit-learn: nothing to find."""
+
+
 @DATASETS.register("digits")
 def load_digits_dataset(cfg: DataConfig, rng: np.random.Generator) -> Dataset:
     """scikit-learn's 8x8 digits (values 0..16); no test split, so a stratified one is made."""
@@ -156,10 +172,19 @@ def _fashion_file(folder: Path, stem: str) -> Path:
     )
 
 
+def _fashion_paths(cfg: DataConfig) -> dict[str, Path]:
+    folder = Path(cfg.root).expanduser() if cfg.root else FASHION_MNIST_DEFAULT_ROOT
+    return {part: _fashion_file(folder, stem) for part, stem in _FASHION_FILES.items()}
+
+
+@DATASET_FILES.register("fashion_mnist")
+def _fashion_files(cfg: DataConfig) -> None:
+    _fashion_paths(cfg)
+
+
 @DATASETS.register("fashion_mnist")
 def load_fashion_mnist(cfg: DataConfig, rng: np.random.Generator) -> Dataset:
-    folder = Path(cfg.root).expanduser() if cfg.root else FASHION_MNIST_DEFAULT_ROOT
-    paths = {part: _fashion_file(folder, stem) for part, stem in _FASHION_FILES.items()}
+    paths = _fashion_paths(cfg)
     arrays = {part: read_idx(path) for part, path in paths.items()}
     for split in ("train", "test"):
         x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
@@ -178,12 +203,23 @@ def load_fashion_mnist(cfg: DataConfig, rng: np.random.Generator) -> Dataset:
     )
 
 
-@DATASETS.register("cifar10")
-def load_cifar10(cfg: DataConfig, rng: np.random.Generator) -> Dataset:
+def _cifar10_folder(cfg: DataConfig) -> Path:
     folder = Path(cfg.root).expanduser() if cfg.root else CIFAR10_DEFAULT_ROOT
     # Accept the folder the archive unpacks into as well as its parent.
     nested = folder / "cifar-10-batches-py"
     if not (folder / "data_batch_1").is_file() and nested.is_dir():
         folder = nested
-    x_train, y_train, x_test, y_test, names = read_cifar10(folder, "data.root")
+    return folder
+
+
+@DATASET_FILES.register("cifar10")
+def _cifar10_files(cfg: DataConfig) -> None:
+    key = "data.root" if cfg.root else "data.root (unset: the default)"
+    check_cifar10_folder(_cifar10_folder(cfg), key)
+
+
+@DATASETS.register("cifar10")
+def load_cifar10(cfg: DataConfig, rng: np.random.Generator) -> Dataset:
+    _cifar10_files(cfg)
+    x_train, y_train, x_test, y_test, names = read_cifar10(_cifar10_folder(cfg), "data.root")
     return finish_dataset("cifar10", x_train, y_train, x_test, y_test, names, cfg, rng)

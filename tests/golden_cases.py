@@ -60,7 +60,7 @@ CASES: dict[str, tuple[str, tuple[str, ...], bool]] = {
     "paper_fmnist_ablation_channel": ("scenarios/paper/fmnist_ablation_channel.yaml", _NMOE_SMALL + (
         "network.channel=harsh",), True),
     "paper_fmnist_ablation_fedgate_split": ("scenarios/paper/fmnist_ablation_fedgate_split.yaml", _NMOE_SMALL + (
-        "stage3.fedgate={personal: none, local_part: head, sync_every: 1}"), True),
+        "stage3.fedgate={personal: none, local_part: head, sync_every: 1}",), True),
     "paper_fmnist_ablation_topk": ("scenarios/paper/fmnist_ablation_topk.yaml", _NMOE_SMALL + (
         "model.top_k=2",), True),
     "alignment_quick": ("scenarios/alignment_quick.yaml", _ALIGN_SMALL, False),

@@ -51,7 +51,7 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_registry_lists_the_run_plots() -> None:
     assert PLOTS.names() == ["accuracy_vs_rounds", "comm_vs_accuracy", "gating", "latency_cdf",
-                             "stage_costs", "topology"]
+                             "representation", "stage_costs", "topology"]
 
 
 def test_plot_run_writes_png_by_default_and_svg_on_request(run_dir: Path) -> None:
@@ -463,3 +463,33 @@ def test_gating_heatmap_of_a_thousand_clients_stays_a_readable_size(tmp_path: Pa
     assert max(width_in, height_in) <= 16  # was 0.45 inch a client: 452 inches
     ax = fig.axes[0]
     assert len(ax.texts) == 0 and len(ax.get_xticks()) <= 25 and len(ax.get_yticks()) <= 25
+
+
+# --------------------------------------------------------------------------- representation
+def test_representation_plots_the_probe_rounds_beside_the_untrained_fe(tmp_path: Path) -> None:
+    from conftest import tiny_cfg
+
+    from nmoe_sim.plots import make_representation_figure
+    from nmoe_sim.runner import run
+
+    run(tiny_cfg("stage1.algorithm=fedsc", "stage1.rounds=4", "stage1.probe_every=2", "baselines.systems=[local]"),
+        tmp_path)
+    data = load_run(tmp_path)
+    rep = data.stages["stage1_fedsc"]["representation"]
+    fig = make_representation_figure(data)
+    ax_acc, ax_rank = fig.axes[:2]
+    probe = next(l for l in ax_acc.get_lines() if l.get_label() == "stage1_fedsc: linear probe")
+    assert list(probe.get_xdata()) == [2.0, 4.0]  # measured after rounds 2 and 4
+    assert probe.get_ydata()[-1] == pytest.approx(rep["linear_probe"] * 100)
+    untrained = next(l for l in ax_acc.get_lines() if l.get_label() == "linear probe, untrained FE")
+    assert untrained.get_ydata()[0] == pytest.approx(rep["untrained"]["linear_probe"] * 100)
+    assert ax_acc.get_ylabel().endswith("(%)") and "rank" in ax_rank.get_ylabel()
+    assert "untrained" in fig._suptitle.get_text()
+    assert tmp_path / "plots" / "representation.png" in plot_run(tmp_path)
+
+
+def test_representation_of_a_run_without_probes_is_skipped(run_dir: Path) -> None:
+    from nmoe_sim.plots import make_representation_figure
+
+    with pytest.raises(PlotSkipped, match="probe_linear"):
+        make_representation_figure(load_run(run_dir))

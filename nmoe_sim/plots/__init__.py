@@ -14,7 +14,7 @@ from typing import Sequence
 from nmoe_sim.errors import ConfigError
 
 # Importing a plot module registers its plots.
-from nmoe_sim.plots import alignment_plots, curves, maps, stage_costs  # noqa: F401
+from nmoe_sim.plots import alignment_plots, curves, maps, representation, stage_costs  # noqa: F401
 from nmoe_sim.plots.base import (
     DEFAULT_FORMATS,
     FORMATS,
@@ -25,6 +25,7 @@ from nmoe_sim.plots.base import (
 )
 from nmoe_sim.plots.curves import make_comm_vs_accuracy_figure, make_latency_cdf_figure
 from nmoe_sim.plots.maps import make_gating_figure, make_topology_figure
+from nmoe_sim.plots.representation import make_representation_figure
 from nmoe_sim.plots.rundata import CsvTable, RunData, load_run, read_table
 from nmoe_sim.plots.stage_costs import make_stage_costs_figure
 from nmoe_sim.plots.sweep_plots import (
@@ -38,7 +39,7 @@ __all__ = [
     "PLOTS", "PlotFn", "FORMATS", "DEFAULT_FORMATS", "PlotSkipped", "CsvTable", "RunData", "load_run", "load_table", "read_table",
     "plot_run", "plot_sweep", "plot_path", "save_figure",
     "make_comm_vs_accuracy_figure", "make_gating_figure", "make_topology_figure",
-    "make_stage_costs_figure", "make_latency_cdf_figure",
+    "make_stage_costs_figure", "make_latency_cdf_figure", "make_representation_figure",
     "make_sweep_f1_vs_bytes_figure", "make_sweep_f1_bar_figure",
 ]
 

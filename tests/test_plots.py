@@ -479,7 +479,8 @@ def test_representation_plots_the_probe_rounds_beside_the_untrained_fe(tmp_path:
     fig = make_representation_figure(data)
     ax_acc, ax_rank = fig.axes[:2]
     probe = next(l for l in ax_acc.get_lines() if l.get_label() == "stage1_fedsc: linear probe")
-    assert list(probe.get_xdata()) == [2.0, 4.0]  # measured after rounds 2 and 4
+    assert list(probe.get_xdata()) == [0.0, 2.0, 4.0]  # untrained, then measured after rounds 2 and 4
+    assert probe.get_ydata()[0] == pytest.approx(rep["untrained"]["linear_probe"] * 100)
     assert probe.get_ydata()[-1] == pytest.approx(rep["linear_probe"] * 100)
     untrained = next(l for l in ax_acc.get_lines() if l.get_label() == "linear probe, untrained FE")
     assert untrained.get_ydata()[0] == pytest.approx(rep["untrained"]["linear_probe"] * 100)

@@ -149,6 +149,7 @@ class FedSC(FederatedFE):
         self.views = make_views(self.sc.augment, ds.input_shape)
         self.uploaded: dict[int, torch.Tensor] = {}  # client -> its latest shared correlation (P,P)
         self.r_ext: dict[int, torch.Tensor] = {}
+        self.participants: list[int] = []  # this round's, set by configure
         self.noise_rngs = [world.streams.numpy(f"{stage}/noise{i}") for i in range(world.n_clients)]
 
     def alpha(self, rnd: int) -> float:
@@ -186,6 +187,7 @@ class FedSC(FederatedFE):
         seeds = tuple(tuple(self.views.draw_seed(gen) for _ in chunks) for _ in range(2 * self.sc.r_passes))
         return TrainTask(
             client=client, node=client, template=self.model, start=self.global_state,
+            # No SGD step (an empty plan): the statistic is the task's report.
             x=data.x_train, y=data.y_train, plan=(), loss="fedsc_spectral", report="fedsc_correlation",
             args={"views": self.views, "mu": self.sc.mu, "seeds": seeds}, lr=0.0, momentum=0.0, weight_decay=0.0,
             flops=2 * self.sc.r_passes * data.num_samples * self.forward_flops, upload_bytes=self.corr_bytes,

@@ -17,7 +17,8 @@ from nmoe_sim.plots.rundata import PlotSkipped, RunData
 
 def make_representation_figure(run: RunData) -> Figure:
     """Left: linear-probe and kNN test accuracy (%) of each measured stage-1 FE against the
-    round, dashed at the untrained FE's; right: effective rank, dashed likewise."""
+    rounds completed (round 0: the untrained FE), dashed at the untrained FE's; right:
+    effective rank, likewise."""
     if run.rounds is None or not run.rounds.has("probe_linear"):
         raise PlotSkipped("rounds.csv has no probe_linear column")
     measured = [(name, s["representation"]) for name, s in run.stages.items()
@@ -38,7 +39,9 @@ def make_representation_figure(run: RunData) -> Figure:
                                     (ax_rank, "effective_rank", "effective rank",
                                      rep["untrained"]["effective_rank"])):
             scale = 100.0 if ax is ax_acc else 1.0
-            line, = ax.plot(x, rows.floats(col)[keep] * scale, marker="o", ms=4, label=f"{stage}: {label}")
+            # Each curve starts at round 0 from the untrained FE, so equal references stay visible.
+            line, = ax.plot(np.concatenate([[0.0], x]), np.concatenate([[ref], rows.floats(col)[keep]]) * scale,
+                            marker="o", ms=4, label=f"{stage}: {label}")
             ax.axhline(ref * scale, color=line.get_color(), ls="--", lw=1, label=f"{label}, untrained FE")
     ax_acc.set_xlabel("stage-1 rounds completed")
     ax_acc.set_ylabel("test accuracy of frozen FE features (%)")

@@ -189,37 +189,34 @@ class RoundDriver:
     def _client_round(self, algo: RoundAlgorithm, rnd: int, client: int, jobs: dict[int, Job],
                       sync: "_Prelude | None" = None) -> Generator[simpy.Event, Any, Any]:
         sim = self.sim
-        transfer: simpy.Process | None = None
+        inflight: list[simpy.Process] = []  # the transfer under way, for an interrupt to abort
+
+        def send(src: Any, dst: Any, size_bytes: int, tag: str) -> Generator[simpy.Event, Any, str | None]:
+            """One transfer of this round: None if it arrived, else why not."""
+            inflight[:] = [sim.net.transfer(src, dst, size_bytes, stage=algo.stage, tag=f"r{rnd}/{tag}")]
+            rec = yield inflight[0]
+            inflight.clear()
+            return None if rec.delivered else rec.reason
+
         phase = "download"
         try:
             down = algo.download_bytes(rnd, client)
-            if down > 0:
-                transfer = sim.net.transfer(BS, client, down, stage=algo.stage, tag=f"r{rnd}/down")
-                rec = yield transfer
-                transfer = None
-                if not rec.delivered:
-                    return Failure(client, phase, rec.reason)
+            if down > 0 and (why := (yield from send(BS, client, down, "down"))) is not None:
+                return Failure(client, phase, why)
             if sync is not None:
                 phase = "prelude"
                 pre = algo.prelude(rnd, client)
                 pre_job = sim.executor.submit(pre, stage=algo.stage, tag=f"r{rnd}/prelude")
                 yield pre_job.charged
-                if pre.upload_bytes > 0:
-                    transfer = sim.net.transfer(client, BS, pre.upload_bytes, stage=algo.stage, tag=f"r{rnd}/prelude_up")
-                    rec = yield transfer
-                    transfer = None
-                    if not rec.delivered:
-                        return Failure(client, phase, rec.reason)
+                up = pre.upload_bytes
+                if up > 0 and (why := (yield from send(client, BS, up, "prelude_up"))) is not None:
+                    return Failure(client, phase, why)
                 sync.jobs[client] = pre_job
                 sync.ready[client].succeed()
                 yield sync.barrier
                 reply = algo.reply_bytes(rnd, client)
-                if reply > 0:
-                    transfer = sim.net.transfer(BS, client, reply, stage=algo.stage, tag=f"r{rnd}/prelude_down")
-                    rec = yield transfer
-                    transfer = None
-                    if not rec.delivered:
-                        return Failure(client, phase, rec.reason)
+                if reply > 0 and (why := (yield from send(BS, client, reply, "prelude_down"))) is not None:
+                    return Failure(client, phase, why)
             phase = "compute"
             task = algo.task(rnd, client)
             # The upload's size is known before the work runs, so the simulation goes on and
@@ -227,18 +224,15 @@ class RoundDriver:
             job = jobs[client] = sim.executor.submit(task, stage=algo.stage, tag=f"r{rnd}/train")
             yield job.charged
             phase = "upload"
-            if task.upload_bytes > 0:
-                transfer = sim.net.transfer(client, BS, task.upload_bytes, stage=algo.stage, tag=f"r{rnd}/up")
-                rec = yield transfer
-                transfer = None
-                if not rec.delivered:
-                    return Failure(client, phase, rec.reason)
+            up = task.upload_bytes
+            if up > 0 and (why := (yield from send(client, BS, up, "up"))) is not None:
+                return Failure(client, phase, why)
             return _Trained(client)
         except simpy.Interrupt as stop:
             # The server closed the round: abort the transfer in flight so it frees its
             # share of the radio; a computation in progress runs to its end on the device.
-            if transfer is not None and transfer.is_alive:
-                transfer.interrupt(stop.cause)
+            if inflight and inflight[0].is_alive:
+                inflight[0].interrupt(stop.cause)
             return Failure(client, phase, str(stop.cause))
         finally:
             # A client out of the round before its statistic arrived must not hold the barrier.

@@ -337,14 +337,18 @@ class Network:
         due: list[list[Any]] = []
         snrs_db: list[float] = []
         now = self.env.now
-        for seq, entry in list(clock.entries.items()):
+        entries, tx_power_dbm = clock.entries, self._tx_power_dbm
+        k: int | None = None  # the block index of now, the same for every link of this clock
+        for seq, entry in list(entries.items()):
             hop, link, flow, ended, next_block = entry
             if hop.flow is not flow or not flow.active or ended.triggered:
-                del clock.entries[seq]  # finished, or aborted, before this block began
+                del entries[seq]  # finished, or aborted, before this block began
                 continue
             if next_block > block:
                 continue  # started in this very block: its rate is already this block's
-            snr_db = link.snr_db(now, self._tx_power_dbm[hop.u])
+            if k is None:
+                k = link.block_index(now)
+            snr_db = link.block_snr_db(k, tx_power_dbm[hop.u])
             hop.snrs_db.append(snr_db)
             due.append(entry)
             snrs_db.append(snr_db)
@@ -377,8 +381,15 @@ class Network:
             live.append(entry)
             rates.append(rate_bps)
         self._radios_busy.set_rates([e[2] for e in live], rates)
-        for (hop, _link, _flow, _ended, _nb), rate_bps in zip(live, rates):
-            hop.close_segment()
+        for (hop, _link, flow, _ended, _nb), rate_bps in zip(live, rates):
+            # hop.close_segment() inlined: set_rates just brought the flow to now (ref_s ==
+            # now), so its bits left are remaining_bits exactly (x - r * 0.0 is x).
+            sent = flow.bits - max(flow.remaining_bits, 0.0)
+            airtime_s = (sent - hop.seg_sent0_bits) / hop.seg_rate_bps
+            hop.airtime_s += airtime_s
+            hop.tx_energy_j += hop.p_tx_w * airtime_s
+            hop.rx_energy_j += hop.p_rx_w * airtime_s
+            hop.seg_sent0_bits = sent
             hop.seg_rate_bps = rate_bps
         if clock.entries:
             self._arm_clock(clock, block + 1)

@@ -35,3 +35,32 @@ def test_measure_above_the_cap_equals_measure_on_the_subsample() -> None:
     assert capped == measure(fe, x[idx], y[idx], xt, yt, 3, max_train=120)
     assert measure(fe, x, y, xt, yt, 3) == measure(fe, x, y, xt, yt, 3, max_train=300)  # under the cap: whole pool
     assert capped != measure(fe, x, y, xt, yt, 3)
+
+
+def test_fedsc_projection_checks_take_the_same_subsample(monkeypatch) -> None:
+    """FedSC's view agreement and spectral loss (whose z1 z0^T is (n, n)) use the probes'
+    subsample: the whole pool at or under the cap, exactly the indexed subset above it."""
+    import nmoe_sim.fl.probes as probes
+    from nmoe_sim.fl.stage1 import FedSC
+    from nmoe_sim.seeds import SeedStreams
+    from nmoe_sim.world import build_world
+
+    from conftest import tiny_cfg
+    from test_rounds import drive
+
+    cfg = tiny_cfg("stage1.algorithm=fedsc", "stage1.rounds=1")
+    world = build_world(cfg, SeedStreams(0))
+    algo = FedSC(world, cfg.stage1, probe=True)
+    drive(world.new_sim("t"), algo, cfg.stage1)
+    n = len(algo.pooled[0])
+    seen: list[torch.Tensor] = []
+    views = algo.views
+    monkeypatch.setattr(algo, "views", lambda x, gen: (seen.append(x), views(x, gen))[1])
+    whole = algo.representation()
+    assert seen[-1] is algo.pooled[0]
+    monkeypatch.setattr(probes, "MAX_PROBE_TRAIN", n)  # at the cap: still the whole pool
+    assert algo.representation() == whole and seen[-1] is algo.pooled[0]
+    monkeypatch.setattr(probes, "MAX_PROBE_TRAIN", n // 2)
+    capped = algo.representation()
+    assert torch.equal(seen[-1], algo.pooled[0][torch.from_numpy(probe_subset(n, n // 2))])
+    assert capped["spectral_loss"] == capped["spectral_loss"]  # measured (not NaN)

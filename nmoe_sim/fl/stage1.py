@@ -19,7 +19,7 @@ from nmoe_sim.config import Stage1Config, TrainConfig
 from nmoe_sim.data.augment import make_views
 from nmoe_sim.fl.aggregate import fedavg
 from nmoe_sim.fl.fedsc_loss import alpha_schedule, clip_norm, correlation, spectral_loss
-from nmoe_sim.fl.probes import COLLAPSED_TOP_SHARE, Representation, collapsed_spectral_loss, measure, top_eigen_share
+from nmoe_sim.fl.probes import COLLAPSED_TOP_SHARE, Representation, collapsed_spectral_loss, measure, probe_subset, top_eigen_share
 from nmoe_sim.fl.schedule import sgd_args
 from nmoe_sim.fl.rounds import Failure, LocalResult, RoundAlgorithm
 from nmoe_sim.engine.losses import VIEW_CHUNK
@@ -244,6 +244,9 @@ class FedSC(FederatedFE):
         out = super().representation()
         assert self.pooled is not None
         x = self.pooled[0]
+        keep = probe_subset(len(x))  # the probes' bounded subsample: the loss's z1 z0^T is (n, n)
+        if keep is not None:
+            x = x[torch.from_numpy(keep)]
         gen = self.world.streams.torch(f"{self.stage}/probe_views")
         self.scratch.load_state_dict(self.global_state)
         self.scratch.eval()

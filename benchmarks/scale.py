@@ -18,6 +18,7 @@ first client count, sampling the RSS after every round (target: flat within 5 %)
     python benchmarks/scale.py --clients 100 --rss-rounds 50
     python benchmarks/scale.py --rate-adaptation per_attempt   # without per-block fading
     python benchmarks/scale.py --clients 1000 --plots          # also time the run's plots
+    python benchmarks/scale.py --clients 1000 --progress       # each stage's start, wall time and RSS
 
 Needs Debian's dataset-fashion-mnist. A size that exceeds ``--timeout-s`` is reported as
 such and the larger sizes are skipped.
@@ -62,6 +63,17 @@ cfg = load_scenario(sys.argv[1], json.loads(sys.argv[2]))
 listen = None
 if sys.argv[3] == "rss":
     listen = lambda rec: rss.append(rss_mib()) if isinstance(rec, RoundRecord) else None
+elif sys.argv[3] == "progress":  # where the wall time goes: each stage's first record, each round
+    seen, t_start = set(), time.perf_counter()
+    def listen(rec):
+        if not hasattr(rec, "stage"):
+            return  # a query: its leg transfers already name the inference stage
+        key = (rec.system, rec.stage)
+        if key not in seen or isinstance(rec, RoundRecord):
+            seen.add(key)
+            what = f"round {rec.round}" if isinstance(rec, RoundRecord) else "first record"
+            print(f"[{time.perf_counter() - t_start:8.1f} s] {key[0]} {key[1]} {what}, "
+                  f"RSS {rss_mib():.0f} MiB", file=sys.stderr, flush=True)
 with tempfile.TemporaryDirectory() as out:
     run_dir = Path(out) / "run"
     run_dir.mkdir()
@@ -115,7 +127,8 @@ def overrides(n: int, args: argparse.Namespace) -> list[str]:
 def run_child(scenario: Path, sets: list[str], mode: str, timeout_s: float, plots: bool = False) -> dict | None:
     proc = subprocess.Popen([sys.executable, "-c", CHILD, str(scenario), json.dumps(sets), mode,
                              "plots" if plots else "none"],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=None if mode == "progress" else subprocess.PIPE, text=True,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
     t0 = time.perf_counter()
     try:
@@ -145,6 +158,8 @@ def main() -> int:
     parser.add_argument("--rate-adaptation", choices=["per_block", "per_attempt"],
                         help="override every link class's rate adaptation (default: the scenario's)")
     parser.add_argument("--rss-rounds", type=int, default=0)
+    parser.add_argument("--progress", action="store_true",
+                        help="the child prints each stage's start and each round (wall time, RSS) on stderr")
     parser.add_argument("--plots", action="store_true",
                         help="also draw the run's plots (PNG) and print their time, apart from the wall time")
     parser.add_argument("--scenario", type=Path, default=ROOT / "scenarios" / "fashion_mnist.yaml")
@@ -171,7 +186,8 @@ def main() -> int:
           f"{'files MiB':>10} {'s/client':>9} {'NMoE F1':>8}")
     prev = None
     for n in args.clients:
-        res = run_child(args.scenario, overrides(n, args), "plain", args.timeout_s, args.plots)
+        res = run_child(args.scenario, overrides(n, args), "progress" if args.progress else "plain",
+                        args.timeout_s, args.plots)
         if res is None:
             print(f"{n:>8} over the {args.timeout_s:.0f} s timeout; larger sizes skipped")
             break

@@ -220,3 +220,30 @@ def test_a_boundary_instant_costs_two_events_however_many_flows_it_re_rates() ->
     # Per flow and block this was two events each (8 per instant); now two per instant,
     # plus the transfers' own start, finish and process events.
     assert count[0] < 2 * blocks + 100
+
+
+@pytest.mark.parametrize("fading", ["rayleigh", "rician", "nakagami"])
+def test_the_consecutive_block_fast_path_is_ar1_advance_bit_for_bit(fading: str) -> None:
+    """Consecutive blocks (the block clock's case) take an inlined one-step AR(1); gaps and
+    repeats the general path. Both against ar1_advance itself, and block_snr_db against
+    snr_db at the block's start time."""
+    from nmoe_sim.net.fading import LinkChannel, ar1_advance
+
+    c = ChannelConfig(fading=fading, rician_k_db=3.0, nakagami_m=2.0, doppler_hz=30.0)
+    link = LinkChannel(c, 120.0, "bs", np.random.default_rng(11))
+    ref = LinkChannel(c, 120.0, "bs", np.random.default_rng(11))
+    proc = ref.process
+    blocks = list(range(0, 700)) + [700, 700, 705] + list(range(706, 1500))
+    last = None
+    for b in blocks:
+        if last is None:
+            proc.state = proc._draw()
+        elif b != last:
+            proc.state = ar1_advance(proc.state, proc.rho, b - last, proc._draw())
+        last = b
+        want_gain = proc._power(proc.state)
+        want = 23.0 + ref._budget_db + (10.0 * math.log10(want_gain) if want_gain > 0 else -math.inf)
+        t_s = b * c.coherence_time_s
+        assert link.block_index(t_s) == b
+        got = link.block_snr_db(b, 23.0) if b % 2 else link.snr_db(t_s, 23.0)
+        assert got == want

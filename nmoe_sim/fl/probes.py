@@ -20,6 +20,15 @@ same vector v gives -2 |v|^2 + |v|^4, lowest at |v|^2 = 1 when the clipping radi
 it (mu >= 1: -1), else at the radius (-2 mu + mu^2); and the share of the projections'
 correlation held by its top eigenvalue (1 when every projection lies on one line, which
 is also how a collapse pinned at the clipping radius shows).
+
+A measurement choice, for cost: the checks fit on at most ``MAX_PROBE_TRAIN`` (10,000)
+pooled training samples, a fixed seeded subsample (``numpy.random.default_rng(0)``, kept
+in their pooled order) when the clients hold more. The probe's logistic regression, the
+kNN's similarity matrix and the SVD then cost the same from some hundred clients on,
+instead of growing with the clients (at 1,000 clients of 60 samples they took 39 % of
+stage 1). FedSC's view agreement and spectral loss over the data (``stage1.py``) take the
+same subsample: that loss forms ``z1 z0^T``, an (n, n) matrix, 14 GB at 60,000 samples.
+Pools at or under the cap are used whole, so small runs are unchanged.
 """
 
 from __future__ import annotations
@@ -31,6 +40,17 @@ import numpy as np
 import torch
 
 KNN_K = 20
+MAX_PROBE_TRAIN = 10_000
+
+
+def probe_subset(n: int, cap: int | None = None) -> np.ndarray | None:
+    """Indices of the pooled samples the checks fit on: None (all of them) when ``n <= cap``,
+    else ``cap`` indices drawn without replacement by ``default_rng(0)``, in ascending order.
+    ``cap`` defaults to ``MAX_PROBE_TRAIN`` (read at call time)."""
+    cap = MAX_PROBE_TRAIN if cap is None else cap
+    if n <= cap:
+        return None
+    return np.sort(np.random.default_rng(0).choice(n, size=cap, replace=False))
 
 
 def effective_rank(feats: torch.Tensor) -> float:
@@ -84,9 +104,15 @@ class Representation:
 
 @torch.no_grad()
 def measure(fe: torch.nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Tensor,
-            y_test: torch.Tensor, num_classes: int) -> Representation:
-    """The three checks of ``fe``'s features (fe put in eval mode; its mode is restored)."""
+            y_test: torch.Tensor, num_classes: int, max_train: int | None = None) -> Representation:
+    """The three checks of ``fe``'s features (fe put in eval mode; its mode is restored),
+    fitted on at most ``max_train`` of the training samples (see :func:`probe_subset`)."""
     from nmoe_sim.fl.train import predict_batched
+
+    keep = probe_subset(len(x_train), max_train)
+    if keep is not None:
+        idx = torch.from_numpy(keep)
+        x_train, y_train = x_train[idx], y_train[idx]
 
     was = fe.training
     fe.eval()

@@ -19,7 +19,7 @@ from nmoe_sim.config import Stage1Config, TrainConfig
 from nmoe_sim.data.augment import make_views
 from nmoe_sim.fl.aggregate import fedavg
 from nmoe_sim.fl.fedsc_loss import alpha_schedule, clip_norm, correlation, spectral_loss
-from nmoe_sim.fl.probes import COLLAPSED_TOP_SHARE, Representation, collapsed_spectral_loss, measure, top_eigen_share
+from nmoe_sim.fl.probes import COLLAPSED_TOP_SHARE, Representation, collapsed_spectral_loss, measure, probe_subset, top_eigen_share
 from nmoe_sim.fl.schedule import sgd_args
 from nmoe_sim.fl.rounds import Failure, LocalResult, RoundAlgorithm
 from nmoe_sim.engine.losses import VIEW_CHUNK
@@ -165,10 +165,17 @@ class FedSC(FederatedFE):
         self._set_r_ext(participants)
 
     def _set_r_ext(self, clients: Any) -> None:
+        # One stacking buffer for every client: a fresh (n-1, P, P) stack per client, freed
+        # between small allocations, fragmented the heap into n^2 P^2 bytes of RSS (18 GB at
+        # 1,000 clients). The same stack into the same shape gives the same mean, bit for bit.
+        ordered = sorted(self.uploaded.items())
+        buf: torch.Tensor | None = None
         for c in clients:
-            others = [r for j, r in sorted(self.uploaded.items()) if j != c]
+            others = [r for j, r in ordered if j != c]
             if others:
-                self.r_ext[c] = torch.stack(others).mean(0)
+                if buf is None or buf.shape[0] < len(others) or buf.dtype != others[0].dtype:
+                    buf = torch.empty((len(ordered),) + tuple(others[0].shape), dtype=others[0].dtype)
+                self.r_ext[c] = torch.stack(others, out=buf[: len(others)]).mean(0)
 
     def download_bytes(self, rnd: int, client: int) -> int:
         return self.model_bytes + (self.corr_bytes if client in self.r_ext and not self.fresh else 0)
@@ -246,6 +253,9 @@ class FedSC(FederatedFE):
         out = super().representation()
         assert self.pooled is not None
         x = self.pooled[0]
+        keep = probe_subset(len(x))  # the probes' bounded subsample: the loss's z1 z0^T is (n, n)
+        if keep is not None:
+            x = x[torch.from_numpy(keep)]
         gen = self.world.streams.torch(f"{self.stage}/probe_views")
         self.scratch.load_state_dict(self.global_state)
         self.scratch.eval()

@@ -82,6 +82,11 @@ class FadingProcess:
         """|h|^2 in coherence block ``block`` (blocks are asked in non-decreasing order)."""
         if self.last_block is None:
             self.state = self._draw()  # start in the stationary law
+        elif block == self.last_block + 1:
+            # The hot case (a flow re-rated at every boundary): ar1_advance with n = 1
+            # inlined, the same arithmetic (rho**1 is rho exactly), so the same bits.
+            rho = self.rho
+            self.state = rho * self.state + math.sqrt(max(1.0 - rho * rho, 0.0)) * self._draw()
         elif block == self.last_block:
             return self._gain
         elif block < self.last_block:
@@ -231,6 +236,13 @@ class LinkChannel:
     def fading_gain(self, t_s: float) -> float:
         """|h|^2 of the coherence block holding ``t_s`` (E[|h|^2] = 1)."""
         return self.process.gain(self.block_index(t_s))
+
+    def block_snr_db(self, block: int, tx_power_dbm: float) -> float:
+        """:meth:`snr_db` in coherence block ``block`` of a link that is not ideal (the block
+        clock's hot path: the block index is computed once per boundary, not per link)."""
+        gain = self.process.gain(block)
+        fading_db = 10.0 * math.log10(gain) if gain > 0.0 else -math.inf
+        return tx_power_dbm + self._budget_db + fading_db
 
     def snr_db(self, t_s: float, tx_power_dbm: float) -> float:
         """Instantaneous SNR: mean SNR + 10 log10(|h|^2); inf for an ideal link."""

@@ -332,40 +332,55 @@ class Network:
 
     def _rerate_blocks(self, clock: "_BlockClock", block: int) -> None:
         """Block ``block`` begins: re-rate each flow on the clock (or drop it in outage), in
-        start order, then charge each its segment sent at the old rate."""
+        start order, then charge each its segment sent at the old rate.
+
+        The hot loop at scale (one pass per flow and block): the SNR is
+        :meth:`LinkChannel.block_snr_db` inlined, with the same additions in the same order;
+        ``0.0 if 0.0 > x else x`` is ``max(x, 0.0)`` exactly (NaN and -0.0 included).
+        """
         clock.armed_block = None
-        due: list[list[Any]] = []
-        snrs_db: list[float] = []
         now = self.env.now
-        for seq, entry in list(clock.entries.items()):
+        entries, tx_power_dbm = clock.entries, self._tx_power_dbm
+        due: list[list[Any]] = []
+        # The rates of all due flows in one array call per channel config: the array and
+        # scalar rate paths agree bit for bit (tested).
+        groups: dict[int, tuple[Any, list[int], list[float]]] = {}
+        dead: list[int] = []
+        k: int | None = None  # the block index of now, the same for every link of this clock
+        log10, neg_inf = math.log10, -math.inf
+        for seq, entry in entries.items():
             hop, link, flow, ended, next_block = entry
             if hop.flow is not flow or not flow.active or ended.triggered:
-                del clock.entries[seq]  # finished, or aborted, before this block began
+                dead.append(seq)  # finished, or aborted, before this block began
                 continue
             if next_block > block:
                 continue  # started in this very block: its rate is already this block's
-            snr_db = link.snr_db(now, self._tx_power_dbm[hop.u])
+            if k is None:
+                k = link.block_index(now)
+            gain = link.process.gain(k)
+            snr_db = tx_power_dbm[hop.u] + link._budget_db + (10.0 * log10(gain) if gain > 0.0 else neg_inf)
             hop.snrs_db.append(snr_db)
+            cfg = link.cfg
+            group = groups.get(id(cfg))
+            if group is None:
+                group = groups[id(cfg)] = (cfg, [], [])
+            group[1].append(len(due))
+            group[2].append(snr_db)
             due.append(entry)
-            snrs_db.append(snr_db)
-        # The rates of all due flows in one array call per channel config: the array and
-        # scalar rate paths agree bit for bit (tested), and this is the hot loop at scale.
+        for seq in dead:
+            del entries[seq]
         eff: list[float] = [0.0] * len(due)
-        by_cfg: dict[int, list[int]] = {}
-        for i, entry in enumerate(due):
-            by_cfg.setdefault(id(entry[1].cfg), []).append(i)
-        for idx in by_cfg.values():
-            cfg = due[idx[0]][1].cfg
-            values = channel.spectral_efficiency_bps_hz(cfg, np.array([snrs_db[i] for i in idx])).tolist()
-            for i, v in zip(idx, values):
+        for cfg, idx, snrs in groups.values():
+            for i, v in zip(idx, channel.spectral_efficiency_bps_hz(cfg, np.array(snrs)).tolist()):
                 eff[i] = v
         live: list[list[Any]] = []
+        flows: list[Flow] = []
         rates: list[float] = []
         for entry, e in zip(due, eff):
             hop, link, flow, ended, _nb = entry
             rate_bps = link.cfg.bandwidth_hz * e
             if rate_bps <= 0:
-                del clock.entries[flow.seq]
+                del entries[flow.seq]
                 self._radios_busy.cancel(flow)
                 hop.close_segment()
                 hop.flow = None
@@ -375,12 +390,21 @@ class Network:
                 continue
             entry[4] = block + 1
             live.append(entry)
+            flows.append(flow)
             rates.append(rate_bps)
-        self._radios_busy.set_rates([e[2] for e in live], rates)
-        for (hop, _link, _flow, _ended, _nb), rate_bps in zip(live, rates):
-            hop.close_segment()
+        self._radios_busy.set_rates(flows, rates)
+        for (hop, _link, flow, _ended, _nb), rate_bps in zip(live, rates):
+            # hop.close_segment() inlined: set_rates just brought the flow to now (ref_s ==
+            # now), so its bits left are remaining_bits exactly (x - r * 0.0 is x).
+            rem = flow.remaining_bits
+            sent = flow.bits - (0.0 if 0.0 > rem else rem)
+            airtime_s = (sent - hop.seg_sent0_bits) / hop.seg_rate_bps
+            hop.airtime_s += airtime_s
+            hop.tx_energy_j += hop.p_tx_w * airtime_s
+            hop.rx_energy_j += hop.p_rx_w * airtime_s
+            hop.seg_sent0_bits = sent
             hop.seg_rate_bps = rate_bps
-        if clock.entries:
+        if entries:
             self._arm_clock(clock, block + 1)
 
     def _retx_wait(self, hop: _Hop, link: LinkChannel) -> simpy.Timeout:

@@ -113,9 +113,11 @@ class SharedRadios:
                 n = len(on_radio[r])
                 if n > share_div:
                     share_div = n
-            f.rate_bps = f.rate_full_bps / share_div
+            f.rate_bps = rate_bps = rate_full_bps / share_div
             f.version += 1
-            heapq.heappush(heap, (now + max(f.remaining_bits, 0.0) / f.rate_bps, f.seq, f.version, f))
+            rem = f.remaining_bits
+            # (0.0 if 0.0 > rem else rem) is max(rem, 0.0) exactly, without the call.
+            heapq.heappush(heap, (now + (0.0 if 0.0 > rem else rem) / rate_bps, f.seq, f.version, f))
         if len(heap) > 4 * self._active + 1024:
             self._heap = heap = [e for e in heap if e[2] == e[3].version]
             heapq.heapify(heap)

@@ -144,7 +144,7 @@ def gate(module: nn.Module, b: Batch) -> torch.Tensor:
 def gate_ditto(module: nn.Module, b: Batch) -> torch.Tensor:
     """Ditto-style FedGate (Li et al., ICML 2021): the shared gate's loss plus the personal
     gate's loss plus (prox/2) ||personal - anchor||^2, ``anchor`` being the shared gate the
-    client downloaded this round (constant). ``module`` is a DittoGates; ``draw`` the
+    client last downloaded (constant). ``module`` is a DittoGates; ``draw`` the
     generator state both gates' noise is drawn from, shared gate first."""
     target = GATE_TARGETS.get(b.args["target"], "stage3.target")
     true_p, available = b.aux["true_p"], b.args["available"]

@@ -103,9 +103,9 @@ class TrainConfig(SGDConfig):
 
 class MonoViewsConfig(Strict):
     """Views for one-channel images (digits, Fashion-MNIST), where colour jitter and
-    grayscale mean nothing: crop and flip alone leave two views so alike that FedSC's
-    projections collapse onto them (docs/algorithms.md). Values in units of a standardised
-    pixel where they are intensities."""
+    grayscale mean nothing and crop and flip alone leave two views of a small grey image
+    nearly alike (docs/algorithms.md). Values in units of a standardised pixel where they
+    are intensities."""
 
     brightness_contrast: float = Field(0.4, ge=0, le=1, description="brightness and contrast jitter, p 0.8")
     rotate_deg: float = Field(15.0, ge=0, le=180, description="random affine: rotation up to +-deg")

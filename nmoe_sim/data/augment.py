@@ -2,9 +2,8 @@
 random resized crop, horizontal flip, and for colour images colour jitter and grayscale
 (the FedSC authors' CIFAR views). One-channel images get brightness/contrast jitter, a
 small random affine, Gaussian blur, noise and random erasing instead (``augment.mono``,
-:mod:`nmoe_sim.data.mono_views`), the usual substitutes in SSL on MNIST-like data: with
-crop and flip alone the two views were so alike that FedSC's projections collapsed onto
-them.
+:mod:`nmoe_sim.data.mono_views`), the usual substitutes in SSL on MNIST-like data: crop
+and flip alone leave two views of a small grey image nearly alike.
 
 kornia samples its parameters from the *global* torch RNG. To keep randomness injected,
 each call forks the global RNG, seeds it from the caller's ``torch.Generator`` and restores

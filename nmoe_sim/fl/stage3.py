@@ -115,7 +115,8 @@ class FedGate(RoundAlgorithm):
         """The client's own gate, with the shared part it just downloaded (if this round sent
         one); under Ditto, together with its personal gate pulled towards that shared gate."""
         start = clone_state(self.gates[client].state_dict())
-        if self.download_bytes(rnd, client):
+        downloaded = self.download_bytes(rnd, client) > 0
+        if downloaded:
             start.update(clone_state(self.global_shared))
         upload = self.shared_bytes if self.is_sync(rnd) else 0
         if not self.ditto:
@@ -123,7 +124,7 @@ class FedGate(RoundAlgorithm):
                              self.flops, upload)
         assert self.pair is not None
         personal = clone_state(self.personal[client].state_dict())
-        if self.download_bytes(rnd, client):
+        if downloaded:
             self.anchors[client] = clone_state(self.global_shared)
         task = gate_task(client, self.template, start, self.data[client], self.cfg, rnd, self.gens[client],
                          2 * self.flops, upload, noise_gates=2)
@@ -185,7 +186,6 @@ class FedGate(RoundAlgorithm):
         Under Ditto the personal gates serve and nothing more is sent."""
         if self.ditto:
             return GateRouter(self.personal, self.world.cfg.model.top_k)
-            yield  # a generator, like the other branch
         recs = yield sim.env.all_of([
             sim.net.transfer(BS, c, self.shared_bytes, stage=self.stage, tag="final/down")
             for c in range(self.world.n_clients)

@@ -196,12 +196,23 @@ class Stage3Config(TrainConfig):
         "(send features to each expert, n(n-1) exchanges) or expert_weights (download the "
         "experts' weights through the base station, 2n transfers; see docs/algorithms.md)",
     )
+    candidates: Optional[int] = Field(
+        None, ge=1, description="experts each client's gate may choose besides its own: null = all "
+        "(the paper); k = k others picked by candidate_rule, so the expert-output exchange is n k "
+        "pairs instead of n(n-1) (docs/algorithms.md); k >= n-1 is all")
+    candidate_rule: Literal["nearest", "random"] = Field(
+        "nearest", description="nearest: the k experts with the least expected airtime per bit from "
+        "the client; random: k others uniformly at random (seeded)")
     fedgate: FedGateConfig = FedGateConfig()
 
 
 class CentralizedConfig(SGDConfig):
     epochs: int = Field(20, ge=1)
     batch_size: int = Field(64, ge=1)
+    mixture_experts: Optional[int] = Field(
+        None, ge=2, description="experts in the training mixture per sample: null = all (dense, the "
+        "default); m = the gate's top m (sparse, Shazeer et al. 2017), so that training work grows "
+        "as m, not as the number of clients; m >= clients is dense")
 
 
 class BaselinesConfig(Strict):
@@ -421,6 +432,10 @@ class Scenario(Strict):
             raise ValueError(
                 f"model.top_k={self.model.top_k} exceeds data.clients={self.data.clients}"
             )
+        k_cand = self.stage3.candidates
+        if k_cand is not None and k_cand < self.data.clients - 1 and self.model.top_k > k_cand + 1:
+            raise ValueError(f"model.top_k={self.model.top_k} exceeds the {k_cand + 1} experts a gate may "
+                             f"choose with stage3.candidates={k_cand} (its own and {k_cand} others)")
         if self.system == "alignment" and self.alignment is None:
             raise ValueError("system: 'alignment' needs an 'alignment:' section (see docs/alignment.md)")
         return self

@@ -136,12 +136,16 @@ CONFIG_HASH_FILE = "config.sha256"
 
 
 def _canonical_hash(data: Any) -> str:
+    # ``output`` (plots, formats, results root) never changes what a point computes.
+    if isinstance(data, dict):
+        data = {k: v for k, v in data.items() if k != "output"}
     text = json.dumps(data, sort_keys=True, separators=(",", ":"), allow_nan=True)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def config_hash(cfg: Scenario) -> str:
-    """sha256 of the resolved config as canonical JSON: what a point's results came from."""
+    """sha256 of the resolved config, less its ``output`` section, as canonical JSON: what
+    a point's results came from."""
     return _canonical_hash(cfg.to_dict())
 
 
@@ -273,7 +277,8 @@ def run_sweep(
                 raise RuntimeError(f"run_point did not write {run_dir / 'metrics.json'}")
         except Exception as exc:  # noqa: BLE001  # one point's failure must not stop the sweep
             status[point], reasons[point] = "failed", _one_line(exc)
-            log.warning("%s: failed: %s", tag, reasons[point])
+            # Listed again in the summary the CLI prints at the end (and in points.json).
+            log.log(level, "%s: failed: %s", tag, reasons[point])
             log.debug("%s: traceback", tag, exc_info=True)
             save()
             continue
@@ -284,7 +289,8 @@ def run_sweep(
         write_text_atomic(run_dir / CONFIG_HASH_FILE, hashes[point] + "\n")
         status[point] = "ran"
         save()
-    csv_path, md_path = write_tables(sweep_dir, points)
+    save()  # the skipped ones too
+    csv_path, md_path = write_tables(sweep_dir, [p for p in points if p not in reasons])
     log.log(level, "sweep tables: %s, %s", csv_path, md_path)
     if scenario.output.plots and len(reasons) < len(points):
         from nmoe_sim.plots import plot_sweep  # matplotlib only when plots are asked for

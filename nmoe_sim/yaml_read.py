@@ -96,8 +96,9 @@ def _check_duplicate_keys(root: Node, path: Path | str) -> None:
 def parse_yaml_text(text: str, path: Path | str) -> Any:
     """Parse one YAML document from ``text`` with the checks above; ``path`` names where the
     text came from (a file, or ``--set KEY``) in error messages."""
-    loader = yaml.SafeLoader(text)
+    loader = None
     try:
+        loader = yaml.SafeLoader(text)  # its reader already rejects non-printable characters
         root = loader.get_single_node()
         if root is None:
             return None
@@ -107,12 +108,13 @@ def parse_yaml_text(text: str, path: Path | str) -> Any:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}:" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        problem = getattr(exc, "problem", None) or getattr(exc, "reason", None) or str(exc).splitlines()[0]
         raise ConfigError(f"{path}:{where} invalid YAML ({problem})") from None
     except RecursionError:
         raise ConfigError(f"{path}: YAML nested too deeply to be a scenario") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 def read_yaml_file(path: Path, what: str) -> Any:

@@ -179,20 +179,27 @@ class BatchedExecutor(LocalExecutor):
 
 
 def check_finite_loss(job: Job) -> None:
-    """Stop the run when a task's training diverged: a NaN or infinite loss would otherwise
-    be averaged into the global model and every later number would be meaningless.
+    """Stop the run when a task's training diverged: a NaN or infinite loss or parameter
+    would otherwise be averaged into the global model and every later number would be
+    meaningless.
 
-    Reads the task's reported loss (its last epoch's mean, already on the host): a
-    non-finite step makes that mean non-finite, since NaN and inf propagate through the
-    sum and, via the parameters, into every later step. No extra device sync.
+    Reads what the task already returned to the host: its loss (the last epoch's mean; a
+    non-finite step makes it non-finite, since NaN and inf propagate through the sum) and
+    its trained state (already copied to the CPU), which also catches a last step that
+    blew the parameters up after its loss was taken. No extra device sync.
     """
     assert job.result is not None
     loss = job.result.loss
-    if not math.isfinite(loss):
+    bad = None if math.isfinite(loss) else f"the training loss of {{who}} became {loss}"
+    if bad is None:
+        for name, value in job.result.state.items():
+            if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+                bad = f"{{who}}'s trained parameter {name} holds NaN or inf"
+                break
+    if bad is not None:
         who = "the server" if job.task.client is None else f"client {job.task.client}"
-        raise TrainingDiverged(
-            f"{job.stage} {job.tag}: the training loss of {who} became {loss} (training diverged); "
-            "lower that stage's lr or set its grad_clip_norm")
+        raise TrainingDiverged(f"{job.stage} {job.tag}: {bad.format(who=who)} (training diverged); "
+                               "lower that stage's lr or set its grad_clip_norm")
 
 
 # runtime.executor -> the executor class each Sim builds.

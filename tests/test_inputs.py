@@ -311,3 +311,46 @@ def test_every_literal_that_names_a_registry_lists_exactly_its_keys() -> None:
             for target, reg in registries.items():
                 if len(values & set(reg)) >= 2:
                     assert (cls_name, field) in SCHEMA_REGISTRIES, (cls_name, field, target)
+
+
+# --------------------------------------------------------------------------- a stage that learned nothing
+def _round(stage: str, rnd: int, participants: int, failures: int) -> "RoundRecord":
+    from nmoe_sim.record import RoundRecord
+
+    return RoundRecord("nmoe", stage, rnd, 2, 0.0, 1.0, participants, failures, 0, 0, 1.0, 0.0)
+
+
+def test_no_update_is_every_participant_failing_in_every_round() -> None:
+    from nmoe_sim.metrics import no_update_arrived, stage_costs
+    from nmoe_sim.record import Recorder
+
+    rec = Recorder()
+    for r in (_round("s_dead", 0, 4, 4), _round("s_dead", 1, 2, 2),
+              _round("s_one", 0, 4, 4), _round("s_one", 1, 4, 3)):
+        rec.add(r)
+    assert no_update_arrived(rec, "nmoe", "s_dead")
+    assert not no_update_arrived(rec, "nmoe", "s_one")  # one update arrived in round 1
+    assert not no_update_arrived(rec, "nmoe", "s_none")  # no rounds: not a federated stage
+    assert not no_update_arrived(rec, "other", "s_dead")  # another system's world
+    assert stage_costs(rec, "nmoe", "s_dead", 0.0, 1.0)["no_update"] is True
+    assert "no_update" not in stage_costs(rec, "nmoe", "s_one", 0.0, 1.0)  # as before: goldens unchanged
+
+
+def test_a_deadline_no_update_can_meet_is_flagged_and_warned_once(tmp_path: Path,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from nmoe_sim.runner import run
+
+    cfg = tiny_cfg("stage1.deadline_s=1e-9", "stage3.deadline_s=1e-9", "baselines.systems=[]",
+                   "runtime.executor=local")
+    with caplog.at_level(logging.WARNING):
+        metrics = run(cfg, tmp_path)
+    stages = metrics["stages"]
+    assert stages["stage1_fedce"]["no_update"] and stages["stage3_fedgate"]["no_update"]
+    assert "no_update" not in stages["stage2_experts"] and "no_update" not in stages["inference_nmoe"]
+    warned = [r.getMessage() for r in caplog.records if "no client update arrived" in r.getMessage()]
+    # Stage 1's own warning (with its representation checks), and one for stage 3.
+    assert len(warned) == 2 and warned[0].startswith("stage1_fedce: no client update arrived in any round")
+    assert warned[1].startswith("stage3_fedgate (nmoe): no client update arrived in any of its 2 rounds")
+    assert '"no_update": true' in (tmp_path / "metrics.json").read_text()

@@ -1,7 +1,9 @@
 """Command-line entry: ``nmoe-sim run|sweep|validate|plot``; ``run_scenario.py`` is a thin shim.
 
-User errors (bad scenario keys or values, missing files) print one ``error:`` line on
-stderr and exit with status 2, never a traceback. A run prints progress and a summary
+User errors (bad scenario keys or values, missing or malformed files, a training loss that
+turned non-finite) print one ``error:`` line on stderr and exit with status 2, never a
+traceback, and leave no run directory behind. A sweep whose points ran but some failed
+lists them and exits with status 1. A run prints progress and a summary
 table on stderr/stdout and the run directory's path as the last line of stdout.
 """
 

@@ -399,6 +399,14 @@ class Scenario(Strict):
     runtime: RuntimeConfig = RuntimeConfig()
     output: OutputConfig = OutputConfig()
 
+    @field_validator("name")
+    @classmethod
+    def _not_a_parent(cls, v: str) -> str:
+        # The name is a folder under output.root: "." or ".." would write beside or above it.
+        if set(v) == {"."}:
+            raise ValueError("must not be only dots (it names a folder under output.root)")
+        return v
+
     @model_validator(mode="after")
     def _cross_checks(self) -> "Scenario":
         if self.model.top_k > self.data.clients:

@@ -59,6 +59,7 @@ BAD_VALUES: dict[str, tuple[dict, str, str]] = {
                          "alignment.lr:", "finite number"),
     "alignment_deadline_bool": ({"system": "alignment", "alignment": {"deadline_s": False}},
                                 "alignment.deadline_s:", "not true/false"),
+    "name_dotdot": ({"name": ".."}, "name:", "must not be only dots"),
     "preset_path": ({"network": {"channel": {"bs": "../scenarios/quickstart"}}},
                     "network.channel.bs:", "unknown preset '../scenarios/quickstart'; known: harsh"),
 }

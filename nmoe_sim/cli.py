@@ -199,7 +199,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.fn(args)
     except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        # One line whatever the message holds (a key or a file name may carry a newline).
+        print("error: " + " ".join(str(exc).splitlines()), file=sys.stderr)
         return EXIT_USAGE
 
 

@@ -530,15 +530,22 @@ def _schema_fields(loc: tuple[Any, ...]) -> list[str]:
     return sorted(getattr(model, "model_fields", {}))
 
 
+def _key_text(part: Any) -> str:
+    """A key of the error's path as the user wrote it; quoted when it could not be read as
+    one (a newline would break the one-line error, a dot the path)."""
+    text = str(part)
+    return text if text and text.isprintable() and "." not in text and text.strip() == text else repr(part)
+
+
 def format_validation_error(exc: ValidationError) -> str:
     err = exc.errors()[0]
     loc = tuple(err["loc"])
-    path = ".".join(str(p) for p in loc)
+    path = ".".join(_key_text(p) for p in loc)
     if err["type"] == "extra_forbidden":
         allowed = _schema_fields(loc)
         hint = f"; allowed: {', '.join(allowed)}" if allowed else ""
         return f"{path}: unknown key{hint}"
-    msg = err["msg"].removeprefix("Value error, ")
+    msg = " ".join(err["msg"].removeprefix("Value error, ").split())  # one line
     given = err.get("input")
     shown = "" if isinstance(given, (dict, list)) or given is None else f" (got {given!r})"
     more = len(exc.errors()) - 1

@@ -143,6 +143,21 @@ def test_yaml_reader_raises_nothing_but_config_error(text: str) -> None:
             pass
 
 
+@settings(FUZZ, max_examples=_LONG or 100)
+@given(raw=mutated(), grid=st.dictionaries(
+    st.sampled_from(["stage1.algorithm", "network.channel.bs.preset", "network.channel", "model.top_k",
+                     "data.clients", "seed", "sweep.seeds", "stage1.lr", "", "a..b", "network.topology"]),
+    st.one_of(st.lists(VALUE, max_size=3), VALUE), max_size=3),
+    seeds=st.one_of(st.lists(st.integers(-2, 3), max_size=3), VALUE))
+def test_sweep_expansion_raises_nothing_but_config_error(raw: dict[str, Any], grid: Any, seeds: Any) -> None:
+    from nmoe_sim.sweep import expand_sweep
+
+    try:
+        expand_sweep({**raw, "sweep": {"grid": grid, "seeds": seeds}})
+    except ConfigError as exc:
+        assert "\n" not in str(exc), str(exc)
+
+
 def test_the_fuzzer_starts_from_every_shipped_scenario_and_each_loads() -> None:
     assert len(RAW) >= 5 and "scenarios/quickstart.yaml" in RAW
     for name, raw in RAW.items():
@@ -157,7 +172,10 @@ def test_the_fuzzer_starts_from_every_shipped_scenario_and_each_loads() -> None:
     {True: 1},
     {"stage1": {"lr": 10**400}},
     {"data": {"clients": 2**80}},
+    {"\n": "x"},  # found by the fuzzer: an unknown key holding a newline broke the one line
+    {"stage1": {"a\nb": 1}},
 ])
 def test_tricky_trees_are_config_errors(raw: dict[str, Any]) -> None:
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError) as caught:
         scenario_from_raw(raw, (), "found.yaml")
+    assert "\n" not in str(caught.value)

@@ -348,3 +348,54 @@ def test_rows_carry_the_feature_checks_of_the_fe_a_system_serves_with() -> None:
     nmoe, fedavg = run_rows(metrics)
     assert (nmoe["fe_linear_probe"], nmoe["fe_knn"], nmoe["fe_effective_rank"]) == (0.8, 0.7, 5.0)
     assert math.isnan(fedavg["fe_linear_probe"])  # its FE is not the NMoE's, and was not probed
+
+
+# --------------------------------------------------------------------------- the CLI
+def _cli_sweep(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+               *extra: str, fail_on: str | None = None) -> tuple[int, str, str]:
+    """`nmoe-sim sweep` with the runner replaced by the fake one (and a point that fails)."""
+    import yaml
+
+    from nmoe_sim import cli
+
+    def fake_run_one(cfg: Any, run_dir: Path, **_: Any) -> dict[str, Any]:
+        if fail_on is not None and cfg.stage1.algorithm == fail_on:
+            raise ValueError("no luck\nat all")
+        write_fake_run(run_dir, scenario=cfg.name, seed=cfg.seed)
+        return {}
+
+    monkeypatch.setattr(cli, "run_one", fake_run_one)
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(scenario(grid={"stage1.algorithm": ["fedce", "fedsc"]}, seeds=[0])))
+    rc = cli.main(["sweep", str(path), "--out", str(tmp_path / "out"), *extra])
+    captured = capsys.readouterr()
+    return rc, captured.out, captured.err
+
+
+def test_cli_sweep_lists_failed_points_and_exits_1(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    rc, out, err = _cli_sweep(tmp_path, monkeypatch, capsys, fail_on="fedsc")
+    sweep_dir = tmp_path / "out" / "tiny" / "sweep"
+    assert rc == 1 and out.strip() == str(sweep_dir)
+    assert err.strip().splitlines() == [
+        "failed: stage1.algorithm=fedsc seed 0: ValueError: no luck",
+        f"error: 1 of 2 sweep points failed (listed above and in {sweep_dir / 'points.json'}); "
+        "the others' results are in the tables",
+    ]
+    assert (sweep_dir / "stage1.algorithm=fedce" / "seed0" / "metrics.json").is_file()
+
+
+def test_cli_sweep_refuses_a_changed_config_then_reruns_it_on_request(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    assert _cli_sweep(tmp_path, monkeypatch, capsys)[0] == 0
+    sweep_dir = tmp_path / "out" / "tiny" / "sweep"
+    config_before = (sweep_dir / "config.yaml").read_text()
+    rc, out, err = _cli_sweep(tmp_path, monkeypatch, capsys, "--set", "stage2.epochs=3")
+    assert rc == 2 and out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(
+        "error: sweep point stage1.algorithm=fedce seed 0: its results in ") and "--rerun-changed" in lines[0]
+    assert (sweep_dir / "config.yaml").read_text() == config_before  # never a config that did not run
+    rc, out, err = _cli_sweep(tmp_path, monkeypatch, capsys, "--set", "stage2.epochs=3", "--rerun-changed")
+    assert rc == 0 and err == ""
+    assert "epochs: 3" in (sweep_dir / "config.yaml").read_text()

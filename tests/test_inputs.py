@@ -294,22 +294,41 @@ def _registry(target: str) -> Registry:
     return getattr(importlib.import_module(module), attr)
 
 
+# Registries no scenario string picks from directly (a task names its loss; every plot is drawn).
+NOT_PICKED_BY_A_SCENARIO = {"nmoe_sim.engine.losses:LOSSES", "nmoe_sim.engine.losses:REPORTS",
+                            "nmoe_sim.plots.base:PLOTS", "nmoe_sim.data.datasets:DATASET_FILES"}
+
+
+def _all_registries() -> dict[int, tuple[str, Registry]]:
+    """Every Registry object in nmoe_sim, by identity, with one name it goes by."""
+    import pkgutil
+
+    import nmoe_sim
+
+    found: dict[int, tuple[str, Registry]] = {}
+    for info in pkgutil.walk_packages(nmoe_sim.__path__, "nmoe_sim."):
+        for name, obj in vars(importlib.import_module(info.name)).items():
+            if isinstance(obj, Registry):
+                found.setdefault(id(obj), (f"{info.name}:{name}", obj))
+    return found
+
+
 def test_every_literal_that_names_a_registry_lists_exactly_its_keys() -> None:
     classes = _schema_classes()
     for (cls, field), target in SCHEMA_REGISTRIES.items():
         values = _literal_values(classes[cls].model_fields[field].annotation)
         assert values == set(_registry(target)), (cls, field, target)
-    # And none is missing from the table: a Literal sharing two or more names with a
+    # Every registry is either picked by a schema Literal listed above or by no scenario key.
+    registries = _all_registries()
+    known = {id(_registry(t)) for t in (*SCHEMA_REGISTRIES.values(), *NOT_PICKED_BY_A_SCENARIO)}
+    unlisted = sorted(name for key, (name, _) in registries.items() if key not in known)
+    assert not unlisted, f"add each to SCHEMA_REGISTRIES with the Literal that picks it: {unlisted}"
+    # And no Literal is missing from the table: one sharing two or more names with a
     # registry is that registry's (one shared word, like 'local' or 'none', is chance).
-    registries = {t: _registry(t) for t in set(SCHEMA_REGISTRIES.values())}
-    for mod in ("nmoe_sim.plots", "nmoe_sim.engine.losses", "nmoe_sim.data.datasets"):
-        for name, obj in vars(importlib.import_module(mod)).items():
-            if isinstance(obj, Registry):
-                registries[f"{mod}:{name}"] = obj
     for cls_name, cls in classes.items():
         for field, info in cls.model_fields.items():
             values = _literal_values(info.annotation)
-            for target, reg in registries.items():
+            for target, reg in registries.values():
                 if len(values & set(reg)) >= 2:
                     assert (cls_name, field) in SCHEMA_REGISTRIES, (cls_name, field, target)
 

@@ -255,6 +255,7 @@ SCHEMA_REGISTRIES: dict[tuple[str, str], str] = {
     ("Stage3Config", "algorithm"): "nmoe_sim.fl.stage3:GATE_ALGORITHMS",
     ("Stage3Config", "target"): "nmoe_sim.engine.losses:GATE_TARGETS",
     ("Stage3Config", "expert_outputs"): "nmoe_sim.fl.exchange:EXCHANGES",
+    ("Stage3Config", "candidate_rule"): "nmoe_sim.fl.candidates:CANDIDATE_RULES",
     ("BaselinesConfig", "systems"): "nmoe_sim.fl.baselines:BASELINES",
     ("ChannelConfig", "path_loss"): "nmoe_sim.net.channel:PATH_LOSS",
     ("ChannelConfig", "rate_model"): "nmoe_sim.net.channel:RATE_MODELS",

@@ -43,6 +43,11 @@ class Strict(BaseModel):
         return value
 
 
+# The faults schema derives from Strict, so it is imported once Strict exists (a cycle
+# otherwise; nmoe_sim/engine/__init__.py loads this module first for the same reason).
+from nmoe_sim.engine.fault_config import FaultsConfig  # noqa: E402
+
+
 # --------------------------------------------------------------------------- data
 class PartitionConfig(Strict):
     kind: Literal["iid", "dirichlet", "classes_per_client"] = "iid"
@@ -414,6 +419,7 @@ class Scenario(Strict):
     sweep: Optional[SweepConfig] = None
     runtime: RuntimeConfig = RuntimeConfig()
     output: OutputConfig = OutputConfig()
+    faults: FaultsConfig = FaultsConfig()
 
     @model_validator(mode="after")
     def _cross_checks(self) -> "Scenario":

@@ -67,6 +67,7 @@ class LocalExecutor:
         self.device = torch.device(self.runtime.device)
         self._cpu = {node: simpy.Resource(env, capacity=1) for node in profiles}
         self._scratch: dict[int, Any] = {}  # id(template) -> (template, this executor's copy)
+        self.faults: Any = None  # the Sim's FaultState where the scenario injects faults (stragglers)
 
     # ------------------------------------------------------------------ described tasks
     def submit(self, task: TrainTask, *, stage: str, tag: str) -> Job:
@@ -113,7 +114,11 @@ class LocalExecutor:
             yield slot
             start_s = self.env.now
             result = fn() if fn is not None else None
-            duration_s = self.compute_time_s(node, flops)
+            if self.faults is None:
+                duration_s = self.compute_time_s(node, flops)
+            else:  # a straggler's slowdown applies to computations that start in its interval
+                self.faults.stage = stage
+                duration_s = self.faults.compute_time_s(node, flops, self.profiles[node].flops_per_s)
             if duration_s > 0:
                 yield self.env.timeout(duration_s)
             energy_j = self.profiles[node].compute_power_w * duration_s

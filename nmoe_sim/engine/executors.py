@@ -45,6 +45,7 @@ class Job:
     task: TrainTask
     charged: simpy.Process | None = None
     started: bool = False  # the node began computing it (a job interrupted later still ran)
+    aborted: bool = False  # its node crashed while computing it (injected faults): no result
     result: TaskResult | None = field(default=None, repr=False)
 
 
@@ -77,7 +78,7 @@ class LocalExecutor:
         def started() -> None:
             job.started = True
 
-        job.charged = self.env.process(self._run(task.node, task.flops, stage, tag, started))
+        job.charged = self.env.process(self._run(task.node, task.flops, stage, tag, started, job))
         return job
 
     def gather(self, jobs: Sequence[Job]) -> list[TaskResult]:
@@ -109,23 +110,56 @@ class LocalExecutor:
         return self.env.process(self._run(node, flops, stage, tag, fn))
 
     def _run(self, node: Hashable, flops: float, stage: str, tag: str,
-             fn: Callable[[], Any] | None) -> Generator[simpy.Event, Any, Any]:
+             fn: Callable[[], Any] | None, job: Job | None = None) -> Generator[simpy.Event, Any, Any]:
+        if self.faults is not None:
+            return (yield from self._run_faulty(node, flops, stage, tag, fn, job))
         with self._cpu[node].request() as slot:
             yield slot
             start_s = self.env.now
             result = fn() if fn is not None else None
-            if self.faults is None:
-                duration_s = self.compute_time_s(node, flops)
-            else:  # a straggler's slowdown applies to computations that start in its interval
-                self.faults.stage = stage
-                duration_s = self.faults.compute_time_s(node, flops, self.profiles[node].flops_per_s)
+            duration_s = self.compute_time_s(node, flops)
             if duration_s > 0:
                 yield self.env.timeout(duration_s)
-            energy_j = self.profiles[node].compute_power_w * duration_s
-            infra = node in self.infrastructure
-            self.recorder.add(ComputeRecord(
-                self.system, stage, tag, str(node), float(flops), start_s, self.env.now, energy_j,
-                device_energy_j=0.0 if infra else energy_j, infrastructure_energy_j=energy_j if infra else 0.0))
+            self._charge(node, flops, stage, tag, start_s, duration_s)
+        return result
+
+    def _charge(self, node: Hashable, flops: float, stage: str, tag: str, start_s: float,
+                duration_s: float) -> None:
+        energy_j = self.profiles[node].compute_power_w * duration_s
+        infra = node in self.infrastructure
+        self.recorder.add(ComputeRecord(
+            self.system, stage, tag, str(node), float(flops), start_s, self.env.now, energy_j,
+            device_energy_j=0.0 if infra else energy_j, infrastructure_energy_j=energy_j if infra else 0.0))
+
+    def _run_faulty(self, node: Hashable, flops: float, stage: str, tag: str,
+                    fn: Callable[[], Any] | None, job: Job | None) -> Generator[simpy.Event, Any, Any]:
+        """:meth:`_run` under injected faults (engine/faults.py): a straggler's slowdown
+        applies to computations that start inside its interval, and a crash of the node
+        stops the computation (charged up to the crash; a task's job is marked aborted)."""
+        faults, me = self.faults, self.env.active_process
+        faults.watch(node, me)
+        result = None
+        try:
+            with self._cpu[node].request() as slot:
+                try:
+                    yield slot
+                except simpy.Interrupt:
+                    return None  # crashed before it began: nothing ran, nothing to charge
+                start_s = self.env.now
+                result = fn() if fn is not None else None
+                faults.stage = stage
+                duration_s = planned_s = faults.compute_time_s(node, flops, self.profiles[node].flops_per_s)
+                try:
+                    if duration_s > 0:
+                        yield self.env.timeout(duration_s)
+                except simpy.Interrupt:  # the node crashed: charge the part it computed
+                    duration_s = self.env.now - start_s
+                    flops = flops * duration_s / planned_s
+                    if job is not None:
+                        job.aborted = True
+                self._charge(node, flops, stage, tag, start_s, duration_s)
+        finally:
+            faults.unwatch(node, me)
         return result
 
 

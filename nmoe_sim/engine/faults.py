@@ -59,7 +59,7 @@ class FaultState:
         self.slowdown: dict[Hashable, list[float]] = {}
         self.extra_loss_db: dict[Link, list[float]] = {}
         self.dropout_p = 0.0  # set by the dropout applier
-        self._watch: dict[Hashable, set[simpy.Process]] = {}
+        self._watch: dict[Hashable, dict[simpy.Process, None]] = {}  # an ordered set per node
         self.on_change: list[Callable[[], None]] = []  # the network re-checks its flows
         for i, ev in enumerate(cfg.events):
             APPLIERS.get(ev.kind, f"faults.events.{i}.kind")(self, ev, f"faults.events.{i}")
@@ -118,10 +118,10 @@ class FaultState:
 
     def watch(self, node: Hashable, proc: simpy.Process) -> None:
         """Interrupt ``proc`` with cause 'crashed' if ``node`` crashes while it runs."""
-        self._watch.setdefault(node, set()).add(proc)
+        self._watch.setdefault(node, {})[proc] = None
 
     def unwatch(self, node: Hashable, proc: simpy.Process) -> None:
-        self._watch.get(node, set()).discard(proc)
+        self._watch.get(node, {}).pop(proc, None)
 
     # ------------------------------------------------------------------ changes
     def record(self, tag: str, reason: str, start_s: float, end_s: float, *, node: Hashable = "",
@@ -136,8 +136,8 @@ class FaultState:
 
     def crash(self, node: Hashable) -> None:
         self.crashed[node] += 1
-        # Sorted by start order is not needed: each process's interrupt is its own event.
-        for proc in sorted(self._watch.get(node, ()), key=id):
+        # In the order they were watched, so the interrupts' event order is reproducible.
+        for proc in list(self._watch.get(node, ())):
             if proc.is_alive:
                 proc.interrupt(FailureReason.CRASHED)
         self.changed()

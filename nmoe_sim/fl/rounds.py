@@ -195,7 +195,8 @@ class RoundDriver:
 
     def _collect(self, algo: RoundAlgorithm, rnd: int, jobs: dict[int, Job]) -> dict[int, LocalResult]:
         """The round's real work, all at once: every task a device started, run by the executor."""
-        ran = [jobs[c] for c in sorted(jobs) if jobs[c].started]
+        # A job cut short by its device's crash (injected faults) left nothing to collect.
+        ran = [jobs[c] for c in sorted(jobs) if jobs[c].started and not jobs[c].aborted]
         if not ran:
             return {}
         return {job.task.client: algo.collect(rnd, job.task.client, res)

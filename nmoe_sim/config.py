@@ -432,7 +432,8 @@ class Scenario(Strict):
         return self
 
     def to_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
+        # No faults: no faults section, so a resolved config.yaml reads as it did before them.
+        return self.model_dump(mode="json", exclude={"faults"} if self.faults == FaultsConfig() else None)
 
 
 # --------------------------------------------------------------------------- loading

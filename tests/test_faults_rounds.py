@@ -180,3 +180,50 @@ def test_queries_without_faults_keep_their_planned_experts_and_no_timeout() -> N
     sim.env.run(until=proc)
     (q,) = [r for r in world.recorder.queries if r.client == 0]
     assert q.experts == (1,) and q.latency_s == pytest.approx(1e-3 + 2e-3, rel=1e-9)
+
+
+# --------------------------------------------------------------------------- a whole run
+def test_a_tiny_run_with_faults_shows_them_in_events_failures_and_rounds(tmp_path: Any) -> None:
+    from test_pipeline import documented_header, read_csv, run_tiny
+
+    events = ("[{kind: crash, clients: [1], at_s: 0.0}, {kind: straggler, node: 2, slowdown: 2.0, "
+              "start_s: 0.0, end_s: 100.0}, {kind: storm, links: [[0, bs]], extra_loss_db: 5.0, "
+              "start_s: 0.0, end_s: 1.0}]")
+    metrics, run_dir = run_tiny(tmp_path, "baselines.systems=[local]", f"faults.events={events}")
+    rows = [e for e in read_csv(run_dir / "events.csv") if e["kind"] == "fault"]
+    # Each system's world meets every fault, at the same instants of its own clock.
+    assert {(r["system"], r["tag"], r["node"] or f"{r['src']}-{r['dst']}", r["start_s"], r["end_s"])
+            for r in rows} == {(s, tag, who, "0.0", end) for s in ("nmoe", "local")
+                               for tag, who, end in (("crash", "1", "inf"), ("straggler x2", "2", "100.0"),
+                                                     ("storm +5 dB", "0-bs", "1.0"))}
+    failures = read_csv(run_dir / "failures.csv")
+    with (run_dir / "failures.csv").open() as f:
+        assert f.readline().strip().split(",") == documented_header("failures.csv")
+    # Client 1 is down from the start: every round of stages 1 and 3 fails it before any byte.
+    assert {(r["stage"], r["round"], r["client"], r["phase"], r["reason"]) for r in failures} == {
+        (stage, str(rnd), "1", "download", "crashed") for stage in ("stage1_fedce", "stage3_fedgate")
+        for rnd in range(2)}
+    rounds = read_csv(run_dir / "rounds.csv")
+    assert [r["failures"] for r in rounds if r["system"] == "nmoe"] == ["1"] * 4
+    # No round moves a byte to or from it (the expert exchange before stage 3 has no rounds:
+    # its transfers to and from client 1 fail as crashed, docs/faults.md).
+    ours = [e for e in read_csv(run_dir / "events.csv") if e["kind"] == "transfer" and "1" in (e["src"], e["dst"])]
+    assert [e for e in ours if e["tag"].startswith("r")] == []
+    assert {(e["delivered"], e["reason"]) for e in ours} == {("False", "crashed")}
+    # No query is served by the crashed client's expert.
+    assert all(" 1" not in f" {q['experts']}" or q["client"] == "1"
+               for q in read_csv(run_dir / "queries.csv") if q["system"] == "nmoe")
+    assert metrics["systems"]["nmoe"]["gating_counts"][0][1] == 0
+
+
+def test_a_run_without_faults_writes_what_it_wrote_before(tmp_path: Any) -> None:
+    """An empty events list is no faults: same files, and config.yaml without a faults section."""
+    from test_pipeline import run_tiny
+
+    _, plain = run_tiny(tmp_path, "baselines.systems=[local]", name="plain")
+    _, empty = run_tiny(tmp_path, "baselines.systems=[local]", "faults={events: [], query_timeout_s: 1.0}",
+                        name="empty")
+    for name in ("events.csv", "hops.csv", "rounds.csv", "queries.csv", "clients.csv", "failures.csv",
+                 "config.yaml"):
+        assert (plain / name).read_bytes() == (empty / name).read_bytes(), name
+    assert "faults" not in (plain / "config.yaml").read_text()

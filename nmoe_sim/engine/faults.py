@@ -113,7 +113,8 @@ class FaultState:
                 out[c] = FailureReason.CRASHED
             elif u < self.dropout_p:
                 out[c] = FailureReason.DROPPED_OUT
-                self.record("dropout", FailureReason.DROPPED_OUT, self.env.now, self.env.now, node=c, stage=stage)
+                self.record("dropout", FailureReason.DROPPED_OUT, float(self.env.now), float(self.env.now), node=c,
+                            stage=stage)
         return out
 
     def watch(self, node: Hashable, proc: simpy.Process) -> None:
@@ -148,16 +149,24 @@ class FaultState:
 
     def interval(self, start_s: float, end_s: float, on: Callable[[], None],
                  off: Callable[[], None]) -> None:
-        """Run ``on`` at start_s and ``off`` at end_s of this world's clock."""
-        def proc() -> Generator[simpy.Event, Any, None]:
-            yield self.env.timeout(start_s)
-            on()
-            self.changed()
-            yield self.env.timeout(end_s - start_s)
+        """Run ``on`` at start_s and ``off`` at end_s of this world's clock.
+
+        A fault from time 0 holds from the start: applied here, before any process of the
+        world runs (a process would act only after those started at 0 took their first step).
+        """
+        def proc(begun: bool) -> Generator[simpy.Event, Any, None]:
+            if not begun:
+                yield self.env.timeout(start_s)
+                on()
+                self.changed()
+            yield self.env.timeout(end_s - self.env.now)
             off()
             self.changed()
 
-        self.env.process(proc())
+        begun = start_s <= self.env.now
+        if begun:
+            on()
+        self.env.process(proc(begun))
 
 
 # ---------------------------------------------------------------------- appliers
@@ -196,17 +205,32 @@ def _crash(state: FaultState, ev: CrashFault, key: str) -> None:
         k = max(1, int(round(ev.fraction * n)))
         clients = sorted(int(c) for c in state.streams.numpy("faults/crash").choice(n, size=k, replace=False))
     for c in clients:
-        state.env.process(_down_for(state, c, ev.at_s, ev.downtime_s))
+        if ev.at_s <= state.env.now:  # down from the start (see FaultState.interval)
+            _crash_now(state, c, ev.downtime_s)
+            if ev.downtime_s is not None:
+                state.env.process(_rejoin_after(state, c, ev.downtime_s))
+        else:
+            state.env.process(_down_for(state, c, ev.at_s, ev.downtime_s))
 
 
 def _down_for(state: FaultState, c: int, at_s: float, downtime_s: float | None) -> Generator[simpy.Event, Any, None]:
+    """Crash ``c`` ``at_s`` from now, and rejoin it ``downtime_s`` later (never, if None)."""
     yield state.env.timeout(at_s)
-    end_s = math.inf if downtime_s is None else state.env.now + downtime_s
-    state.record("crash", FailureReason.CRASHED, state.env.now, end_s, node=c)
-    state.crash(c)
+    _crash_now(state, c, downtime_s)
     if downtime_s is not None:
         yield state.env.timeout(downtime_s)
         state.rejoin(c)
+
+
+def _crash_now(state: FaultState, c: int, downtime_s: float | None) -> None:
+    now = float(state.env.now)
+    state.record("crash", FailureReason.CRASHED, now, math.inf if downtime_s is None else now + downtime_s, node=c)
+    state.crash(c)
+
+
+def _rejoin_after(state: FaultState, c: int, downtime_s: float) -> Generator[simpy.Event, Any, None]:
+    yield state.env.timeout(downtime_s)
+    state.rejoin(c)
 
 
 @APPLIERS.register("crash_rate")

@@ -187,7 +187,7 @@ class RoundDriver:
             failures = [o for o in outcomes if isinstance(o, Failure)]
             for f in failures:
                 self.sim.recorder.add(FailureRecord(self.sim.system, algo.stage, rnd, f.client, f.phase,
-                                                    f.reason.value, env.now))
+                                                    f.reason.value, float(env.now)))
             algo.aggregate(rnd, results, failures)
             scores = algo.evaluate(rnd)
             self.sim.record_round(scope, algo.stage, rnd, cfg.rounds, start_s, len(participants), len(failures),

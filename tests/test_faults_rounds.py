@@ -227,3 +227,31 @@ def test_a_run_without_faults_writes_what_it_wrote_before(tmp_path: Any) -> None
                  "config.yaml"):
         assert (plain / name).read_bytes() == (empty / name).read_bytes(), name
     assert "faults" not in (plain / "config.yaml").read_text()
+
+
+@pytest.mark.parametrize("event, failed, reason", [
+    ("{kind: link_down, link: [2, bs], start_s: 0.0, end_s: 100.0}", [2], "link_down"),
+    ("{kind: radio_down, node: 3, start_s: 0.0, end_s: 100.0}", [3], "link_down"),
+    ("{kind: bs_outage, start_s: 0.0, end_s: 100.0}", [0, 1, 2, 3], "bs_outage"),
+])
+def test_a_down_hop_fails_the_download_after_the_retries_with_its_reason(event: str, failed: list[int],
+                                                                          reason: str) -> None:
+    world = world_of("network.channel.bs.retx_timeout_s=0.05", "network.channel.bs.max_attempts=3",
+                     f"faults.events=[{event}]")
+    sim = Sim(world, "test")
+    algo = FakeAlgo(sim)
+    drive(sim, algo, TrainConfig(rounds=1))
+    ((_, results, failures, end_s),) = algo.aggregated
+    assert [(f.client, f.phase, f.reason) for f in failures] == [(c, "download", reason) for c in failed]
+    assert sorted(r.client for r in results) == sorted(set(range(4)) - set(failed))
+    assert end_s == pytest.approx(3 * 0.05, rel=1e-12)  # three attempts, 0.05 s apart
+
+
+def test_faults_demo_names_every_kind_on_nodes_and_links_of_its_topology() -> None:
+    from nmoe_sim.world import build_world
+
+    cfg = load_scenario(REPO_ROOT / "scenarios/faults_demo.yaml", ["data.max_train_samples=100",
+                                                                   "data.max_test_samples=30"])
+    assert sorted({ev.kind for ev in cfg.faults.events}) == FAULT_KINDS.names()
+    world = build_world(cfg, SeedStreams(cfg.seed))
+    assert Sim(world, "nmoe").faults is not None  # every node and link it names exists

@@ -26,6 +26,7 @@ import simpy
 from nmoe_sim.config import LinkChannels
 from nmoe_sim.net import channel
 from nmoe_sim.net.fading import LinkChannel
+from nmoe_sim.net.fault_hooks import FaultHooks
 from nmoe_sim.net.routing import ROUTING, airtime_weight_s_per_bit
 from nmoe_sim.net.sharing import Flow, SharedRadios, delay_to
 from nmoe_sim.record import HopRecord, Recorder, TransferRecord
@@ -99,7 +100,7 @@ class _BlockClock:
     armed_block: int | None = None
 
 
-class Network:
+class Network(FaultHooks):
     """Emulated wireless network over a topology graph (see :mod:`nmoe_sim.net.topology`).
 
     One Network per simulated world, hence per system: it stamps ``system`` on every record.
@@ -147,10 +148,6 @@ class Network:
         self.faults: Any = None
         self._fault_flows: dict[int, list[Any]] = {}  # flow seq -> [hop, link, flow, ended]
         self._fault_loss_db: dict[int, float] = {}  # flow seq -> storm loss in its current rate
-
-    def attach_faults(self, faults: Any) -> None:
-        self.faults = faults
-        faults.on_change.append(self._fault_changed)
 
     # ------------------------------------------------------------------ queries
     def link(self, u: Hashable, v: Hashable) -> LinkChannel:
@@ -441,61 +438,6 @@ class Network:
             hop.seg_rate_bps = rate_bps
         if entries:
             self._arm_clock(clock, block + 1)
-
-    # ------------------------------------------------------------------ injected faults
-    def _wait_out_faults(self, hop: _Hop, link: LinkChannel) -> Generator[simpy.Event, Any, bool]:
-        """Before an attempt: while the hop is down each attempt fails as in an outage (the
-        sender transmits until the ACK timeout, unless it is itself down, and tries again).
-        False when ``max_attempts`` ran out so; the hop then fails with the fault as reason."""
-        faults, max_attempts = self.faults, link.cfg.max_attempts
-        waited = False
-        while (why := faults.hop_down(hop.u, hop.v)) is not None:
-            if hop.attempts >= max_attempts:
-                return False
-            hop.fault, waited = why, True
-            hop.attempts += 1
-            silent = faults.node_down(hop.u) is not None
-            yield self._retx_wait(hop, link)
-            hop.wait_start_s = None
-            if not silent:
-                hop.charge(link.cfg.retx_timeout_s, rx=False)
-        if waited and hop.attempts >= max_attempts:
-            return False
-        hop.fault = ""
-        return True
-
-    def _fault_changed(self) -> None:
-        """A fault began or ended: break the flows whose hop is now down (as a block in
-        outage would), and re-rate those whose link's extra loss changed (a storm)."""
-        faults = self.faults
-        for seq, (hop, link, flow, ended) in list(self._fault_flows.items()):
-            if hop.flow is not flow or not flow.active or ended.triggered:
-                del self._fault_flows[seq]
-                continue
-            why = faults.hop_down(hop.u, hop.v)
-            rate_bps = 0.0
-            if why is None:
-                # The SNR the flow runs at (its block's, or its attempt's first block's under
-                # per_attempt), with the old storm loss swapped for the new one.
-                old_db, new_db = self._fault_loss_db.get(seq, 0.0), faults.loss_db(hop.u, hop.v)
-                if new_db == old_db:
-                    continue
-                snr_db = hop.snrs_db[-1] + old_db - new_db
-                self._fault_loss_db[seq] = new_db
-                rate_bps = link.cfg.bandwidth_hz * link.spectral_efficiency_bps_hz(snr_db)
-                hop.snrs_db.append(snr_db)
-            if rate_bps <= 0:
-                del self._fault_flows[seq]
-                self._fault_loss_db.pop(seq, None)
-                self._radios_busy.cancel(flow)
-                hop.close_segment()
-                hop.flow = None
-                hop.fault = why or ""
-                ended.succeed(self._retx_wait(hop, link))
-                continue
-            self._radios_busy.set_rate(flow, rate_bps)
-            hop.close_segment()
-            hop.seg_rate_bps = rate_bps
 
     def _retx_wait(self, hop: _Hop, link: LinkChannel) -> simpy.Timeout:
         """After an outage the sender transmits until the ACK timeout, then tries again."""

@@ -255,3 +255,21 @@ def test_faults_demo_names_every_kind_on_nodes_and_links_of_its_topology() -> No
     assert sorted({ev.kind for ev in cfg.faults.events}) == FAULT_KINDS.names()
     world = build_world(cfg, SeedStreams(cfg.seed))
     assert Sim(world, "nmoe").faults is not None  # every node and link it names exists
+
+
+@pytest.mark.parametrize("events, message", [
+    ("[{kind: crash, at_s: 1.0}]", "entry 0 (crash): Value error, give exactly one of clients"),
+    ("[{kind: crash, clients: [true]}]", "entry 0 (crash): clients.0: Value error, expected a client number"),
+    ("[{kind: straggler, node: true, slowdown: 2, start_s: 0, end_s: 1}]", "node: Value error, expected a client"),
+    ("[{kind: bs_outage, start_s: 2.0, end_s: 1.0}]", "end_s (1.0) must be after start_s (2.0)"),
+    ("[{kind: bs_outage, start_s: 0, end_s: .inf}]", "end_s: Input should be a finite number"),
+    ("[{kind: storm, links: [[0, bs]], extra_loss_db: -3, start_s: 0, end_s: 1}]", "extra_loss_db: Input should be "
+                                                                                    "greater than 0"),
+    ("[{kind: dropout, probability: 0.1}, {kind: dropout, probability: 0.2}]", "at most one dropout entry"),
+    ("[{kind: link_down, link: [0], start_s: 0, end_s: 1}]", "entry 0 (link_down): link"),
+    ("{kind: crash}", "expected a list of fault entries"),
+])
+def test_bad_fault_entries_are_refused_with_their_key(events: str, message: str) -> None:
+    with pytest.raises(ConfigError, match="^faults") as err:
+        load_scenario(REPO_ROOT / "scenarios/quickstart.yaml", [f"faults.events={events}"])
+    assert message in str(err.value) and "\n" not in str(err.value)

@@ -12,22 +12,36 @@ Nodes are written as in the topology: clients by number (``3``), the base statio
 
 from __future__ import annotations
 
-from typing import Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
 
 from nmoe_sim.config import Strict
 from nmoe_sim.registry import Registry
 
-Node = Union[int, Literal["bs"]]
+def _no_bool(value: Any) -> Any:
+    # `node: true` would otherwise be read as client 1.
+    if isinstance(value, bool):
+        raise ValueError("expected a client number or bs, not true/false")
+    return value
+
+
+Node = Annotated[Union[int, Literal["bs"]], BeforeValidator(_no_bool)]
+def _no_bool_client(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError("expected a client number, not true/false")
+    return value
+
+
+ClientId = Annotated[int, BeforeValidator(_no_bool_client), Field(ge=0)]
 LinkSpec = tuple[Node, Node]
 
 
 class _Interval(Strict):
     """A fault that holds over [start_s, end_s) of every system's simulated clock."""
 
-    start_s: float = Field(ge=0)
-    end_s: float = Field(gt=0)
+    start_s: float = Field(ge=0, allow_inf_nan=False)
+    end_s: float = Field(gt=0, allow_inf_nan=False)
 
     @model_validator(mode="after")
     def _ordered(self) -> "_Interval":
@@ -44,10 +58,10 @@ class CrashFault(Strict):
     """
 
     kind: Literal["crash"] = "crash"
-    clients: Optional[tuple[int, ...]] = Field(None, min_length=1)
-    fraction: Optional[float] = Field(None, gt=0, le=1)
-    at_s: float = Field(0.0, ge=0)
-    downtime_s: Optional[float] = Field(None, gt=0, description="null: the client never rejoins")
+    clients: Optional[tuple[ClientId, ...]] = Field(None, min_length=1)
+    fraction: Optional[float] = Field(None, gt=0, le=1, allow_inf_nan=False)
+    at_s: float = Field(0.0, ge=0, allow_inf_nan=False)
+    downtime_s: Optional[float] = Field(None, gt=0, allow_inf_nan=False, description="null: the client never rejoins")
 
     @model_validator(mode="after")
     def _one_target(self) -> "CrashFault":
@@ -61,9 +75,9 @@ class CrashRateFault(Strict):
     and rejoins after ``downtime_s``; times come from the ``faults/crash_rate/<client>`` streams."""
 
     kind: Literal["crash_rate"] = "crash_rate"
-    rate_hz: float = Field(gt=0)
-    downtime_s: float = Field(gt=0)
-    clients: Optional[tuple[int, ...]] = Field(None, min_length=1, description="null: every client")
+    rate_hz: float = Field(gt=0, allow_inf_nan=False)
+    downtime_s: float = Field(gt=0, allow_inf_nan=False)
+    clients: Optional[tuple[ClientId, ...]] = Field(None, min_length=1, description="null: every client")
 
 
 class DropoutFault(Strict):
@@ -71,7 +85,7 @@ class DropoutFault(Strict):
     ``faults/dropout/<stage>/r<round>``): it does nothing that round."""
 
     kind: Literal["dropout"] = "dropout"
-    probability: float = Field(gt=0, le=1)
+    probability: float = Field(gt=0, le=1, allow_inf_nan=False)
 
 
 class LinkDownFault(_Interval):
@@ -100,7 +114,7 @@ class StragglerFault(_Interval):
 
     kind: Literal["straggler"] = "straggler"
     node: Node
-    slowdown: float = Field(gt=0)
+    slowdown: float = Field(gt=0, allow_inf_nan=False)
 
 
 class StormFault(_Interval):
@@ -108,7 +122,7 @@ class StormFault(_Interval):
 
     kind: Literal["storm"] = "storm"
     links: tuple[LinkSpec, ...] = Field(min_length=1)
-    extra_loss_db: float = Field(gt=0)
+    extra_loss_db: float = Field(gt=0, allow_inf_nan=False)
 
 
 # faults.events[*].kind -> its schema. The runtime side (engine/faults.py) keys its
@@ -127,7 +141,7 @@ class FaultsConfig(Strict):
 
     events: tuple[FaultSpec, ...] = ()
     query_timeout_s: float = Field(
-        1.0, gt=0, description="how long a query waits for an expert's answer before it falls back")
+        1.0, gt=0, allow_inf_nan=False, description="how long a query waits for an expert's answer before it falls back")
 
     @field_validator("events", mode="before")
     @classmethod
@@ -151,6 +165,12 @@ class FaultsConfig(Strict):
                 where = ".".join(str(p) for p in err["loc"])
                 raise ValueError(f"entry {i} ({kind}){': ' + where if where else ''}: {err['msg']}") from None
         return out
+
+    @model_validator(mode="after")
+    def _one_dropout(self) -> "FaultsConfig":
+        if sum(ev.kind == "dropout" for ev in self.events) > 1:
+            raise ValueError("events: at most one dropout entry (its probability applies to every round)")
+        return self
 
     @property
     def active(self) -> bool:

@@ -12,8 +12,9 @@ With injected faults (``faults:``, docs/faults.md) a client waits at most
 ``faults.query_timeout_s`` for a leg's answer. A leg not answered by then (its expert
 crashed, a hop down, retries still running or spent) is abandoned and, where the spec
 ranks the experts (the NMoE, by gate score), retried once at the best-ranked expert not
-yet tried that is reachable now (up, every hop of its route up), else at the client's
-own expert; each abandoned try costs the query the full timeout.
+yet tried that is the client's own or reachable now (up, with a route of hops that are
+up), and at its own if that one does not answer either; each abandoned try costs the
+query the full timeout.
 """
 
 from __future__ import annotations
@@ -112,8 +113,9 @@ def run_inference(world: World, sim: Sim, spec: InferenceSpec) -> Generator[simp
         if not fallback:
             return False
         tried = {int(e) for e in spec.routes[c][q]}
-        nxt = next((int(e) for e in spec.ranking(c, q) if int(e) not in tried and int(e) != c
-                    and faults.node_down(int(e)) is None and faults.path_down(sim.net.route(c, int(e))) is None), c)
+        # The best-ranked expert not yet asked that is the client's own or reachable now.
+        nxt = next((int(e) for e in spec.ranking(c, q) if int(e) not in tried
+                    and (int(e) == c or faults.path_down(sim.net.route_now(c, int(e))) is None)), c)
         answered[c][q, i] = nxt
         if nxt == c:  # the client's own expert: computed here, nothing to wait for
             yield sim.executor.compute(c, lg.flops, stage=stage, tag=f"q{c}.{q}/fallback")

@@ -48,6 +48,19 @@ def test_link_down_mid_flow_breaks_it_and_retries_on_the_outage_schedule() -> No
     assert f == FaultRecord("test", "s", "link_down", "link_down", a, b, "", "0", "bs")
 
 
+def test_a_transfer_starting_while_a_hop_of_its_route_is_down_goes_around_it() -> None:
+    env, net, rec = make(TWO, d2d=((0, 1),), routing="direct_first")
+    with_faults(env, net, rec, {"kind": "link_down", "link": [0, 1], "start_s": 0.0, "end_s": 10.0})
+    around = start_at(env, net, 1.0, 0, 1, S_BYTES, stage="s", tag="d2d")
+    later = start_at(env, net, 10.0, 0, 1, S_BYTES, stage="s", tag="d2d")
+    env.run()
+    # Up to the BS at 20 dB, down from it at 30 dB (store and forward), each alone.
+    r = around.value
+    assert r.delivered and r.route == ("0", "bs", "1") and r.attempts == 2
+    assert r.end_s == pytest.approx(1.0 + t_alone(20.0) + t_alone(30.0), rel=1e-12)
+    assert later.value.route == ("0", "1")  # back up: the router's own route again
+
+
 def test_link_down_past_the_retries_fails_the_transfer_with_link_down() -> None:
     env, net, rec = make(TWO, bs_cfg=cfg(retx_timeout_s=RETX_S, max_attempts=3))
     with_faults(env, net, rec, {"kind": "link_down", "link": [0, BS], "start_s": 0.0, "end_s": 10.0})

@@ -27,6 +27,20 @@ class FaultHooks:
         self.faults = faults
         faults.on_change.append(self._fault_changed)
 
+    def route_now(self, src: Any, dst: Any, stage: str | None = None) -> list[Any]:
+        """The route a transfer starting now takes: the router's, unless a hop of it is down
+        now; then the router's best route over the hops that are up, if there is one (else
+        the router's, whose down hop the transfer waits out under the retry rules). Chosen
+        once, at the start: a hop that goes down later is not routed around."""
+        if stage is not None:
+            self.faults.stage = stage  # what this system is running now, for fault records
+        path = self.route(src, dst)  # type: ignore[attr-defined]
+        if self.faults.path_down(path) is None:
+            return path
+        around = self._router.route_avoiding(  # type: ignore[attr-defined]
+            src, dst, lambda u, v: self.faults.hop_down(u, v) is not None)
+        return around if around is not None else path
+
     def _wait_out_faults(self, hop: Any, link: Any) -> Generator[simpy.Event, Any, bool]:
         """Before an attempt: while the hop is down each attempt fails as in an outage (the
         sender transmits until the ACK timeout, unless it is itself down, and tries again).

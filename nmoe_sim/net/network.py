@@ -195,9 +195,7 @@ class Network(FaultHooks):
         """
         if size_bytes < 0:
             raise ValueError(f"transfer: size_bytes must be >= 0 (got {size_bytes})")
-        path = self.route(src, dst)
-        if self.faults is not None:
-            self.faults.stage = stage
+        path = self.route(src, dst) if self.faults is None else self.route_now(src, dst, stage)
         return self.env.process(self._transfer(path, int(size_bytes), stage, tag))
 
     def _transfer(self, path: list[Any], size_bytes: int, stage: str,

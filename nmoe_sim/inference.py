@@ -19,6 +19,7 @@ query the full timeout.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Generator, Hashable, Sequence
 
@@ -60,6 +61,11 @@ class InferenceOutcome:
     scores: Scores
     stage: str
     failed_queries: int
+    # Under faults: the scores of the queries that arose while their client was up (a
+    # crashed client's own queries are answered from its own expert after the timeouts),
+    # and how many there were. None without faults.
+    up_scores: Scores | None = None
+    up_queries: int = 0
 
 
 def run_inference(world: World, sim: Sim, spec: InferenceSpec) -> Generator[simpy.Event, Any, InferenceOutcome]:
@@ -71,6 +77,7 @@ def run_inference(world: World, sim: Sim, spec: InferenceSpec) -> Generator[simp
     # The expert that answered each leg: the planned one unless a fallback replaced it.
     answered = ([torch.as_tensor(np.asarray(r), dtype=torch.long).clone() for r in spec.routes]
                 if fallback else [])
+    up = [np.ones(len(c.y_query), dtype=bool) for c in world.clients]  # client up when the query arose
 
     def leg(c: int, q: int, i: int, lg: Leg) -> Generator[simpy.Event, Any, bool]:
         inflight: list[simpy.Process] = []
@@ -128,6 +135,8 @@ def run_inference(world: World, sim: Sim, spec: InferenceSpec) -> Generator[simp
 
     def query(c: int, q: int) -> Generator[simpy.Event, Any, None]:
         start_s = env.now
+        if faults is not None:
+            up[c][q] = faults.node_down(c) != "crashed"
         yield sim.executor.compute(c, spec.pre_flops, stage=stage, tag=f"q{c}.{q}/local")
         legs = spec.legs(c, q)
         run_leg = leg if faults is None else faulty
@@ -155,6 +164,19 @@ def run_inference(world: World, sim: Sim, spec: InferenceSpec) -> Generator[simp
     failed = sum(int((~d).any(1).sum()) for d in delivered) if any(spec.n_legs) else 0
     # LR and gating counts from the experts that answered (fallbacks included) under faults.
     routes = [a.numpy() for a in answered] if fallback else spec.routes
-    scores = score([c.y_query.numpy() for c in world.clients], preds, routes,
-                   world.dataset.num_classes, spec.n_experts)
-    return InferenceOutcome(scores, stage, failed)
+    ys = [c.y_query.numpy() for c in world.clients]
+    scores = score(ys, preds, routes, world.dataset.num_classes, spec.n_experts)
+    if faults is None:
+        return InferenceOutcome(scores, stage, failed)
+    n_up = int(sum(m.sum() for m in up))
+    if n_up == 0:  # every query arose at a crashed client
+        return InferenceOutcome(scores, stage, failed, Scores(math.nan, math.nan, math.nan, np.zeros((0, 0))), 0)
+    up_scores = score([y[m] for y, m in zip(ys, up)], [p[m] for p, m in zip(preds, up)],
+                      None if routes is None else [np.asarray(r)[m] for r, m in zip(routes, up)],
+                      world.dataset.num_classes, spec.n_experts)
+    return InferenceOutcome(scores, stage, failed, up_scores, n_up)
+
+
+def up_scores(outcome: InferenceOutcome) -> tuple[Scores, int] | None:
+    """(scores, queries) of the queries whose client was up, under faults; else None."""
+    return None if outcome.up_scores is None else (outcome.up_scores, outcome.up_queries)

@@ -214,6 +214,11 @@ def test_a_tiny_run_with_faults_shows_them_in_events_failures_and_rounds(tmp_pat
     assert all(" 1" not in f" {q['experts']}" or q["client"] == "1"
                for q in read_csv(run_dir / "queries.csv") if q["system"] == "nmoe")
     assert metrics["systems"]["nmoe"]["gating_counts"][0][1] == 0
+    # The queries that arose while their client was up: all but crashed client 1's.
+    up = metrics["systems"]["nmoe"]["up_clients"]
+    own = sum(1 for q in read_csv(run_dir / "queries.csv") if q["system"] == "nmoe" and q["client"] == "1")
+    assert up["queries"] == metrics["systems"]["nmoe"]["queries"] - own and own > 0
+    assert 0.0 <= up["f1_macro"] <= 1.0 and 0.0 <= up["local_ratio"] <= 1.0
 
 
 def test_a_run_without_faults_writes_what_it_wrote_before(tmp_path: Any) -> None:
@@ -227,6 +232,7 @@ def test_a_run_without_faults_writes_what_it_wrote_before(tmp_path: Any) -> None
                  "config.yaml"):
         assert (plain / name).read_bytes() == (empty / name).read_bytes(), name
     assert "faults" not in (plain / "config.yaml").read_text()
+    assert "up_clients" not in (plain / "metrics.json").read_text()
 
 
 @pytest.mark.parametrize("event, failed, reason", [

@@ -200,3 +200,26 @@ def test_no_faults_means_no_hook_and_identical_records() -> None:
         env.run(until=100.0)
         runs.append([p.value for p in procs] + list(rec.hops))
     assert runs[0] == runs[1] and all(r.delivered for r in runs[0][:2])
+
+
+@pytest.mark.parametrize("adaptation", ["per_block", "per_attempt"])
+def test_storm_on_a_fading_link_equals_a_sender_that_many_db_quieter(adaptation: str) -> None:
+    # SNR = tx power + link budget + fading gain, so a storm of X dB over the whole transfer
+    # must give the times and SNRs of the same fading draws with the sender X dB quieter
+    # (every coherence block re-rated through the block clock, or the first one held).
+    fading = cfg(fading="rayleigh", coherence_time_s=0.002, rate_adaptation=adaptation, max_attempts=50)
+    runs = []
+    for stormy in (True, False):
+        env, net, rec = make(TWO, bs_cfg=fading, snr_db=20.0 if stormy else 12.0, seed=5)
+        if stormy:
+            with_faults(env, net, rec, {"kind": "storm", "links": [[0, BS]], "extra_loss_db": 8.0,
+                                        "start_s": 0.0, "end_s": 1000.0})
+        proc = net.transfer(0, BS, S_BYTES, stage="s", tag="up")
+        env.run(until=proc)
+        runs.append(proc.value)
+    storm, quiet = runs
+    assert storm.delivered and quiet.delivered and storm.attempts == quiet.attempts
+    assert storm.end_s == pytest.approx(quiet.end_s, rel=1e-9)
+    assert storm.airtime_s == pytest.approx(quiet.airtime_s, rel=1e-9)
+    assert storm.snr_db == pytest.approx(quiet.snr_db, abs=1e-9)
+    assert storm.end_s > 1.5 * t_alone(20.0)  # the storm did slow it down

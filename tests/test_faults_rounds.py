@@ -284,3 +284,12 @@ def test_bad_fault_entries_are_refused_with_their_key(events: str, message: str)
     with pytest.raises(ConfigError, match="^faults") as err:
         load_scenario(REPO_ROOT / "scenarios/quickstart.yaml", [f"faults.events={events}"])
     assert message in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("fraction, crashed", [(0.1, 1), (0.5, 2), (0.7, 3), (1.0, 4)])
+def test_a_crash_fraction_draws_that_many_distinct_clients_from_its_stream(fraction: float, crashed: int) -> None:
+    # 4 clients: 0.5 is 2, and 0.1 still crashes one (at least one), rounded half up.
+    world = world_of(f"faults.events=[{{kind: crash, fraction: {fraction}, at_s: 0.0}}]")
+    Sim(world, "test")
+    want = sorted(int(c) for c in SeedStreams(0).numpy("faults/crash").choice(4, size=crashed, replace=False))
+    assert [int(f.node) for f in world.recorder.faults] == want

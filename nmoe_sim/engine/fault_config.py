@@ -53,8 +53,8 @@ class _Interval(Strict):
 class CrashFault(Strict):
     """Clients that crash at ``at_s`` and rejoin ``downtime_s`` later (never, when null).
 
-    ``clients`` names them; ``fraction`` instead draws round(fraction * n) distinct clients
-    from the ``faults/crash`` seed stream.
+    ``clients`` names them; ``fraction`` instead draws fraction * n distinct clients (rounded
+    half up, at least one) from the ``faults/crash`` seed stream.
     """
 
     kind: Literal["crash"] = "crash"

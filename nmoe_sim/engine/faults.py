@@ -202,7 +202,7 @@ def _crash(state: FaultState, ev: CrashFault, key: str) -> None:
         clients = [_client(state, c, f"{key}.clients") for c in ev.clients]
     else:
         n = _n_clients(state)
-        k = max(1, int(round(ev.fraction * n)))
+        k = max(1, math.floor(ev.fraction * n + 0.5))  # half up: 0.5 of 5 clients is 3, not round()'s 2
         clients = sorted(int(c) for c in state.streams.numpy("faults/crash").choice(n, size=k, replace=False))
     for c in clients:
         if ev.at_s <= state.env.now:  # down from the start (see FaultState.interval)

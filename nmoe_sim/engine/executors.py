@@ -25,7 +25,7 @@ from __future__ import annotations
 import copy
 import os
 from dataclasses import dataclass, field
-from typing import Any, Callable, Generator, Hashable, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Generator, Hashable, Sequence, TypeVar
 
 import simpy
 import torch
@@ -34,6 +34,9 @@ from nmoe_sim.config import DeviceProfile, RuntimeConfig
 from nmoe_sim.engine.tasks import TaskResult, TrainTask, execute
 from nmoe_sim.record import ComputeRecord, Recorder
 from nmoe_sim.registry import Registry
+
+if TYPE_CHECKING:
+    from nmoe_sim.engine.faults import FaultState
 
 T = TypeVar("T")
 
@@ -68,7 +71,7 @@ class LocalExecutor:
         self.device = torch.device(self.runtime.device)
         self._cpu = {node: simpy.Resource(env, capacity=1) for node in profiles}
         self._scratch: dict[int, Any] = {}  # id(template) -> (template, this executor's copy)
-        self.faults: Any = None  # the Sim's FaultState where the scenario injects faults (stragglers)
+        self.faults: FaultState | None = None  # the Sim's, where the scenario injects faults
 
     # ------------------------------------------------------------------ described tasks
     def submit(self, task: TrainTask, *, stage: str, tag: str) -> Job:
@@ -137,6 +140,7 @@ class LocalExecutor:
         applies to computations that start inside its interval, and a crash of the node
         stops the computation (charged up to the crash; a task's job is marked aborted)."""
         faults, me = self.faults, self.env.active_process
+        assert faults is not None  # _run takes this path only with faults
         faults.watch(node, me)
         result = None
         try:

@@ -9,20 +9,23 @@ without faults never runs a line of it.
 
 from __future__ import annotations
 
-from typing import Any, Generator
+from typing import TYPE_CHECKING, Any, Generator
 
 import simpy
+
+if TYPE_CHECKING:
+    from nmoe_sim.engine.faults import FaultState
 
 
 class FaultHooks:
     """Mixed into Network; uses its env, radios, tx powers and hop accounting."""
 
-    faults: Any
+    faults: "FaultState"
     env: simpy.Environment
     _fault_flows: dict[int, list[Any]]
     _fault_loss_db: dict[int, float]
 
-    def attach_faults(self, faults: Any) -> None:
+    def attach_faults(self, faults: "FaultState") -> None:
         """Consult ``faults`` (an engine.faults.FaultState) from now on, and hear of its changes."""
         self.faults = faults
         faults.on_change.append(self._fault_changed)

@@ -17,7 +17,7 @@ import zlib
 from array import array
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Generator, Hashable
+from typing import TYPE_CHECKING, Any, Generator, Hashable
 
 import networkx as nx
 import numpy as np
@@ -30,6 +30,9 @@ from nmoe_sim.net.fault_hooks import FaultHooks
 from nmoe_sim.net.routing import ROUTING, airtime_weight_s_per_bit
 from nmoe_sim.net.sharing import Flow, SharedRadios, delay_to
 from nmoe_sim.record import HopRecord, Recorder, TransferRecord
+
+if TYPE_CHECKING:
+    from nmoe_sim.engine.faults import FaultState
 
 
 def dbm_to_w(power_dbm: float) -> float:
@@ -145,7 +148,7 @@ class Network(FaultHooks):
         self._airtime_s: Counter[tuple[Hashable, Hashable]] = Counter()
         # Injected faults (engine/faults.py), None in a scenario without them: every fault
         # hook below is behind that test, so such runs take exactly the old paths.
-        self.faults: Any = None
+        self.faults: FaultState | None = None
         self._fault_flows: dict[int, list[Any]] = {}  # flow seq -> [hop, link, flow, ended]
         self._fault_loss_db: dict[int, float] = {}  # flow seq -> storm loss in its current rate
 

@@ -9,14 +9,13 @@ presence marks a finished run). Every file is written atomically.
 from __future__ import annotations
 
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import torch
 
 from nmoe_sim.config import Scenario, dump_yaml
-from nmoe_sim.engine.executors import auto_torch_threads
+from nmoe_sim.engine.executors import auto_torch_threads, torch_threads
 from nmoe_sim.errors import ConfigError
 from nmoe_sim.metrics import warn_stages_without_update
 from nmoe_sim.reuse import StageCache
@@ -41,17 +40,6 @@ def check_device(device: str) -> None:
     if device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("runtime.device: cuda asked for, but this machine has no CUDA device "
                           "(torch.cuda.is_available() is False); use cpu")
-
-
-@contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """Set PyTorch's intra-op thread count for the run, and restore the caller's after."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _run(cfg: Scenario, run_dir: Path, on_record: Callable[[Any], None] | None,

@@ -5,6 +5,7 @@ local reference computes, charges the same simulated time, and the runtime knobs
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import pytest
 import torch
@@ -56,6 +57,32 @@ def test_two_workers_never_share_a_templates_memory() -> None:
         assert w.client == g.client and w.loss == g.loss
         assert all(torch.equal(w.state[k], g.state[k]) for k in w.state)
     assert all(torch.equal(algo.model.state_dict()[k], v) for k, v in before.items())  # template untouched
+
+
+def test_light_gathers_run_here_with_the_bits_the_pool_gives(monkeypatch: pytest.MonkeyPatch) -> None:
+    world = build_world(tiny_cfg("runtime.workers=2"), SeedStreams(0))
+    algo = FedCE(world, world.cfg.stage1)
+    tasks = [algo.task(0, c) for c in range(4)]
+    moved = sum(t.tensor_bytes for t in tasks)
+    state = sum(v.numel() * v.element_size() for v in tasks[0].start.values())
+    data = sum(t.x.numel() * 4 + t.y.numel() * 8 for t in tasks)
+    assert moved == 4 * 2 * state + data  # the start state there, the trained state back, the data
+    sharded: list[int] = []
+    real = pool.run_sharded
+    monkeypatch.setattr(pool, "run_sharded", lambda ts, w: sharded.append(len(ts)) or real(ts, w))
+    ex = executors.BatchedExecutor(world.new_sim("t").env, world.profiles, world.recorder, system="t",
+                                   runtime=world.cfg.runtime)
+    heavy = [dataclasses.replace(t, flops=executors.POOL_MIN_FLOPS_PER_BYTE * moved) for t in tasks]
+    light = [dataclasses.replace(t, flops=executors.POOL_MIN_FLOPS_PER_BYTE * moved / 8) for t in tasks]
+    torch.set_num_threads(2)  # the caller's threads; the light gather must run at one
+    try:
+        via_pool, here = ex._execute_all(heavy), ex._execute_all(light)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(1)
+    assert sharded == [4]  # only the heavy gather went to the workers
+    for a, b in zip(via_pool, here):
+        assert all(torch.equal(a.state[k], b.state[k]) for k in a.state)
 
 
 def test_shards_balance_flops_and_keep_every_task_once() -> None:

@@ -22,11 +22,12 @@ run the moment its simulated computation starts (``compute(fn=...)``).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import os
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Generator, Hashable, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Generator, Hashable, Iterator, Sequence, TypeVar
 
 import simpy
 import torch
@@ -201,6 +202,29 @@ def auto_torch_threads(cfg: Any, input_shape: tuple[int, int, int]) -> int:
     return available_cores() if step >= AUTO_THREADS_MIN_STEP_FLOPS else 1
 
 
+# Below this many training FLOPs per byte a gather moves (tasks there, states back) the
+# pool loses: pickling and copying cost more than the second core wins. Measured with one
+# round of FedGate's Ditto gate tasks (Fashion-MNIST scenario, 60 samples a client, gates
+# over n experts: about 32 FLOP/byte): 30 clients 0.4-0.5 s through two workers against
+# 0.1 s here, 300 clients 5.1 s against 1.9 s, 1,000 clients 30.4 s against 12.5 s; the
+# quickstart's gates (93 FLOP/byte) 0.2 s against 0.1 s. Every FE task measured is above
+# 700 (FedSC, 1,100 in the quickstart) and keeps the pool, which made the quickstart 12 %
+# faster (A/B wall 0.88). Measured while other jobs loaded the machine, which favours
+# running here; the threshold sits between the two kinds of task, not at a break-even.
+POOL_MIN_FLOPS_PER_BYTE = 150.0
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """torch's intra-op threads set to ``n`` for the block, restored after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 class BatchedExecutor(LocalExecutor):
     """Runs each gather's tasks together, sharded over one single-threaded worker per core.
 
@@ -212,10 +236,13 @@ class BatchedExecutor(LocalExecutor):
 
     def _execute_all(self, tasks: Sequence[TrainTask]) -> list[TaskResult]:
         workers = worker_count(self.runtime)
-        # Even the quickstart's small rounds pay for the hand-over: every gather through the
-        # pool made it 12 % faster (A/B wall 0.88, identical results), so no size threshold.
         if self.device.type != "cpu" or workers < 2 or len(tasks) < 2:
             return super()._execute_all(tasks)
+        if sum(t.flops for t in tasks) < POOL_MIN_FLOPS_PER_BYTE * sum(t.tensor_bytes for t in tasks):
+            # Too little work for what the hand-over moves: run here, at the workers' one
+            # thread, so that the bits are the same whichever side runs a task.
+            with torch_threads(1):
+                return super()._execute_all(tasks)
         from nmoe_sim.engine.pool import run_sharded
 
         return run_sharded(tasks, workers)

@@ -80,6 +80,21 @@ class TrainTask:
     def num_samples(self) -> int:
         return int(self.y.shape[0])
 
+    @property
+    def tensor_bytes(self) -> int:
+        """Bytes of the tensors the task carries (start state, data, extras, tensor arguments
+        one level deep) plus the state it returns: what handing it to another process moves."""
+        def size(v: Any) -> int:
+            if isinstance(v, torch.Tensor):
+                return v.numel() * v.element_size()
+            if isinstance(v, Mapping):
+                return sum(size(u) for u in v.values() if isinstance(u, torch.Tensor))
+            return 0
+
+        state = sum(size(v) for v in self.start.values())
+        return 2 * state + size(self.x) + size(self.y) + sum(size(v) for v in self.aux.values()) + sum(
+            size(v) for v in self.args.values())
+
 
 @dataclass(frozen=True)
 class TaskResult:

@@ -58,6 +58,9 @@ class ModelConfig(Strict):
     expert_hidden: int = Field(64, ge=1)
     gate_hidden: int = Field(64, ge=1)
     proj_dim: int = Field(64, ge=2)
+    proj_batchnorm: bool = Field(False, description="FedSC's projection head normalises its hidden layer "
+                                 "by the batch's statistics (SimCLR's and the FedSC authors' projectors; "
+                                 "docs/algorithms.md measures what it changes)")
     top_k: int = Field(1, ge=1)
     gate_noise: bool = True
 

@@ -159,3 +159,22 @@ def test_all_expert_probs_equals_each_expert_in_turn() -> None:
         want = torch.stack([torch.softmax(e(feats), -1) for e in experts])
     assert torch.allclose(got, want, atol=1e-6, rtol=0)
     assert torch.allclose(got.sum(-1), torch.ones(5, 7))
+
+
+def test_the_projection_batchnorm_is_torchs_without_running_statistics() -> None:
+    from nmoe_sim.models.modules import BatchNorm, ProjectionHead
+
+    h = torch.randn(16, 8, generator=torch.Generator().manual_seed(0))
+    ours, ref = BatchNorm(8), torch.nn.BatchNorm1d(8, track_running_stats=False)
+    with torch.no_grad():
+        ours.weight.uniform_(0.5, 1.5)
+        ours.bias.uniform_(-1, 1)
+        ref.weight.copy_(ours.weight)
+        ref.bias.copy_(ours.bias)
+    for mode in (True, False):  # batch statistics in training and in evaluation alike
+        ours.train(mode), ref.train(mode)
+        torch.testing.assert_close(ours(h), ref(h), rtol=1e-5, atol=1e-5)
+    assert torch.equal(ours(h[:1]), ours.bias.detach()[None])  # one sample: the bias, not an error
+    head = ProjectionHead(8, 4, batchnorm=True)
+    assert [type(m).__name__ for m in head.net] == ["Linear", "BatchNorm", "ReLU", "Linear"]
+    assert [type(m).__name__ for m in ProjectionHead(8, 4).net] == ["Linear", "ReLU", "Linear"]

@@ -137,7 +137,8 @@ class FedSC(FederatedFE):
     def __init__(self, world: World, cfg: Stage1Config, stage: str = "stage1_fedsc", probe: bool = False) -> None:
         ds = world.dataset
         fe = make_fe(world.cfg, ds.input_shape, world.streams, stage)
-        model = seeded(world.streams, f"{stage}/proj", lambda: ContrastiveModel(fe, world.cfg.model.proj_dim))
+        model = seeded(world.streams, f"{stage}/proj", lambda: ContrastiveModel(fe, world.cfg.model.proj_dim,
+                                                                                  world.cfg.model.proj_batchnorm))
         self.sc = cfg.fedsc
         super().__init__(world, cfg, stage, model, probe)
         p = world.cfg.model.proj_dim

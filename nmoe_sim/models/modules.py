@@ -128,12 +128,38 @@ def topk_route(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor
     return torch.softmax(top_vals, dim=-1), top_idx
 
 
-class ProjectionHead(nn.Module):
-    """Contrastive projection g: D -> D -> P, used by FedSC only."""
+class BatchNorm(nn.Module):
+    """(h - batch mean) / batch std * weight + bias, per feature, always by the batch's own
+    statistics: torch's BatchNorm1d without running statistics, except that a batch of one
+    sample (a last partial batch) gives ``bias`` instead of an error. (B,D) -> (B,D)"""
 
-    def __init__(self, feature_dim: int, proj_dim: int):
+    def __init__(self, dim: int, eps: float = 1e-5):
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(feature_dim, feature_dim), nn.ReLU(), nn.Linear(feature_dim, proj_dim))
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.bias = nn.Parameter(torch.zeros(dim))
+        self.eps = eps
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        mean = h.mean(0, keepdim=True)
+        var = h.var(0, unbiased=False, keepdim=True)
+        return (h - mean) / torch.sqrt(var + self.eps) * self.weight + self.bias
+
+
+class ProjectionHead(nn.Module):
+    """Contrastive projection g: D -> D -> P, used by FedSC only.
+
+    With ``batchnorm`` a BatchNorm over the hidden layer, as in SimCLR's and the FedSC
+    authors' projectors (their ResNet-18 has BatchNorm throughout; our FE has none, see
+    FeatureExtractor). It normalises with the batch's own statistics in training and in
+    evaluation alike (no running statistics), so there are no buffers to average and a
+    client's correlation pass sees the same normalisation as its training.
+    """
+
+    def __init__(self, feature_dim: int, proj_dim: int, batchnorm: bool = False):
+        super().__init__()
+        norm: list[nn.Module] = [BatchNorm(feature_dim)] if batchnorm else []
+        self.net = nn.Sequential(nn.Linear(feature_dim, feature_dim), *norm, nn.ReLU(),
+                                 nn.Linear(feature_dim, proj_dim))
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:  # (B,D) -> (B,P)
         return self.net(h)
@@ -154,10 +180,10 @@ class Classifier(nn.Module):
 class ContrastiveModel(nn.Module):
     """FE + projection head: the FedSC model."""
 
-    def __init__(self, fe: FeatureExtractor, proj_dim: int):
+    def __init__(self, fe: FeatureExtractor, proj_dim: int, batchnorm: bool = False):
         super().__init__()
         self.fe = fe
-        self.proj = ProjectionHead(fe.feature_dim, proj_dim)
+        self.proj = ProjectionHead(fe.feature_dim, proj_dim, batchnorm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B,C,H,W) -> (B,P)
         return self.proj(self.fe(x))

@@ -380,6 +380,11 @@ class RuntimeConfig(Strict):
         "for models large enough to pay (see docs/architecture.md), else 1. The count changes "
         "float reduction order, so runs agree bit for bit only at the same count",
     )
+    checkpoint: Literal["rounds", "stages", "off"] = Field(
+        "rounds", description="where a run saves what --resume needs to go on (run_dir/checkpoint.pkl): "
+        "rounds (every round boundary and every stage boundary), stages (stage boundaries only), "
+        "or off (nothing; a killed run starts again). Never changes results",
+    )
 
     @field_validator("workers", "torch_threads", mode="before")
     @classmethod

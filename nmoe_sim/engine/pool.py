@@ -19,6 +19,7 @@ from __future__ import annotations
 import atexit
 import multiprocessing
 import pickle
+import signal
 from concurrent.futures import ProcessPoolExecutor
 from typing import Sequence
 
@@ -31,6 +32,9 @@ _POOL_SIZE = 0
 
 
 def _init_worker() -> None:
+    # Ctrl-C reaches the whole process group: the run (the parent) handles it, saving its
+    # status; a worker printing its own KeyboardInterrupt traceback would only add noise.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(1)
     import nmoe_sim.engine.losses  # noqa: F401  # every loss and report a task may name
 

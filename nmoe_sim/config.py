@@ -386,6 +386,12 @@ class RuntimeConfig(Strict):
         "or off (nothing; a killed run starts again). Never changes results",
     )
 
+    @field_validator("checkpoint", mode="before")
+    @classmethod
+    def _off(cls, v: Any) -> Any:
+        # YAML 1.1 reads an unquoted `off` as the boolean false: take it as the word meant.
+        return "off" if v is False else v
+
     @field_validator("workers", "torch_threads", mode="before")
     @classmethod
     def _count(cls, v: Any, info: ValidationInfo) -> Any:

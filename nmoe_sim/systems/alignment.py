@@ -21,7 +21,7 @@ from nmoe_sim.fl.rounds import CostScope, RoundDriver
 from nmoe_sim.metrics import SYSTEM_COST_FIELDS, stage_costs
 from nmoe_sim.record import RoundRecord
 from nmoe_sim.systems import System, SystemOutcome
-from nmoe_sim.systems.nmoe import GATING_COLUMNS, gating_rows
+from nmoe_sim.systems.nmoe import GATING_COLUMNS, _run_process, gating_rows
 from nmoe_sim.world import Sim, World
 
 if TYPE_CHECKING:
@@ -114,8 +114,7 @@ def run_assignment(world: World, cfg: AlignmentConfig, assignment: str,
 
     # Its frame (engine/checkpoint.py): a run resumed within these rounds goes on in the saved Sim.
     with world.checkpoints.frame("assignment", new) as fr:
-        proc = fr.sim.env.process(fr.driver.run(fr.algo, round_config(cfg), CostScope(fr.sim.system, [fr.algo.stage])))
-        fr.sim.env.run(until=proc)
+        _run_process(fr.sim, fr.driver.run(fr.algo, round_config(cfg), CostScope(fr.sim.system, [fr.algo.stage])))
     return fr.algo, fr.sim
 
 

@@ -74,17 +74,21 @@ def stop_and_resume(cfg: Scenario, run_dir: Path, where: str, monkeypatch: pytes
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, bytes], list[tuple[str, str]]]:
-    """The run never stopped (checkpoints off), and where a checkpointed run saves."""
-    cfg = tiny_cfg(*OVERRIDES, "runtime.checkpoint=off")
-    plain = tmp_path_factory.mktemp("plain")
-    run(cfg, plain, checkpoint=True)
-    assert not (plain / CHECKPOINT_FILE).exists()
+    """The run never stopped, with checkpoints off and with the default (rounds): the same
+    files; and where a checkpointed run saves."""
     mp = pytest.MonkeyPatch()
-    saves = record_saves(mp)
     try:
-        run(tiny_cfg(*OVERRIDES), tmp_path_factory.mktemp("saved"), checkpoint=True)
+        plain = tmp_path_factory.mktemp("plain")
+        none = record_saves(mp)
+        run(tiny_cfg(*OVERRIDES, "runtime.checkpoint=off"), plain, checkpoint=True)
+        assert none == [] and not (plain / CHECKPOINT_FILE).exists()  # off: nothing saved
+        mp.undo()
+        saving = tmp_path_factory.mktemp("saved")
+        saves = record_saves(mp)
+        run(tiny_cfg(*OVERRIDES), saving, checkpoint=True)
     finally:
         mp.undo()
+    assert run_files(saving) == run_files(plain)  # saving never changes what is computed
     return run_files(plain), saves
 
 
@@ -110,7 +114,6 @@ def test_saves_at_every_round_and_stage_boundary(reference: Any) -> None:
     "nmoe stage1_fedsc done",  # a stage boundary inside the pipeline's process
     "nmoe stage2_experts done",  # a stage boundary between processes
     "nmoe stage3_fedgate round 1",  # stage 3, mid-stage
-    "local done",  # between baselines
     "fedavg baseline_fedavg round 0",  # the FedAvg baseline, mid-stage
 ])
 def test_resumed_run_equals_the_uninterrupted_one(reference: Any, tmp_path: Path, where: str,
@@ -170,14 +173,13 @@ def test_alignment_resumes_mid_rounds(tmp_path: Path, monkeypatch: pytest.Monkey
     assert run_files(tmp_path / "run") == run_files(base)
 
 
-@pytest.mark.parametrize("mode, kinds", [("rounds", {"round", "stage"}), ("stages", {"stage"}), ("off", set())])
-def test_checkpoint_modes_save_where_they_say(mode: str, kinds: set[str], reference: Any, tmp_path: Path,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_checkpoint_stages_saves_only_at_stage_boundaries(reference: Any, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     want, all_saves = reference
     saves = record_saves(monkeypatch)
-    run(tiny_cfg(*OVERRIDES, f"runtime.checkpoint={mode}"), tmp_path, checkpoint=True)
-    assert saves == [s for s in all_saves if s[1] in kinds]
-    assert run_files(tmp_path) == want  # saving never changes what is computed
+    run(tiny_cfg(*OVERRIDES, "runtime.checkpoint=stages"), tmp_path, checkpoint=True)
+    assert saves == [s for s in all_saves if s[1] == "stage"] and len(saves) == 7
+    assert run_files(tmp_path) == want
 
 
 def test_no_checkpoint_where_a_process_is_still_alive(tmp_path: Path) -> None:
@@ -241,3 +243,18 @@ def test_restored_environment_keeps_clock_counter_and_queue(tmp_path: Path) -> N
         env2.run()
     assert order2 == ["resumed", "timer"]
     assert env2.now == 2.0
+
+
+def test_a_failing_run_is_marked_failed_with_its_reason(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import nmoe_sim.systems.nmoe as nmoe_system
+
+    def broken(*_args: Any) -> Any:
+        raise RuntimeError("stage table broke\nsecond line")
+
+    monkeypatch.setattr(nmoe_system, "stage_table", broken)
+    with pytest.raises(RuntimeError):
+        run(tiny_cfg("stage1.rounds=1", "stage3.rounds=1", "baselines.systems=[local]"), tmp_path, checkpoint=True)
+    status = read_status(tmp_path)
+    assert status["state"] == "failed"
+    assert status["reason"] == "RuntimeError: stage table broke"  # one line
+    assert status["checkpoint"]["where"] == "local done"  # what a resume would go on from

@@ -182,3 +182,27 @@ def test_what_cannot_be_resumed_is_one_error_line(tmp_path: Path, case: str) -> 
     _one_error_line(proc, *needles)
     # Nothing written, nothing removed.
     assert ({p.name: p.read_bytes() for p in run_dir.iterdir()} if run_dir.exists() else None) == before
+
+
+def test_a_run_stopped_before_any_checkpoint_starts_again_in_its_directory(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """With checkpoints off, Ctrl-C (here raised at the end of the NMoE's stages) leaves no
+    checkpoint: --resume runs the saved config.yaml again from the start, in the same folder."""
+    import nmoe_sim.systems.nmoe as nmoe_system
+
+    yaml_path = scenario(tmp_path, runtime={"checkpoint": "off"})
+    real = nmoe_system.stage_table
+
+    def ctrl_c(*_args: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(nmoe_system, "stage_table", ctrl_c)
+    assert main(["run", str(yaml_path), "--out", str(tmp_path / "out"), "-q"]) == 130
+    run_dir = only_run_dir(tmp_path / "out")
+    assert capsys.readouterr().err.strip() == f"interrupted: {run_dir} (resume with: nmoe-sim run --resume {run_dir})"
+    assert read_status(run_dir)["state"] == "interrupted"
+    assert sorted(p.name for p in run_dir.iterdir()) == ["config.yaml", "status.json"]
+    monkeypatch.setattr(nmoe_system, "stage_table", real)
+    assert main(["run", "--resume", str(run_dir), "-q"]) == 0
+    assert read_status(run_dir)["state"] == "finished"
+    assert run_files(run_dir) == reference(yaml_path, tmp_path)

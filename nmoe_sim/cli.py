@@ -112,6 +112,9 @@ def resume_run(args: argparse.Namespace) -> int:
     run_dir = Path(args.resume)
     if not (run_dir / "config.yaml").is_file():
         raise ConfigError(f"--resume: {run_dir} is not a run directory (it has no config.yaml)")
+    pid = checkpoint.still_running(checkpoint.read_status(run_dir))
+    if pid is not None:
+        raise ConfigError(f"--resume: {run_dir} is still being run by process {pid}; stop it first")
     if (run_dir / "metrics.json").is_file():
         checkpoint.clean_temp_files(run_dir)
         print(f"already finished: {run_dir} (nothing to resume)", file=sys.stderr)

@@ -9,6 +9,7 @@ where the run stands, and a checkpointed run can be resumed (``engine/checkpoint
 
 from __future__ import annotations
 
+import os
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -39,7 +40,7 @@ def run(cfg: Scenario, run_dir: Path, on_record: Callable[[Any], None] | None = 
     or finished.
     """
     check_device(cfg.runtime.device)
-    status = {"command": resume_command(run_dir)}
+    status: dict[str, Any] = {"command": resume_command(run_dir), "pid": os.getpid()}
     if resume is None:
         status["started"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     write_status(run_dir, "running", **status)

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -206,3 +207,24 @@ def test_a_run_stopped_before_any_checkpoint_starts_again_in_its_directory(
     assert main(["run", "--resume", str(run_dir), "-q"]) == 0
     assert read_status(run_dir)["state"] == "finished"
     assert run_files(run_dir) == reference(yaml_path, tmp_path)
+
+
+def test_a_run_still_running_elsewhere_is_not_resumed(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.yaml").write_text("name: x\n")
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (run_dir / "status.json").write_text(json.dumps({"state": "running", "pid": other.pid}))
+        proc = subprocess.run([*SHIM, "--resume", str(run_dir)], env=ENV, cwd=tmp_path, capture_output=True,
+                              text=True, timeout=120)
+        _one_error_line(proc, str(run_dir), f"still being run by process {other.pid}")
+    finally:
+        other.kill()
+        other.wait()
+    # Once that process is gone the same directory can be resumed (here: an unreadable
+    # checkpoint is the next thing it finds).
+    (run_dir / CHECKPOINT_FILE).write_bytes(b"junk")
+    proc = subprocess.run([*SHIM, "--resume", str(run_dir)], env=ENV, cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120)
+    _one_error_line(proc, "not a checkpoint")

@@ -97,6 +97,27 @@ def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
+def still_running(status: dict[str, Any] | None) -> int | None:
+    """The pid of the process that says it is running this run, if it is alive (and not us)."""
+    if not status or status.get("state") != "running" or not isinstance(status.get("pid"), int):
+        return None
+    pid = status["pid"]
+    if pid == os.getpid():
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        return pid  # alive, someone else's
+    try:  # a killed process its parent has not yet reaped is a zombie: not running
+        if Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z":
+            return None
+    except (OSError, IndexError):
+        pass
+    return pid
+
+
 def resume_command(run_dir: Path) -> str:
     return f"nmoe-sim run --resume {run_dir}"
 

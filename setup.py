@@ -31,7 +31,7 @@ setup(
     ],
     extras_require={
         "vision": ["torchvision"],  # optional: nothing in nmoe-sim imports it
-        "test": ["pytest>=7"],
+        "test": ["pytest>=7", "hypothesis>=6"],
     },
     entry_points={"console_scripts": ["nmoe-sim=nmoe_sim.cli:main"]},
 )

@@ -4,7 +4,11 @@
 Runs the Fashion-MNIST scenario (scenarios/fashion_mnist.yaml) at each client count in
 its own fresh process: all three stages, inference and the baselines, with rounds shrunk
 (``--rounds``, default 2 per federated stage) and a fixed amount of data per client
-(``--samples-per-client``, default 60, so the learning work grows linearly with clients).
+(``--samples-per-client``, default 60, so the learning work grows linearly with clients),
+and the two options that keep the work itself linear: each gate chooses among its own and
+``--candidates`` (default 10) other experts, so the expert-output exchange is n k pairs, and
+the centralized baseline trains on each sample's top ``--mixture-experts`` (default 8)
+experts instead of all n (0 for either: the paper's all-expert settings, n^2 work).
 Prints, per size: wall time, peak RSS of the process, SimPy events scheduled, transfers,
 hops and computations recorded, and the wall time per client; then the per-client cost
 ratio between consecutive sizes (the issue's target: within 1.5x from 100 to 1,000
@@ -15,6 +19,7 @@ first client count, sampling the RSS after every round (target: flat within 5 %)
 
     python benchmarks/scale.py                       # 10, 100 and 1000 clients
     python benchmarks/scale.py --clients 10 100 --exchange features
+    python benchmarks/scale.py --clients 100 300 --candidates 0 --mixture-experts 0   # all experts
     python benchmarks/scale.py --clients 100 --rss-rounds 50
     python benchmarks/scale.py --rate-adaptation per_attempt   # without per-block fading
     python benchmarks/scale.py --clients 1000 --plots          # also time the run's plots
@@ -121,7 +126,8 @@ def overrides(n: int, args: argparse.Namespace) -> list[str]:
         f"data.max_test_samples={max(1000, 5 * n)}", "inference.max_queries_per_client=5",
         f"stage1.rounds={r}", "stage2.epochs=1", f"stage3.rounds={r}", f"stage3.expert_outputs={args.exchange}",
         "baselines.centralized.epochs=1", f"baselines.fedavg.rounds={r}", "output.plots=false",
-    ]
+    ] + ([f"stage3.candidates={args.candidates}"] if args.candidates else []) + (
+        [f"baselines.centralized.mixture_experts={args.mixture_experts}"] if args.mixture_experts else [])
 
 
 def run_child(scenario: Path, sets: list[str], mode: str, timeout_s: float, plots: bool = False) -> dict | None:
@@ -154,6 +160,11 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--samples-per-client", type=int, default=60)
     parser.add_argument("--exchange", default="expert_weights", choices=["features", "expert_weights"])
+    parser.add_argument("--candidates", type=int, default=10,
+                        help="stage3.candidates: experts each gate may choose besides its own (0: all, "
+                        "the exchange then grows as n^2)")
+    parser.add_argument("--mixture-experts", type=int, default=8,
+                        help="baselines.centralized.mixture_experts (0: the dense mixture, n^2 work)")
     parser.add_argument("--timeout-s", type=float, default=900.0)
     parser.add_argument("--rate-adaptation", choices=["per_block", "per_attempt"],
                         help="override every link class's rate adaptation (default: the scenario's)")
@@ -180,8 +191,9 @@ def main() -> int:
         return 0
 
     print(f"Fashion-MNIST scenario, {args.samples_per_client} samples per client, {args.rounds} rounds per "
-          f"federated stage, stage3.expert_outputs={args.exchange}, rate adaptation "
-          f"{args.rate_adaptation or 'as in the scenario'}, one torch thread")
+          f"federated stage, stage3.expert_outputs={args.exchange}, stage3.candidates="
+          f"{args.candidates or 'all'}, baselines.centralized.mixture_experts={args.mixture_experts or 'all'}, "
+          f"rate adaptation {args.rate_adaptation or 'as in the scenario'}, one torch thread")
     print(f"{'clients':>8} {'wall s':>9} {'peak RSS MiB':>13} {'SimPy events':>13} {'transfers':>10} "
           f"{'files MiB':>10} {'s/client':>9} {'NMoE F1':>8}")
     prev = None

@@ -1,7 +1,9 @@
 """Command-line entry: ``nmoe-sim run|sweep|validate|plot``; ``run_scenario.py`` is a thin shim.
 
-User errors (bad scenario keys or values, missing files) print one ``error:`` line on
-stderr and exit with status 2, never a traceback. A run prints progress and a summary
+User errors (bad scenario keys or values, missing or malformed files, a training loss that
+turned non-finite) print one ``error:`` line on stderr and exit with status 2, never a
+traceback, and leave no run directory behind. A sweep whose points ran but some failed
+lists them and exits with status 1. A run prints progress and a summary
 table on stderr/stdout and the run directory's path as the last line of stdout.
 """
 
@@ -17,11 +19,12 @@ from typing import Any, Callable, Sequence
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from nmoe_sim.config import Scenario, build_scenario, dump_yaml, load_raw, load_scenario
+from nmoe_sim.config import Scenario, build_scenario, dump_yaml, load_raw, load_scenario, scenario_from_raw
 from nmoe_sim.errors import ConfigError
 from nmoe_sim.record import RoundRecord
 
 EXIT_USAGE = 2
+EXIT_POINTS_FAILED = 1  # a sweep ran, but some of its points failed (each listed on stderr)
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a command stopped by Ctrl-C
 
 
@@ -71,6 +74,15 @@ def _check_data_files(cfg: Scenario) -> None:
     check_dataset_files(cfg.data)
 
 
+def _missing_folders(path: Path) -> list[Path]:
+    """``path`` and its ancestors that do not exist yet, deepest first."""
+    out = []
+    while not path.exists() and path != path.parent:
+        out.append(path)
+        path = path.parent
+    return out
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from nmoe_sim.results import new_run_dir
 
@@ -81,13 +93,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = load_scenario(args.scenario, args.set)
     _check_data_files(cfg)
     root = Path(args.out) if args.out else Path(cfg.output.root)
+    made = _missing_folders(root / cfg.name)
     run_dir = new_run_dir(root, cfg.name, cfg.seed)
     try:
         metrics = run_one(cfg, run_dir, quiet=args.quiet, checkpoint=True)
     except ConfigError:
-        # Input found bad only once the run started (e.g. a missing dataset file): leave
-        # no half-filled run directory behind. This run's folder held nothing else.
+        # Input found bad only once the run started (e.g. a malformed dataset file, a loss
+        # that turned non-finite): leave no half-filled run directory behind, nor the empty
+        # folders made for it. This run's folder held nothing else.
         shutil.rmtree(run_dir, ignore_errors=True)
+        for folder in made:  # deepest first; rmdir only ever removes an empty folder
+            try:
+                folder.rmdir()
+            except OSError:
+                break
         raise
     except KeyboardInterrupt:
         return _interrupted(run_dir)
@@ -144,10 +163,12 @@ def _finished(metrics: dict[str, Any], run_dir: Path, quiet: bool) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from nmoe_sim.sweep import run_sweep
 
-    raw = load_raw(args.scenario, args.set)
+    # The user's tree, presets not expanded: a point's override may name a preset.
+    raw = load_raw(args.scenario, args.set, expanded=False)
     # Validate the base scenario, and find its dataset's files, before any point runs.
-    _check_data_files(build_scenario(raw, args.scenario))
-    root = Path(args.out) if args.out else Path(raw.get("output", {}).get("root", "results"))
+    base = scenario_from_raw(raw, source=args.scenario)
+    _check_data_files(base)
+    root = Path(args.out) if args.out else Path(base.output.root)
 
     from nmoe_sim.reuse import StageCache
 
@@ -165,8 +186,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             raise
         return run_dir
 
-    sweep_dir = run_sweep(raw, root, run_point)
-    print(sweep_dir)
+    result = run_sweep(raw, root, run_point, rerun_changed=args.rerun_changed)
+    print(result.sweep_dir)
+    if result.failed:
+        for point, reason in result.failed:
+            print(f"failed: {point.point_id} seed {point.seed}: {reason}", file=sys.stderr)
+        print(f"error: {len(result.failed)} of {result.points} sweep points failed (listed above and in "
+              f"{result.sweep_dir / 'points.json'}); the others' results are in the tables", file=sys.stderr)
+        return EXIT_POINTS_FAILED
     return 0
 
 
@@ -209,6 +236,9 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "sweep":
             p.add_argument("--no-reuse", action="store_true",
                            help="recompute stages 1-2 and the baselines for every point, even where shared")
+            p.add_argument("--rerun-changed", action="store_true",
+                           help="run again (deleting their old results) finished points whose resolved "
+                                "config differs from the one they ran with; without it such a sweep is refused")
         if name == "validate":
             p.add_argument("--print", action="store_true", help="print the resolved scenario")
         p.set_defaults(fn=fn)
@@ -226,7 +256,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.fn(args)
     except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        # One line whatever the message holds (a key or a file name may carry a newline).
+        print("error: " + " ".join(str(exc).splitlines()), file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:  # before a run directory exists (a run's own says where it is)
         print("interrupted", file=sys.stderr)

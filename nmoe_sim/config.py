@@ -13,34 +13,18 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from nmoe_sim.errors import ConfigError
 from nmoe_sim.fl.alignment.config import AlignmentConfig
+from nmoe_sim.strict import Strict
+from nmoe_sim.yaml_read import parse_yaml_text, read_yaml_file
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CHANNEL_PRESETS_DIR = REPO_ROOT / "channel"
 TOPOLOGY_PRESETS_DIR = REPO_ROOT / "topologies"
 
 PosInt = Field(ge=1)
-
-
-_NUMBER_TYPES = (int, float, Optional[int], Optional[float])
-
-
-class Strict(BaseModel):
-    """Base of every schema node: unknown keys are errors and parsed configs are frozen."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _no_bool_as_number(cls, value: Any, info: ValidationInfo) -> Any:
-        # pydantic's lax mode reads `rounds: true` as 1; in a scenario that is a typo.
-        field = cls.model_fields.get(info.field_name or "")
-        if isinstance(value, bool) and field is not None and field.annotation in _NUMBER_TYPES:
-            raise ValueError("expected a number, not true/false")
-        return value
 
 
 # --------------------------------------------------------------------------- data
@@ -196,12 +180,23 @@ class Stage3Config(TrainConfig):
         "(send features to each expert, n(n-1) exchanges) or expert_weights (download the "
         "experts' weights through the base station, 2n transfers; see docs/algorithms.md)",
     )
+    candidates: Optional[int] = Field(
+        None, ge=1, description="experts each client's gate may choose besides its own: null = all "
+        "(the paper); k = k others picked by candidate_rule, so the expert-output exchange is n k "
+        "pairs instead of n(n-1) (docs/algorithms.md); k >= n-1 is all")
+    candidate_rule: Literal["nearest", "random"] = Field(
+        "nearest", description="nearest: the k experts with the least expected airtime per bit from "
+        "the client; random: k others uniformly at random (seeded)")
     fedgate: FedGateConfig = FedGateConfig()
 
 
 class CentralizedConfig(SGDConfig):
     epochs: int = Field(20, ge=1)
     batch_size: int = Field(64, ge=1)
+    mixture_experts: Optional[int] = Field(
+        None, ge=2, description="experts in the training mixture per sample: null = all (dense, the "
+        "default); m = the gate's top m (sparse, Shazeer et al. 2017), so that training work grows "
+        "as m, not as the number of clients; m >= clients is dense")
 
 
 class BaselinesConfig(Strict):
@@ -426,12 +421,24 @@ class Scenario(Strict):
     runtime: RuntimeConfig = RuntimeConfig()
     output: OutputConfig = OutputConfig()
 
+    @field_validator("name")
+    @classmethod
+    def _not_a_parent(cls, v: str) -> str:
+        # The name is a folder under output.root: "." or ".." would write beside or above it.
+        if set(v) == {"."}:
+            raise ValueError("must not be only dots (it names a folder under output.root)")
+        return v
+
     @model_validator(mode="after")
     def _cross_checks(self) -> "Scenario":
         if self.model.top_k > self.data.clients:
             raise ValueError(
                 f"model.top_k={self.model.top_k} exceeds data.clients={self.data.clients}"
             )
+        k_cand = self.stage3.candidates
+        if k_cand is not None and k_cand < self.data.clients - 1 and self.model.top_k > k_cand + 1:
+            raise ValueError(f"model.top_k={self.model.top_k} exceeds the {k_cand + 1} experts a gate may "
+                             f"choose with stage3.candidates={k_cand} (its own and {k_cand} others)")
         if self.system == "alignment" and self.alignment is None:
             raise ValueError("system: 'alignment' needs an 'alignment:' section (see docs/alignment.md)")
         return self
@@ -441,28 +448,18 @@ class Scenario(Strict):
 
 
 # --------------------------------------------------------------------------- loading
-def _read_yaml(path: Path, what: str) -> Any:
-    if not path.is_file():
-        raise ConfigError(f"{what}: file not found: {path}")
-    try:
-        return yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}:{where} invalid YAML ({getattr(exc, 'problem', exc)})") from None
-
-
 def preset_names(folder: Path) -> list[str]:
     return sorted(p.stem for p in folder.glob("*.yaml"))
 
 
 def _load_preset(folder: Path, name: str, key: str) -> dict[str, Any]:
-    path = folder / f"{name}.yaml"
-    if not path.is_file():
+    # Only a file of the preset folder: a name is never a path ("../x" reads nothing).
+    if name not in preset_names(folder):
         raise ConfigError(
             f"{key}: unknown preset {name!r}; known: {', '.join(preset_names(folder))}"
         )
-    data = _read_yaml(path, key) or {}
+    path = folder / f"{name}.yaml"
+    data = read_yaml_file(path, key) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a preset must be a mapping")
     return data
@@ -499,27 +496,40 @@ def resolve_presets(raw: dict[str, Any]) -> dict[str, Any]:
     return raw
 
 
+# Where a preset may be named by a bare string; an override that reaches inside one turns
+# the name into ``{preset: name}`` so the override applies on top of the preset.
+_PRESET_SLOTS = {("network", "topology"), ("network", "channel", "bs"), ("network", "channel", "d2d")}
+
+
+def _as_mapping(path: tuple[str, ...], node: Any) -> Any:
+    if isinstance(node, str):
+        if path == ("network", "channel"):  # one preset for both link classes
+            return {"bs": node, "d2d": node}
+        if path in _PRESET_SLOTS:
+            return {"preset": node}
+    return node
+
+
 def apply_override(raw: dict[str, Any], assignment: str) -> None:
-    """Apply one ``dotted.key=value`` override; the value is parsed as YAML."""
+    """Apply one ``dotted.key=value`` override to the user's tree (before preset expansion);
+    the value is parsed as YAML."""
     if "=" not in assignment:
         raise ConfigError(f"--set {assignment!r}: expected KEY=VALUE, e.g. stage1.rounds=5")
     key, _, text = assignment.partition("=")
     key = key.strip()
-    try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError:
-        raise ConfigError(f"--set {key}: value {text!r} is not valid YAML") from None
+    value = parse_yaml_text(text, f"--set {key}")
     parts = key.split(".")
     if not key or any(not p for p in parts):
         raise ConfigError(f"--set {assignment!r}: empty key")
     node = raw
     for i, part in enumerate(parts[:-1]):
-        nxt = node.get(part)
+        nxt = _as_mapping(tuple(parts[: i + 1]), node.get(part))
         if nxt is None:
-            nxt = node[part] = {}
+            nxt = {}
         if not isinstance(nxt, dict):
             path = ".".join(parts[: i + 1])
             raise ConfigError(f"--set {key}: {path} is {nxt!r}, not a mapping")
+        node[part] = nxt
         node = nxt
     node[parts[-1]] = value
 
@@ -546,15 +556,22 @@ def _schema_fields(loc: tuple[Any, ...]) -> list[str]:
     return sorted(getattr(model, "model_fields", {}))
 
 
+def _key_text(part: Any) -> str:
+    """A key of the error's path as the user wrote it; quoted when it could not be read as
+    one (a newline would break the one-line error, a dot the path)."""
+    text = str(part)
+    return text if text and text.isprintable() and "." not in text and text.strip() == text else repr(part)
+
+
 def format_validation_error(exc: ValidationError) -> str:
     err = exc.errors()[0]
     loc = tuple(err["loc"])
-    path = ".".join(str(p) for p in loc)
+    path = ".".join(_key_text(p) for p in loc)
     if err["type"] == "extra_forbidden":
         allowed = _schema_fields(loc)
         hint = f"; allowed: {', '.join(allowed)}" if allowed else ""
         return f"{path}: unknown key{hint}"
-    msg = err["msg"].removeprefix("Value error, ")
+    msg = " ".join(err["msg"].removeprefix("Value error, ").split())  # one line
     given = err.get("input")
     shown = "" if isinstance(given, (dict, list)) or given is None else f" (got {given!r})"
     more = len(exc.errors()) - 1
@@ -564,6 +581,7 @@ def format_validation_error(exc: ValidationError) -> str:
 
 
 def build_scenario(raw: Any, source: str = "<scenario>") -> Scenario:
+    """Validate an already preset-expanded mapping into a frozen Scenario."""
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -574,21 +592,55 @@ def build_scenario(raw: Any, source: str = "<scenario>") -> Scenario:
         raise ConfigError(format_validation_error(exc)) from None
 
 
-def load_raw(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
-    """Read a scenario file, expand presets, apply overrides; returns a plain mapping."""
-    raw = _read_yaml(Path(path), "scenario")
+def read_scenario_file(path: str | Path) -> dict[str, Any]:
+    """The user's tree as written in the file (presets not expanded), checked to be a
+    non-empty mapping."""
+    raw = read_yaml_file(Path(path), "scenario")
     if raw is None:
-        raw = {}
+        # An empty file would silently run every default: almost surely the wrong file.
+        raise ConfigError(f"{path}: the scenario file is empty; a scenario is a YAML mapping "
+                          "(an empty mapping, {}, runs the defaults)")
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: a scenario must be a YAML mapping")
-    raw = resolve_presets(copy.deepcopy(raw))
+    return raw
+
+
+def expand(raw: dict[str, Any], overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
+    """A copy of the user's tree with ``overrides`` applied, then presets expanded once.
+
+    Overrides go first so that one naming a preset (``network.channel.bs.preset=harsh``)
+    picks what is expanded, and one setting a key inside a preset wins over the preset.
+    """
+    out = copy.deepcopy(raw)
     for item in overrides:
-        apply_override(raw, item)
-    return resolve_presets(raw)
+        apply_override(out, item)
+    return resolve_presets(out)
+
+
+def scenario_from_raw(raw: Any, overrides: list[str] | tuple[str, ...] = (),
+                      source: str = "<scenario>") -> Scenario:
+    """The loader: the user's tree (as read from YAML) plus overrides -> a frozen Scenario.
+    Raises nothing but ConfigError for any input."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: a scenario must be a YAML mapping")
+    return build_scenario(expand(raw, overrides), source)
+
+
+def load_raw(path: str | Path, overrides: list[str] | tuple[str, ...] = (), *,
+             expanded: bool = True) -> dict[str, Any]:
+    """Read a scenario file and apply overrides; presets expanded unless ``expanded=False``
+    (a sweep keeps the user's tree, so that a point's override can name a preset)."""
+    raw = read_scenario_file(path)
+    if not expanded:
+        out = copy.deepcopy(raw)
+        for item in overrides:
+            apply_override(out, item)
+        return out
+    return expand(raw, overrides)
 
 
 def load_scenario(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Scenario:
-    return build_scenario(load_raw(path, overrides), str(path))
+    return scenario_from_raw(read_scenario_file(path), overrides, str(path))
 
 
 def dump_yaml(scenario: Scenario) -> str:

@@ -6,12 +6,15 @@ caused a record and the world that ran it, both stamped at the source.
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 
 from nmoe_sim.fl.routing import Scores
 from nmoe_sim.record import DIRECTIONS, QueryRecord, Recorder
+
+log = logging.getLogger(__name__)
 
 # Per-stage fields that add up across stages into a system's cost.
 SYSTEM_COST_FIELDS = ("bytes", "bytes_delivered", "link_bytes", "sim_time_s", "energy_j",
@@ -61,7 +64,27 @@ def stage_costs(rec: Recorder, system: str, stage: str, start_s: float, end_s: f
         "failed_transfers": t.failed_transfers, "transfers": t.transfers,
         "flops": t.flops,
     })
+    if no_update_arrived(rec, system, stage):
+        out["no_update"] = True  # only when so: a stage that learned is written as before
     return out
+
+
+def no_update_arrived(rec: Recorder, system: str, stage: str) -> bool:
+    """Whether a federated stage aggregated no client update in any of its rounds: every
+    participant failed in every round (a deadline too short for any update to arrive, or
+    links down), so what it hands on is its starting model. False for a stage without rounds."""
+    rounds = [r for r in rec.rounds if r.system == system and r.stage == stage]
+    return bool(rounds) and all(r.failures >= r.participants for r in rounds)
+
+
+def warn_stages_without_update(stages: dict[str, dict[str, Any]]) -> None:
+    """One warning line per stage flagged ``no_update`` in metrics.json's ``stages``; the
+    NMoE's stage 1 has already warned, beside its representation checks (pipeline.py)."""
+    for name, costs in stages.items():
+        if costs.get("no_update") and not costs.get("representation", {}).get("no_update"):
+            log.warning("%s (%s): no client update arrived in any of its %d rounds (a deadline too short for "
+                        "any upload, or every link down); it kept its starting model", name, costs["system"],
+                        costs["rounds"])
 
 
 def inference_timing(queries: Sequence[QueryRecord], start_s: float) -> dict[str, float]:

@@ -21,6 +21,7 @@ from nmoe_sim.config import Scenario, dump_yaml
 from nmoe_sim.engine.checkpoint import CHECKPOINT_FILE, Checkpoints, Saved, resume_command, write_status
 from nmoe_sim.engine.executors import auto_torch_threads
 from nmoe_sim.errors import ConfigError
+from nmoe_sim.metrics import warn_stages_without_update
 from nmoe_sim.reuse import StageCache
 from nmoe_sim.results import atomic_write_text, write_csv, write_json, write_records
 from nmoe_sim.seeds import SeedStreams
@@ -103,6 +104,7 @@ def _run(cfg: Scenario, run_dir: Path, on_record: Callable[[Any], None] | None,
         "dataset": dataset_summary(world),
         **outcome.metrics,
     }
+    warn_stages_without_update(outcome.metrics.get("stages", {}))
     write_records(run_dir, world.recorder, [c.idx for c in world.clients])
     for name, (header, rows) in outcome.tables.items():
         write_csv(run_dir / name, header, rows)

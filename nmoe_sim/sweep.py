@@ -3,25 +3,29 @@
 Each point is the scenario with some ``--set``-style overrides and a seed; it runs into
 ``<out_root>/<scenario>/sweep/<point_id>/seed<seed>/``. A point whose run directory already
 has ``metrics.json`` is skipped, so an interrupted sweep continues where it stopped (run
-directories are written atomically, so metrics.json present means the run finished).
+directories are written atomically, so metrics.json present means the run finished), but
+only if it ran with the config it would run with now: each finished point stores the
+sha256 of its resolved config (``config.sha256``), and a rerun after the scenario changed
+refuses to mix old results in (``--rerun-changed`` runs such points again). A point that
+fails is recorded as failed, with its reason, in ``points.json``, and the sweep goes on.
 Afterwards the comparison tables (nmoe_sim.table) and sweep plots are (re)written.
 """
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import itertools
 import json
 import logging
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import yaml
 
-from nmoe_sim.config import apply_override, build_scenario, dump_yaml, resolve_presets
+from nmoe_sim.config import Scenario, build_scenario, dump_yaml, expand, scenario_from_raw
 from nmoe_sim.errors import ConfigError
 from nmoe_sim.table import write_tables, write_text_atomic
 
@@ -77,13 +81,10 @@ def _value_text(key: str, value: Any) -> str:
 
 def point_raw(raw: dict[str, Any], point: SweepPoint) -> dict[str, Any]:
     """The scenario mapping of one point: sweep section removed, overrides applied, seed set."""
-    out = copy.deepcopy(raw)
-    out.pop("sweep", None)
-    for item in point.overrides:
-        apply_override(out, item)
-    out["seed"] = point.seed
-    # An override may name a channel or topology preset: expand it like load_raw does.
-    return resolve_presets(out)
+    out = {k: v for k, v in raw.items() if k != "sweep"}
+    # The seed first, then the overrides on the user's tree, then presets expanded once:
+    # an override may name a channel or topology preset.
+    return expand({**out, "seed": point.seed}, point.overrides)
 
 
 def _check(raw: dict[str, Any], point: SweepPoint, where: str) -> None:
@@ -100,7 +101,7 @@ def expand_sweep(raw: dict[str, Any]) -> list[SweepPoint]:
             "sweep: the scenario has no sweep section; expected "
             "sweep: {grid: {KEY: [VALUES...]}, seeds: [SEEDS...]}"
         )
-    spec = build_scenario(raw).sweep  # checks the section's shape and the base scenario
+    spec = scenario_from_raw(raw).sweep  # checks the section's shape and the base scenario
     assert spec is not None
     if not spec.seeds:
         raise ConfigError("sweep.seeds: give at least one seed")
@@ -130,18 +131,62 @@ def expand_sweep(raw: dict[str, Any]) -> list[SweepPoint]:
     return points
 
 
+# --------------------------------------------------------------------------- provenance
+CONFIG_HASH_FILE = "config.sha256"
+
+
+def _canonical_hash(data: Any) -> str:
+    # ``output`` (plots, formats, results root) never changes what a point computes.
+    if isinstance(data, dict):
+        data = {k: v for k, v in data.items() if k != "output"}
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"), allow_nan=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def config_hash(cfg: Scenario) -> str:
+    """sha256 of the resolved config, less its ``output`` section, as canonical JSON: what
+    a point's results came from."""
+    return _canonical_hash(cfg.to_dict())
+
+
+def stored_hash(run_dir: Path) -> str | None:
+    """The hash of the config a finished point ran with: its ``config.sha256``, or for a
+    point run before hashes were stored, that of the ``config.yaml`` the runner wrote."""
+    path = Path(run_dir) / CONFIG_HASH_FILE
+    if path.is_file():
+        return path.read_text(encoding="utf-8").strip()
+    legacy = Path(run_dir) / "config.yaml"
+    try:
+        return _canonical_hash(yaml.safe_load(legacy.read_text(encoding="utf-8")))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+
+
+def _one_line(exc: BaseException) -> str:
+    """A failure as one line: a ConfigError's own message, else the type and first line."""
+    text = str(exc).strip().splitlines()
+    first = text[0] if text else ""
+    return first if isinstance(exc, ConfigError) else f"{type(exc).__name__}: {first}".rstrip(": ")
+
+
 # --------------------------------------------------------------------------- running
-def write_points(sweep_dir: Path, points: Sequence[SweepPoint], status: dict[SweepPoint, str]) -> Path:
-    entries = [
-        {
+def write_points(sweep_dir: Path, points: Sequence[SweepPoint], status: dict[SweepPoint, str],
+                 hashes: dict[SweepPoint, str] | None = None,
+                 reasons: dict[SweepPoint, str] | None = None) -> Path:
+    entries = []
+    for p in points:
+        entry: dict[str, Any] = {
             "id": p.point_id,
             "overrides": list(p.overrides),
             "seed": p.seed,
             "run_dir": p.run_dir(Path(".")).as_posix(),
             "status": status.get(p, "pending"),
         }
-        for p in points
-    ]
+        if hashes is not None:
+            entry["config_sha256"] = hashes[p]
+        if reasons and p in reasons:
+            entry["reason"] = reasons[p]
+        entries.append(entry)
     text = json.dumps({"points": entries}, indent=2) + "\n"
     return write_text_atomic(Path(sweep_dir) / "points.json", text)
 
@@ -155,26 +200,72 @@ def load_points(sweep_dir: Path) -> list[SweepPoint]:
     return [SweepPoint(tuple(e["overrides"]), int(e["seed"])) for e in entries]
 
 
-def run_sweep(
-    raw: dict[str, Any], out_root: Path, run_point: RunPoint, *, progress: bool = True
-) -> Path:
-    """Run every point not yet run, in order, then write tables and plots; returns the sweep dir.
+@dataclass(frozen=True)
+class SweepResult:
+    """Where the sweep's results are, and which points failed, each with a one-line reason."""
 
+    sweep_dir: Path
+    points: int
+    failed: tuple[tuple[SweepPoint, str], ...] = ()
+
+
+def _check_reuse(sweep_dir: Path, points: Sequence[SweepPoint], hashes: dict[SweepPoint, str],
+                 rerun_changed: bool) -> set[SweepPoint]:
+    """Finished points whose stored config differs from the one they would run now.
+
+    Without ``rerun_changed`` the first such point is an error: reusing it would put results
+    of an old config in the new sweep's tables (one line, before anything is written).
+    """
+    changed = [p for p in points
+               if (p.run_dir(sweep_dir) / "metrics.json").is_file()
+               and stored_hash(p.run_dir(sweep_dir)) != hashes[p]]
+    if changed and not rerun_changed:
+        p = changed[0]
+        more = f" (and {len(changed) - 1} more)" if len(changed) > 1 else ""
+        raise ConfigError(
+            f"sweep point {p.point_id} seed {p.seed}: its results in {p.run_dir(sweep_dir)} were run with "
+            f"a different config than this sweep's{more}; pass --rerun-changed to run such points again, "
+            "or use another --out")
+    return set(changed)
+
+
+def run_sweep(
+    raw: dict[str, Any], out_root: Path, run_point: RunPoint, *, progress: bool = True,
+    rerun_changed: bool = False,
+) -> SweepResult:
+    """Run every point not yet run, in order, then write tables and plots.
+
+    ``raw`` is the user's tree (presets not expanded: a point's override may name one).
     ``run_point(point_raw, run_dir)`` runs one scenario and writes its run directory exactly
-    at ``run_dir``; it may find an incomplete ``run_dir`` left by an interrupted run.
+    at ``run_dir``; it may find an incomplete ``run_dir`` left by an interrupted run. A
+    finished point is reused only if it ran with the same resolved config (its
+    ``config.sha256``); one that did not is refused before anything is written, or with
+    ``rerun_changed`` deleted and run again. A point whose run raises is recorded as failed
+    with its reason and the sweep goes on; the result lists the failures.
     """
     points = expand_sweep(raw)
-    scenario = build_scenario(raw)
+    scenario = scenario_from_raw(raw)
+    hashes = {p: config_hash(build_scenario(point_raw(raw, p))) for p in points}
     sweep_dir = sweep_dir_for(scenario.name, Path(out_root))
+    rerun = _check_reuse(sweep_dir, points, hashes, rerun_changed)
+    # Only now is this config the one being run: write it (never on a refusal above).
     sweep_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(sweep_dir / "config.yaml", dump_yaml(scenario))
     level = logging.INFO if progress else logging.DEBUG
     status: dict[SweepPoint, str] = {}
-    write_points(sweep_dir, points, status)
+    reasons: dict[SweepPoint, str] = {}
+
+    def save() -> None:
+        write_points(sweep_dir, points, status, hashes, reasons)
+
+    save()
     for i, point in enumerate(points, 1):
         run_dir = point.run_dir(sweep_dir)
         tag = f"[{i}/{len(points)}] {point.point_id} seed {point.seed}"
-        if (run_dir / "metrics.json").is_file():
+        if point in rerun:
+            log.log(level, "%s: config changed since it ran; its old results are deleted", tag)
+            shutil.rmtree(run_dir)
+        elif (run_dir / "metrics.json").is_file():
             log.log(level, "%s: already run, skipped (%s)", tag, run_dir)
             status[point] = "skipped"
             continue
@@ -182,21 +273,27 @@ def run_sweep(
         run_dir.parent.mkdir(parents=True, exist_ok=True)
         try:
             run_point(point_raw(raw, point), run_dir)
-        except BaseException:
-            status[point] = "failed"
-            write_points(sweep_dir, points, status)
+            if not (run_dir / "metrics.json").is_file():
+                raise RuntimeError(f"run_point did not write {run_dir / 'metrics.json'}")
+        except Exception as exc:  # noqa: BLE001  # one point's failure must not stop the sweep
+            status[point], reasons[point] = "failed", _one_line(exc)
+            # Listed again in the summary the CLI prints at the end (and in points.json).
+            log.log(level, "%s: failed: %s", tag, reasons[point])
+            log.debug("%s: traceback", tag, exc_info=True)
+            save()
+            continue
+        except BaseException:  # Ctrl-C: say where the sweep stopped, then stop
+            status[point] = "interrupted"
+            save()
             raise
-        if not (run_dir / "metrics.json").is_file():
-            status[point] = "failed"
-            write_points(sweep_dir, points, status)
-            raise RuntimeError(f"run_point did not write {run_dir / 'metrics.json'}")
+        write_text_atomic(run_dir / CONFIG_HASH_FILE, hashes[point] + "\n")
         status[point] = "ran"
-        write_points(sweep_dir, points, status)
-    write_points(sweep_dir, points, status)
-    csv_path, md_path = write_tables(sweep_dir, points)
+        save()
+    save()  # the skipped ones too
+    csv_path, md_path = write_tables(sweep_dir, [p for p in points if p not in reasons])
     log.log(level, "sweep tables: %s, %s", csv_path, md_path)
-    if scenario.output.plots:
+    if scenario.output.plots and len(reasons) < len(points):
         from nmoe_sim.plots import plot_sweep  # matplotlib only when plots are asked for
 
         plot_sweep(sweep_dir, scenario.output.plot_formats)
-    return sweep_dir
+    return SweepResult(sweep_dir, len(points), tuple((p, reasons[p]) for p in points if p in reasons))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import math
 import sys
@@ -15,6 +16,7 @@ sys.path.insert(0, str(Path(__file__).parent))  # tests/ holds the fake_run help
 
 from fake_run import write_fake_run  # noqa: E402
 
+from nmoe_sim.config import build_scenario, dump_yaml, resolve_presets  # noqa: E402
 from nmoe_sim.errors import ConfigError  # noqa: E402
 from nmoe_sim.plots import load_table, make_sweep_f1_vs_bytes_figure  # noqa: E402
 from nmoe_sim.sweep import (  # noqa: E402
@@ -114,7 +116,7 @@ def test_run_sweep_runs_then_skips_then_reruns_only_the_missing(tmp_path: Path) 
     raw = scenario(plots=True)
     raw["output"]["plot_formats"] = ["png", "svg"]  # SVG on request
     pipe = FakePipeline()
-    sweep_dir = run_sweep(raw, tmp_path, pipe, progress=False)
+    sweep_dir = run_sweep(raw, tmp_path, pipe, progress=False).sweep_dir
     assert sweep_dir == sweep_dir_for("tiny", tmp_path) == tmp_path / "tiny" / "sweep"
     assert len(pipe.calls) == 12
     first_raw, first_dir = pipe.calls[0]
@@ -143,17 +145,137 @@ def test_run_sweep_runs_then_skips_then_reruns_only_the_missing(tmp_path: Path) 
     assert _statuses(sweep_dir)[7] == "ran" and _statuses(sweep_dir).count("skipped") == 11
 
 
-def test_failing_point_is_recorded_and_raised(tmp_path: Path) -> None:
-    def broken(raw: dict[str, Any], run_dir: Path) -> Path:
-        raise RuntimeError("boom")
+def _entries(sweep_dir: Path) -> list[dict[str, Any]]:
+    return json.loads((sweep_dir / "points.json").read_text())["points"]
 
-    with pytest.raises(RuntimeError, match="boom"):
-        run_sweep(scenario(), tmp_path, broken, progress=False)
+
+def test_failing_point_is_recorded_with_its_reason_and_the_sweep_goes_on(tmp_path: Path) -> None:
+    pipe = FakePipeline()
+
+    def flaky(raw: dict[str, Any], run_dir: Path) -> Path:
+        if raw["stage3"]["algorithm"] == "rollgate":
+            raise RuntimeError("boom\nsecond line of a long message")
+        if raw["stage3"]["algorithm"] == "fedgate" and raw["seed"] == 1:
+            raise ConfigError("data.root: malformed file")  # a ConfigError only the run finds
+        return pipe(raw, run_dir)
+
+    result = run_sweep(scenario(), tmp_path, flaky, progress=False)
+    sweep_dir = result.sweep_dir
+    points = expand_sweep(scenario())
+    assert result.points == 12 and len(pipe.calls) == 12 - 4 - 2
+    failed = {(p.point_id, p.seed): why for p, why in result.failed}
+    assert failed == {
+        ("stage1.algorithm=fedce__stage3.algorithm=rollgate", 0): "RuntimeError: boom",
+        ("stage1.algorithm=fedce__stage3.algorithm=rollgate", 1): "RuntimeError: boom",
+        ("stage1.algorithm=fedsc__stage3.algorithm=rollgate", 0): "RuntimeError: boom",
+        ("stage1.algorithm=fedsc__stage3.algorithm=rollgate", 1): "RuntimeError: boom",
+        ("stage1.algorithm=fedce__stage3.algorithm=fedgate", 1): "data.root: malformed file",
+        ("stage1.algorithm=fedsc__stage3.algorithm=fedgate", 1): "data.root: malformed file",
+    }
+    entries = _entries(sweep_dir)
+    assert [e["status"] for e in entries] == [
+        "failed" if (p.point_id, p.seed) in failed else "ran" for p in points]
+    assert {(e["id"], e["seed"]): e["reason"] for e in entries if "reason" in e} == failed
+    # The tables hold the points that ran, and only those.
+    raw_rows = list(csv.DictReader((sweep_dir / "table_raw.csv").open()))
+    assert {(r["point_id"], int(r["seed"])) for r in raw_rows} == {
+        (p.point_id, p.seed) for p in points if (p.point_id, p.seed) not in failed}
+
+    # A rerun retries only the failed points (the others are finished and unchanged).
+    again = FakePipeline()
+    result = run_sweep(scenario(), tmp_path, again, progress=False)
+    assert result.failed == () and sorted((d.parent.name, d.name) for _, d in again.calls) == sorted(
+        (pid, f"seed{seed}") for pid, seed in failed)
+    assert [e["status"] for e in _entries(sweep_dir)].count("skipped") == 6
+
+
+def test_run_point_that_writes_no_metrics_is_a_failed_point(tmp_path: Path) -> None:
+    result = run_sweep(scenario(seeds=[0]), tmp_path, lambda raw, d: d, progress=False)
+    assert len(result.failed) == 6
+    assert all(why.startswith("RuntimeError: run_point did not write") for _, why in result.failed)
+
+
+def test_interrupt_stops_the_sweep_and_is_recorded(tmp_path: Path) -> None:
+    def interrupted(raw: dict[str, Any], run_dir: Path) -> Path:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(scenario(), tmp_path, interrupted, progress=False)
     statuses = _statuses(sweep_dir_for("tiny", tmp_path))
-    assert statuses[0] == "failed" and set(statuses[1:]) == {"pending"}
+    assert statuses[0] == "interrupted" and set(statuses[1:]) == {"pending"}
 
-    with pytest.raises(RuntimeError, match="did not write"):
-        run_sweep(scenario(), tmp_path, lambda raw, d: d, progress=False)
+
+# --------------------------------------------------------------------------- provenance
+def _hash_of(raw: dict[str, Any], point: SweepPoint) -> str:
+    resolved = build_scenario(point_raw(raw, point)).to_dict()
+    resolved.pop("output")
+    return hashlib.sha256(json.dumps(resolved, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def test_each_point_stores_the_hash_of_its_resolved_config(tmp_path: Path) -> None:
+    raw = scenario(grid={"stage1.algorithm": ["fedce", "fedsc"]}, seeds=[0])
+    sweep_dir = run_sweep(raw, tmp_path, FakePipeline(), progress=False).sweep_dir
+    points = expand_sweep(raw)
+    stored = [(p.run_dir(sweep_dir) / "config.sha256").read_text().strip() for p in points]
+    assert stored == [_hash_of(raw, p) for p in points] and stored[0] != stored[1]
+    assert [e["config_sha256"] for e in _entries(sweep_dir)] == stored
+    # Output settings change no result: switching plots on reuses every point.
+    again = FakePipeline()
+    run_sweep(scenario(grid={"stage1.algorithm": ["fedce", "fedsc"]}, seeds=[0], plots=True), tmp_path,
+              again, progress=False)
+    assert again.calls == []
+
+
+def test_changed_point_is_refused_and_nothing_is_overwritten(tmp_path: Path) -> None:
+    raw = scenario(grid={"stage1.algorithm": ["fedce", "fedsc"]}, seeds=[0])
+    sweep_dir = run_sweep(raw, tmp_path, FakePipeline(), progress=False).sweep_dir
+    before = {p: p.read_bytes() for p in sweep_dir.rglob("*") if p.is_file()}
+    changed = {**raw, "stage2": {"epochs": 3}}
+    pipe = FakePipeline()
+    with pytest.raises(ConfigError, match=r"^sweep point stage1\.algorithm=fedce seed 0: its results in .*"
+                                          r"different config .*\(and 1 more\); pass --rerun-changed"):
+        run_sweep(changed, tmp_path, pipe, progress=False)
+    assert pipe.calls == []
+    assert {p: p.read_bytes() for p in sweep_dir.rglob("*") if p.is_file()} == before  # config.yaml too
+
+    # --rerun-changed: the changed points run again, and the new config is the sweep's.
+    result = run_sweep(changed, tmp_path, pipe, progress=False, rerun_changed=True)
+    assert len(pipe.calls) == 2 and all(r["stage2"]["epochs"] == 3 for r, _ in pipe.calls)
+    assert "epochs: 3" in (sweep_dir / "config.yaml").read_text()
+    for p in expand_sweep(changed):
+        assert (p.run_dir(sweep_dir) / "config.sha256").read_text().strip() == _hash_of(changed, p)
+    assert result.failed == ()
+
+
+def test_grown_grid_reuses_unchanged_points_and_runs_the_new(tmp_path: Path) -> None:
+    run_sweep(scenario(grid={"stage1.algorithm": ["fedce"]}, seeds=[0]), tmp_path, FakePipeline(),
+              progress=False)
+    pipe = FakePipeline()
+    run_sweep(scenario(grid={"stage1.algorithm": ["fedce", "fedsc"]}, seeds=[0]), tmp_path, pipe,
+              progress=False)
+    assert [d.parent.name for _, d in pipe.calls] == ["stage1.algorithm=fedsc"]
+
+
+def test_point_run_before_hashes_were_stored_is_checked_against_its_config_yaml(tmp_path: Path) -> None:
+    raw = scenario(grid={"stage1.algorithm": ["fedce"]}, seeds=[0])
+    point = expand_sweep(raw)[0]
+    run_dir = point.run_dir(sweep_dir_for("tiny", tmp_path))
+    write_fake_run(run_dir, scenario="tiny")
+    (run_dir / "config.yaml").write_text(dump_yaml(build_scenario(point_raw(raw, point))))
+    pipe = FakePipeline()
+    run_sweep(raw, tmp_path, pipe, progress=False)
+    assert pipe.calls == []  # same config: reused
+    with pytest.raises(ConfigError, match="--rerun-changed"):
+        run_sweep({**raw, "stage2": {"epochs": 3}}, tmp_path, pipe, progress=False)
+
+
+def test_sweep_over_a_preset_key_gives_different_resolved_configs() -> None:
+    raw = scenario(grid={"network.channel.bs.preset": ["urban_micro", "harsh"]}, seeds=[0])
+    raw["network"] = {"channel": {"bs": "urban_micro", "d2d": "urban_micro_d2d"}}
+    a, b = (build_scenario(point_raw(raw, p)).network.channel for p in expand_sweep(raw))
+    assert a.d2d == b.d2d and a.bs != b.bs
+    assert a.bs == build_scenario(resolve_presets({"network": {"channel": {"bs": "urban_micro"}}})).network.channel.bs
+    assert b.bs == build_scenario(resolve_presets({"network": {"channel": {"bs": "harsh"}}})).network.channel.bs
 
 
 # --------------------------------------------------------------------------- tables
@@ -226,3 +348,54 @@ def test_rows_carry_the_feature_checks_of_the_fe_a_system_serves_with() -> None:
     nmoe, fedavg = run_rows(metrics)
     assert (nmoe["fe_linear_probe"], nmoe["fe_knn"], nmoe["fe_effective_rank"]) == (0.8, 0.7, 5.0)
     assert math.isnan(fedavg["fe_linear_probe"])  # its FE is not the NMoE's, and was not probed
+
+
+# --------------------------------------------------------------------------- the CLI
+def _cli_sweep(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+               *extra: str, fail_on: str | None = None) -> tuple[int, str, str]:
+    """`nmoe-sim sweep` with the runner replaced by the fake one (and a point that fails)."""
+    import yaml
+
+    from nmoe_sim import cli
+
+    def fake_run_one(cfg: Any, run_dir: Path, **_: Any) -> dict[str, Any]:
+        if fail_on is not None and cfg.stage1.algorithm == fail_on:
+            raise ValueError("no luck\nat all")
+        write_fake_run(run_dir, scenario=cfg.name, seed=cfg.seed)
+        return {}
+
+    monkeypatch.setattr(cli, "run_one", fake_run_one)
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(scenario(grid={"stage1.algorithm": ["fedce", "fedsc"]}, seeds=[0])))
+    rc = cli.main(["sweep", str(path), "--out", str(tmp_path / "out"), *extra])
+    captured = capsys.readouterr()
+    return rc, captured.out, captured.err
+
+
+def test_cli_sweep_lists_failed_points_and_exits_1(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    rc, out, err = _cli_sweep(tmp_path, monkeypatch, capsys, fail_on="fedsc")
+    sweep_dir = tmp_path / "out" / "tiny" / "sweep"
+    assert rc == 1 and out.strip() == str(sweep_dir)
+    assert err.strip().splitlines() == [
+        "failed: stage1.algorithm=fedsc seed 0: ValueError: no luck",
+        f"error: 1 of 2 sweep points failed (listed above and in {sweep_dir / 'points.json'}); "
+        "the others' results are in the tables",
+    ]
+    assert (sweep_dir / "stage1.algorithm=fedce" / "seed0" / "metrics.json").is_file()
+
+
+def test_cli_sweep_refuses_a_changed_config_then_reruns_it_on_request(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    assert _cli_sweep(tmp_path, monkeypatch, capsys)[0] == 0
+    sweep_dir = tmp_path / "out" / "tiny" / "sweep"
+    config_before = (sweep_dir / "config.yaml").read_text()
+    rc, out, err = _cli_sweep(tmp_path, monkeypatch, capsys, "--set", "stage2.epochs=3")
+    assert rc == 2 and out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(
+        "error: sweep point stage1.algorithm=fedce seed 0: its results in ") and "--rerun-changed" in lines[0]
+    assert (sweep_dir / "config.yaml").read_text() == config_before  # never a config that did not run
+    rc, out, err = _cli_sweep(tmp_path, monkeypatch, capsys, "--set", "stage2.epochs=3", "--rerun-changed")
+    assert rc == 0 and err == ""
+    assert "epochs: 3" in (sweep_dir / "config.yaml").read_text()

@@ -23,6 +23,7 @@ run the moment its simulated computation starts (``compute(fn=...)``).
 from __future__ import annotations
 
 import copy
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Generator, Hashable, Sequence, TypeVar
@@ -32,6 +33,7 @@ import torch
 
 from nmoe_sim.config import DeviceProfile, RuntimeConfig
 from nmoe_sim.engine.tasks import TaskResult, TrainTask, execute
+from nmoe_sim.errors import TrainingDiverged
 from nmoe_sim.record import ComputeRecord, Recorder
 from nmoe_sim.registry import Registry
 
@@ -46,6 +48,8 @@ class Job:
     charged: simpy.Process | None = None
     started: bool = False  # the node began computing it (a job interrupted later still ran)
     result: TaskResult | None = field(default=None, repr=False)
+    stage: str = ""  # what submitted it, for error messages
+    tag: str = ""
 
 
 class LocalExecutor:
@@ -71,7 +75,7 @@ class LocalExecutor:
     # ------------------------------------------------------------------ described tasks
     def submit(self, task: TrainTask, *, stage: str, tag: str) -> Job:
         """Charge ``task.flops`` on ``task.node``; the real work waits for ``gather``."""
-        job = Job(task)
+        job = Job(task, stage=stage, tag=tag)
 
         def started() -> None:
             job.started = True
@@ -86,6 +90,8 @@ class LocalExecutor:
         todo = [j for j in jobs if j.result is None]
         for job, result in zip(todo, self._execute_all([j.task for j in todo])):
             job.result = result
+        for job in todo:
+            check_finite_loss(job)
         return [j.result for j in jobs]  # type: ignore[misc]
 
     def _execute_all(self, tasks: Sequence[TrainTask]) -> list[TaskResult]:
@@ -170,6 +176,30 @@ class BatchedExecutor(LocalExecutor):
         from nmoe_sim.engine.pool import run_sharded
 
         return run_sharded(tasks, workers)
+
+
+def check_finite_loss(job: Job) -> None:
+    """Stop the run when a task's training diverged: a NaN or infinite loss or parameter
+    would otherwise be averaged into the global model and every later number would be
+    meaningless.
+
+    Reads what the task already returned to the host: its loss (the last epoch's mean; a
+    non-finite step makes it non-finite, since NaN and inf propagate through the sum) and
+    its trained state (already copied to the CPU), which also catches a last step that
+    blew the parameters up after its loss was taken. No extra device sync.
+    """
+    assert job.result is not None
+    loss = job.result.loss
+    bad = None if math.isfinite(loss) else f"the training loss of {{who}} became {loss}"
+    if bad is None:
+        for name, value in job.result.state.items():
+            if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+                bad = f"{{who}}'s trained parameter {name} holds NaN or inf"
+                break
+    if bad is not None:
+        who = "the server" if job.task.client is None else f"client {job.task.client}"
+        raise TrainingDiverged(f"{job.stage} {job.tag}: {bad.format(who=who)} (training diverged); "
+                               "lower that stage's lr or set its grad_clip_norm")
 
 
 # runtime.executor -> the executor class each Sim builds.

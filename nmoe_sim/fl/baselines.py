@@ -76,7 +76,7 @@ def fedavg(world: World, sim: Sim, parts: NMoEParts) -> Generator[simpy.Event, A
 
 
 class CentralMoE(torch.nn.Module):
-    """FE + gate + all experts on one device; trained as the dense mixture (see docs)."""
+    """FE + gate + all experts on one device; trained as a mixture (dense by default, see docs)."""
 
     def __init__(self, world: World) -> None:
         super().__init__()
@@ -84,14 +84,34 @@ class CentralMoE(torch.nn.Module):
         self.fe = make_fe(cfg, ds.input_shape, world.streams, "central/fe")
         self.gate = make_gate(cfg, n, world.streams, "central/gate")
         self.experts = torch.nn.ModuleList(make_expert(cfg, ds.num_classes, world.streams, f"central/expert{i}") for i in range(n))
+        m = cfg.baselines.centralized.mixture_experts
+        self.mixture_experts = n if m is None or m >= n else m
 
     def mixture_nll(self, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        # Dense softmax over all experts while training, so that the gate gets gradients even
+        # A softmax over several experts while training, so that the gate gets gradients even
         # with k = 1 (a softmax over one selected logit is constant); top-k at inference.
         h = self.fe(x)  # (B,D)
+        if self.mixture_experts < len(self.experts):
+            return self._sparse_nll(h, y, gen)
         g = torch.softmax(self.gate(h, gen), dim=1)  # (B,E)
         p = torch.stack([torch.softmax(e(h), -1) for e in self.experts], dim=1)  # (B,E,K)
         p_true = p[torch.arange(len(y)), :, y]  # (B,E)
+        return -torch.log((g * p_true).sum(1).clamp_min(1e-12)).mean()
+
+    def _sparse_nll(self, h: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """The mixture over each sample's top m experts by the (noisy) gate, weights softmaxed
+        over those m logits: m experts' work per sample instead of E."""
+        top, idx = torch.topk(self.gate(h, gen), self.mixture_experts, dim=1)  # (B,m)
+        g = torch.softmax(top, dim=1)  # (B,m)
+        # Stacked once per step; indexing gives each sample its m experts' weights, and the
+        # gradient flows back to the experts that served it.
+        w1 = torch.stack([e.net[0].weight for e in self.experts])[idx]  # (B,m,H,D)
+        b1 = torch.stack([e.net[0].bias for e in self.experts])[idx]  # (B,m,H)
+        w2 = torch.stack([e.net[2].weight for e in self.experts])[idx]  # (B,m,K,H)
+        b2 = torch.stack([e.net[2].bias for e in self.experts])[idx]  # (B,m,K)
+        hidden = torch.relu(torch.einsum("bd,bmhd->bmh", h, w1) + b1)  # (B,m,H)
+        p = torch.softmax(torch.einsum("bmh,bmkh->bmk", hidden, w2) + b2, -1)  # (B,m,K)
+        p_true = p[torch.arange(len(y)), :, y]  # (B,m)
         return -torch.log((g * p_true).sum(1).clamp_min(1e-12)).mean()
 
 
@@ -110,7 +130,7 @@ def centralized(world: World, sim: Sim, parts: NMoEParts) -> Generator[simpy.Eve
     x = torch.cat([c.x_train for c in keep]) if keep else world.clients[0].x_train[:0]
     y = torch.cat([c.y_train for c in keep]) if keep else world.clients[0].y_train[:0]
     gen = world.streams.torch(f"{stage}/train")
-    flops_per = train_flops_per_sample(model.fe, world.dataset.input_shape) + world.n_clients * train_flops_per_sample(
+    flops_per = train_flops_per_sample(model.fe, world.dataset.input_shape) + model.mixture_experts * train_flops_per_sample(
         model.experts[0], (world.cfg.model.feature_dim,)) + gate_train_flops_per_sample(model.gate, world.cfg.model.feature_dim)
 
     # One task on the server's pooled data; the gate noise is drawn with the plan from the

@@ -12,14 +12,17 @@ its own training samples, which is communication, and is charged (``stage3.exper
   expert sizes and its compute moves to the client. The experts' weights leave their
   owners, which ``features`` never asks.
 Both give the same probabilities for every pair whose transfers arrived, so what the gate
-learns differs only by what the network dropped.
+learns differs only by what the network dropped. With candidate experts
+(``stage3.candidates``, :mod:`nmoe_sim.fl.candidates`) only the pairs (client, one of its
+candidates) are exchanged: n k instead of n(n-1), and a client's bundle holds k experts.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Generator
+from typing import TYPE_CHECKING, Any, Callable, Generator, Optional, Sequence
 
+import numpy as np
 import simpy
 import torch
 
@@ -50,7 +53,9 @@ def expert_probs(expert: Expert, feats: torch.Tensor) -> torch.Tensor:
     return torch.softmax(expert(feats), -1)
 
 
-Exchange = Callable[["World", "Sim", "NMoEParts", str], Generator[simpy.Event, Any, list[GateData]]]
+# (world, sim, parts, stage, candidates: per client its allowed experts, or None for all).
+Candidates = Optional[Sequence[np.ndarray]]
+Exchange = Callable[["World", "Sim", "NMoEParts", str, Candidates], Generator[simpy.Event, Any, list[GateData]]]
 EXCHANGES: Registry[Exchange] = Registry("expert-output exchange")
 
 
@@ -72,8 +77,8 @@ class _Collected:
 
 
 @EXCHANGES.register("features")
-def exchange_features(world: "World", sim: "Sim", parts: "NMoEParts", stage: str) -> Generator[
-        simpy.Event, Any, list[GateData]]:
+def exchange_features(world: "World", sim: "Sim", parts: "NMoEParts", stage: str,
+                      candidates: Candidates = None) -> Generator[simpy.Event, Any, list[GateData]]:
     """Every client sends its training features to every other expert and gets probabilities back."""
     n, k_cls = world.n_clients, world.dataset.num_classes
     d = world.cfg.model.feature_dim
@@ -94,13 +99,14 @@ def exchange_features(world: "World", sim: "Sim", parts: "NMoEParts", stage: str
                 return
         got.put(c, j, out)
 
-    yield sim.env.all_of([sim.env.process(ask(c, j)) for c in range(n) for j in range(n)])
+    pairs = [(c, j) for c in range(n) for j in (range(n) if candidates is None else candidates[c].tolist())]
+    yield sim.env.all_of([sim.env.process(ask(c, j)) for c, j in pairs])
     return got.gate_data(world, parts)
 
 
 @EXCHANGES.register("expert_weights")
-def exchange_expert_weights(world: "World", sim: "Sim", parts: "NMoEParts", stage: str) -> Generator[
-        simpy.Event, Any, list[GateData]]:
+def exchange_expert_weights(world: "World", sim: "Sim", parts: "NMoEParts", stage: str,
+                            candidates: Candidates = None) -> Generator[simpy.Event, Any, list[GateData]]:
     """Experts' weights up to the base station once, the others' bundle down; run locally."""
     n = world.n_clients
     d = world.cfg.model.feature_dim
@@ -113,12 +119,16 @@ def exchange_expert_weights(world: "World", sim: "Sim", parts: "NMoEParts", stag
         rec = yield sim.net.transfer(j, BS, expert_bytes, stage=stage, tag=f"expert{j}/up")
         return bool(rec.delivered)
 
-    ups = [sim.env.process(upload(j)) for j in range(n)]
-    yield sim.env.all_of(ups)
-    at_server = [j for j, p in enumerate(ups) if p.value]
+    # An expert no other client may use stays on its device.
+    wanted = range(n) if candidates is None else sorted(
+        {int(j) for c, s in enumerate(candidates) for j in s if j != c})
+    ups = {j: sim.env.process(upload(j)) for j in wanted}
+    yield sim.env.all_of(list(ups.values()))
+    at_server = [j for j, p in ups.items() if p.value]
 
     def fetch_and_run(c: int) -> Generator[simpy.Event, Any, None]:
-        others = [j for j in at_server if j != c]
+        allowed = None if candidates is None else set(candidates[c].tolist())
+        others = [j for j in at_server if j != c and (allowed is None or j in allowed)]
         held = [c]
         if others:
             rec = yield sim.net.transfer(BS, c, len(others) * expert_bytes, stage=stage, tag="experts/down")

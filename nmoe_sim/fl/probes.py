@@ -120,6 +120,13 @@ def measure(fe: torch.nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, x
         train, test = predict_batched(fe, x_train), predict_batched(fe, x_test)
     finally:
         fe.train(was)
+    if not (bool(torch.isfinite(train).all()) and bool(torch.isfinite(test).all())):
+        # Finite but huge weights (a learning rate far too large) can overflow the forward
+        # pass; the probes' fits would fail with a scikit-learn traceback.
+        from nmoe_sim.errors import TrainingDiverged
+
+        raise TrainingDiverged("the trained feature extractor gives NaN or inf features (training diverged); "
+                               "lower stage1.lr or set stage1.grad_clip_norm")
     return Representation(linear_probe(train, y_train, test, y_test),
                           knn_accuracy(train, y_train, test, y_test, num_classes), effective_rank(train))
 

@@ -7,8 +7,9 @@ class probabilities, y' = sum_j G(h)_j H_j(h) over the top-k (Shazeer et al., 20
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import Optional, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -27,25 +28,36 @@ class Router(Protocol):
 class GateRouter:
     gates: Sequence[Gate]  # one per client (a shared gate may appear N times)
     k: int
+    # Per client, (E,) bool: the experts its gate may choose (stage3.candidates); None: all.
+    allowed: Optional[Sequence[torch.Tensor]] = None
 
     @torch.no_grad()
     def route(self, client: int, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         gate = self.gates[client]
         gate.eval()
-        return topk_route(gate(feats), self.k)
+        logits = gate(feats)  # (Q,E)
+        if self.allowed is not None:
+            logits = logits.masked_fill(~self.allowed[client], -math.inf)
+        return topk_route(logits, self.k)
 
 
 @dataclass
 class RandomRouter:
-    """RanGate: k distinct experts uniformly at random per query, equal weights."""
+    """RanGate: k distinct experts uniformly at random per query (among the client's
+    candidates when it has a set), equal weights."""
 
     n_experts: int
     k: int
     rng: np.random.Generator
+    allowed: Optional[Sequence[np.ndarray]] = None  # per client, its candidate expert ids
 
     def route(self, client: int, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         q = feats.shape[0]
-        idx = np.argsort(self.rng.random((q, self.n_experts)), axis=1)[:, : self.k]
+        if self.allowed is None:
+            idx = np.argsort(self.rng.random((q, self.n_experts)), axis=1)[:, : self.k]
+        else:
+            pool = self.allowed[client]
+            idx = pool[np.argsort(self.rng.random((q, len(pool))), axis=1)[:, : self.k]]
         return torch.full((q, self.k), 1.0 / self.k), torch.as_tensor(idx, dtype=torch.long)
 
 

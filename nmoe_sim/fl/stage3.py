@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Generator
+from typing import Any, Callable, Generator, Sequence
 
+import numpy as np
 import simpy
 import torch
 
@@ -27,6 +28,7 @@ from nmoe_sim.config import Stage3Config
 from nmoe_sim.engine.losses import draw_generator_state
 from nmoe_sim.engine.tasks import TaskResult, TrainTask, clone_state, draw_plan
 from nmoe_sim.fl.aggregate import fedavg
+from nmoe_sim.fl.candidates import candidate_masks, candidate_sets
 from nmoe_sim.fl.exchange import EXCHANGES, GateData
 from nmoe_sim.fl.schedule import sgd_args
 from nmoe_sim.engine.checkpoint import checkpoints_of
@@ -47,12 +49,13 @@ class NMoEParts:
     trained_by: tuple[str, ...] = ()  # the stages that produced fe and experts (their cost)
 
 
-def exchange_expert_outputs(world: World, sim: Sim, parts: NMoEParts, stage: str) -> Generator[
+def exchange_expert_outputs(world: World, sim: Sim, parts: NMoEParts, stage: str,
+                            candidates: Sequence[np.ndarray] | None = None) -> Generator[
         simpy.Event, Any, list[GateData]]:
-    """The charged exchange that gives every client the experts' outputs on its own samples,
-    in the way ``stage3.expert_outputs`` names (:mod:`nmoe_sim.fl.exchange`)."""
+    """The charged exchange that gives every client its candidate experts' outputs on its own
+    samples, in the way ``stage3.expert_outputs`` names (:mod:`nmoe_sim.fl.exchange`)."""
     exchange = EXCHANGES.get(world.cfg.stage3.expert_outputs, "stage3.expert_outputs")
-    return (yield from exchange(world, sim, parts, stage))
+    return (yield from exchange(world, sim, parts, stage, candidates))
 
 
 def gate_task(client: int, template: Gate, start: dict[str, torch.Tensor], data: GateData, cfg: Stage3Config,
@@ -85,8 +88,10 @@ LOCAL_PARAMS: dict[str, tuple[str, ...]] = {
 
 
 class FedGate(RoundAlgorithm):
-    def __init__(self, world: World, parts: NMoEParts, data: list[GateData], stage: str) -> None:
+    def __init__(self, world: World, parts: NMoEParts, data: list[GateData], stage: str,
+                 allowed: Sequence[torch.Tensor] | None = None) -> None:
         self.world, self.cfg, self.parts, self.data, self.stage = world, world.cfg.stage3, parts, data, stage
+        self.allowed = allowed  # per client, the experts its gate may choose (None: all)
         base = make_gate(world.cfg, world.n_clients, world.streams, self.stage)
         self.gates = [copy.deepcopy(base) for _ in range(world.n_clients)]
         self.template = base  # the architecture every client's task trains (never trained in)
@@ -170,7 +175,7 @@ class FedGate(RoundAlgorithm):
 
     def evaluate(self, rnd: int) -> tuple[float, float]:
         if self.ditto:  # the personal gates serve, as they are
-            scores = self.parts.bank.evaluate(GateRouter(self.personal, self.world.cfg.model.top_k))
+            scores = self.parts.bank.evaluate(GateRouter(self.personal, self.world.cfg.model.top_k, self.allowed))
             return scores.f1_macro, scores.accuracy
         # The gates deployed after this round, loaded into scratch copies made once: a deep
         # copy of every gate every round cost more than evaluating them.
@@ -179,20 +184,20 @@ class FedGate(RoundAlgorithm):
             deployed.load_state_dict(own.state_dict())
             if c in got:
                 deployed.load_state_dict(self.global_shared, strict=False)
-        scores = self.parts.bank.evaluate(GateRouter(self._eval_gates, self.world.cfg.model.top_k))
+        scores = self.parts.bank.evaluate(GateRouter(self._eval_gates, self.world.cfg.model.top_k, self.allowed))
         return scores.f1_macro, scores.accuracy
 
     def finalize(self, sim: Sim) -> Generator[simpy.Event, Any, Router]:
         """Broadcast the final shared part; a client whose download fails keeps its own gate.
         Under Ditto the personal gates serve and nothing more is sent."""
         if self.ditto:
-            return GateRouter(self.personal, self.world.cfg.model.top_k)
+            return GateRouter(self.personal, self.world.cfg.model.top_k, self.allowed)
         recs = yield sim.env.all_of([
             sim.net.transfer(BS, c, self.shared_bytes, stage=self.stage, tag="final/down")
             for c in range(self.world.n_clients)
         ])
         got = {c for c, rec in zip(range(self.world.n_clients), recs.values()) if rec.delivered}
-        return GateRouter(self.deployed(got), self.world.cfg.model.top_k)
+        return GateRouter(self.deployed(got), self.world.cfg.model.top_k, self.allowed)
 
 
 # A gate method trains the gate inside a SimPy process and returns the router clients use.
@@ -214,8 +219,9 @@ def run_fedgate(world: World, sim: Sim, parts: NMoEParts, scope: CostScope, stag
     # The frame (engine/checkpoint.py) keeps the algorithm and its driver for a resumed run.
     with checkpoints_of(sim).frame("fedgate", dict) as fr:
         if not hasattr(fr, "algo"):
-            data = yield from exchange_expert_outputs(world, sim, parts, stage)
-            fr.algo = FedGate(world, parts, data, stage)
+            cands = candidate_sets(world, sim)
+            data = yield from exchange_expert_outputs(world, sim, parts, stage, cands)
+            fr.algo = FedGate(world, parts, data, stage, candidate_masks(cands, world.n_clients))
             fr.driver = RoundDriver(sim, world.n_clients, world.streams.numpy(f"{stage}/participation"))
         yield from fr.driver.run(fr.algo, world.cfg.stage3, scope)
         router = yield from fr.algo.finalize(sim)
@@ -224,7 +230,9 @@ def run_fedgate(world: World, sim: Sim, parts: NMoEParts, scope: CostScope, stag
 
 def run_rollgate(world: World, sim: Sim, parts: NMoEParts, scope: CostScope, stage: str) -> Generator[simpy.Event, Any, Router]:
     cfg, n = world.cfg.stage3, world.n_clients
-    data = yield from exchange_expert_outputs(world, sim, parts, stage)
+    cands = candidate_sets(world, sim)
+    allowed = candidate_masks(cands, n)
+    data = yield from exchange_expert_outputs(world, sim, parts, stage, cands)
     gate = make_gate(world.cfg, n, world.streams, stage)
     gate_bytes = world.param_bytes(gate)
     flops = gate_train_flops_per_sample(gate, world.cfg.model.feature_dim)
@@ -250,22 +258,24 @@ def run_rollgate(world: World, sim: Sim, parts: NMoEParts, scope: CostScope, sta
             yield job.charged
             gate.load_state_dict(sim.executor.gather([job])[0].state)
             holder = c
-        s = parts.bank.evaluate(GateRouter([gate] * n, k))
+        s = parts.bank.evaluate(GateRouter([gate] * n, k, allowed))
         sim.record_round(scope, stage, lap, cfg.rounds, start_s, len(visit), failures, (s.f1_macro, s.accuracy))
     # The last holder hands the finished gate to everyone else over the network.
     others = [c for c in range(n) if c != holder]
     recs = yield sim.env.all_of([sim.net.transfer(holder, c, gate_bytes, stage=stage, tag="final") for c in others])
     got = {c: rec.delivered for c, rec in zip(others, recs.values())}
     untrained = make_gate(world.cfg, n, world.streams, stage)  # what a client holds if the gate never arrives
-    return GateRouter([gate if c == holder or got[c] else untrained for c in range(n)], k)
+    return GateRouter([gate if c == holder or got[c] else untrained for c in range(n)], k, allowed)
 
 
 def run_rangate(world: World, sim: Sim, parts: NMoEParts, scope: CostScope, stage: str) -> Generator[simpy.Event, Any, Router]:
-    router = RandomRouter(world.n_clients, world.cfg.model.top_k, world.streams.numpy(f"{stage}/eval"))
+    # RanGate exchanges nothing: a client's candidates are only the experts it may pick.
+    cands = candidate_sets(world, sim)
+    router = RandomRouter(world.n_clients, world.cfg.model.top_k, world.streams.numpy(f"{stage}/eval"), cands)
     s = parts.bank.evaluate(router)
     sim.record_round(scope, stage, 0, 1, sim.env.now, world.n_clients, 0, (s.f1_macro, s.accuracy))
     yield sim.env.timeout(0)
-    return RandomRouter(world.n_clients, world.cfg.model.top_k, world.streams.numpy(f"{stage}/route"))
+    return RandomRouter(world.n_clients, world.cfg.model.top_k, world.streams.numpy(f"{stage}/route"), cands)
 
 
 GATE_ALGORITHMS.register("fedgate")(GateMethod("stage3_fedgate", run_fedgate))

@@ -154,6 +154,11 @@ class Network:
     def route(self, src: Hashable, dst: Hashable) -> list[Any]:
         return self._router.route(src, dst)
 
+    def route_cost_s_per_bit(self, src: Hashable, dst: Hashable) -> float:
+        """Expected airtime per bit of the route from ``src`` to ``dst`` (0 when equal)."""
+        path = self._router.route(src, dst)
+        return sum(self._router.weight(u, v) for u, v in zip(path, path[1:]))
+
     def tx_power_dbm(self, node: Hashable) -> float:
         return self._tx_power_dbm[node]
 

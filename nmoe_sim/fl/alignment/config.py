@@ -13,18 +13,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from nmoe_sim.errors import ConfigError
+from nmoe_sim.strict import Strict
 
 AssignmentKind = Literal["alignment", "greedy", "random", "unlimited"]
 FitnessKind = Literal["accuracy", "loss"]
 
 
-class AlignmentConfig(BaseModel):
+class AlignmentConfig(Strict):
     """Federated MoE training where the server assigns experts to clients every round."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     # ----------------------------------------------------------------- the model pool
     experts: int = Field(8, ge=1, description="E, the size of the shared expert pool")

@@ -115,7 +115,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _interrupted(run_dir: Path) -> int:
     """Ctrl-C: one line, the run's status says interrupted (runner.run wrote it), exit 130."""
-    from nmoe_sim.engine.checkpoint import resume_command
+    from nmoe_sim.engine.status import resume_command
 
     print(f"interrupted: {run_dir} (resume with: {resume_command(run_dir)})", file=sys.stderr)
     return EXIT_INTERRUPTED
@@ -124,22 +124,22 @@ def _interrupted(run_dir: Path) -> int:
 def resume_run(args: argparse.Namespace) -> int:
     """``run --resume RUN_DIR``: go on from the run's last checkpoint (from the start, in the
     same directory, if it was stopped before its first), or say that it had finished."""
-    from nmoe_sim.engine import checkpoint
+    from nmoe_sim.engine import checkpoint, status
 
     if args.scenario is not None or args.set or args.out:
         raise ConfigError("--resume: the run's own config.yaml says what to run; give no scenario, --set or --out")
     run_dir = Path(args.resume)
     if not (run_dir / "config.yaml").is_file():
         raise ConfigError(f"--resume: {run_dir} is not a run directory (it has no config.yaml)")
-    pid = checkpoint.still_running(checkpoint.read_status(run_dir))
+    pid = status.still_running(status.read_status(run_dir))
     if pid is not None:
         raise ConfigError(f"--resume: {run_dir} is still being run by process {pid}; stop it first")
     if (run_dir / "metrics.json").is_file():
-        checkpoint.clean_temp_files(run_dir)
+        status.clean_temp_files(run_dir)
         print(f"already finished: {run_dir} (nothing to resume)", file=sys.stderr)
         print(run_dir)
         return 0
-    checkpoint.clean_temp_files(run_dir)  # a killed write's hidden temporaries
+    status.clean_temp_files(run_dir)  # a killed write's hidden temporaries
     saved = checkpoint.load(run_dir)
     cfg = saved.cfg if saved is not None else load_scenario(str(run_dir / "config.yaml"), [])
     _check_data_files(cfg)

@@ -18,7 +18,8 @@ from typing import Any, Callable, Iterator
 import torch
 
 from nmoe_sim.config import Scenario, dump_yaml
-from nmoe_sim.engine.checkpoint import CHECKPOINT_FILE, Checkpoints, Saved, resume_command, write_status
+from nmoe_sim.engine.checkpoint import CHECKPOINT_FILE, Checkpoints, Saved
+from nmoe_sim.engine.status import resume_command, write_status
 from nmoe_sim.engine.executors import auto_torch_threads
 from nmoe_sim.errors import ConfigError
 from nmoe_sim.metrics import warn_stages_without_update

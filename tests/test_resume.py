@@ -17,7 +17,8 @@ import simpy
 
 from nmoe_sim.config import Scenario
 from nmoe_sim.engine import checkpoint as ck
-from nmoe_sim.engine.checkpoint import CHECKPOINT_FILE, Checkpoints, read_status
+from nmoe_sim.engine.checkpoint import CHECKPOINT_FILE, Checkpoints
+from nmoe_sim.engine.status import read_status
 from nmoe_sim.runner import run
 
 from conftest import tiny_cfg

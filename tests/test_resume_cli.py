@@ -16,7 +16,8 @@ import pytest
 
 from nmoe_sim.cli import main
 from nmoe_sim.config import load_scenario
-from nmoe_sim.engine.checkpoint import CHECKPOINT_FILE, read_status
+from nmoe_sim.engine.checkpoint import CHECKPOINT_FILE
+from nmoe_sim.engine.status import read_status
 from nmoe_sim.runner import run
 
 from conftest import REPO_ROOT, TINY, write_yaml

@@ -33,9 +33,7 @@ from __future__ import annotations
 
 import io
 import itertools
-import json
 import logging
-import os
 import pickle
 import time
 import types
@@ -49,14 +47,12 @@ from simpy.core import BoundClass
 from simpy.resources.base import BaseResource
 
 from nmoe_sim.errors import ConfigError
+from nmoe_sim.results import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
-STATUS_FILE = "status.json"
 CHECKPOINT_FILE = "checkpoint.pkl"
 FORMAT_VERSION = 1
-# runtime.checkpoint: which boundaries save (each value a superset of the next).
-MODES = ("rounds", "stages", "off")
 ROUND, STAGE = "round", "stage"
 
 
@@ -66,68 +62,6 @@ class Frame(types.SimpleNamespace):
 
 class NotSaveable(Exception):
     """The state reaches something that cannot be saved now (a live process)."""
-
-
-# --- status.json -----------------------------------------------------------------------
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary name in the same folder, fsync, rename into place."""
-    from nmoe_sim.results import atomic_write_bytes as write  # one writer for every file
-
-    write(path, data)
-
-
-def read_status(run_dir: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads((run_dir / STATUS_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
-def write_status(run_dir: Path, state: str, **fields: Any) -> dict[str, Any]:
-    """Update ``status.json``: ``state`` is running, interrupted, failed or finished."""
-    status = read_status(run_dir) or {}
-    status.update(fields, state=state, updated=_now())
-    atomic_write_bytes(run_dir / STATUS_FILE, (json.dumps(status, indent=2) + "\n").encode("utf-8"))
-    return status
-
-
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
-
-
-def still_running(status: dict[str, Any] | None) -> int | None:
-    """The pid of the process that says it is running this run, if it is alive (and not us)."""
-    if not status or status.get("state") != "running" or not isinstance(status.get("pid"), int):
-        return None
-    pid = status["pid"]
-    if pid == os.getpid():
-        return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return None
-    except PermissionError:
-        return pid  # alive, someone else's
-    try:  # a killed process its parent has not yet reaped is a zombie: not running
-        if Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z":
-            return None
-    except (OSError, IndexError):
-        pass
-    return pid
-
-
-def resume_command(run_dir: Path) -> str:
-    return f"nmoe-sim run --resume {run_dir}"
-
-
-def clean_temp_files(run_dir: Path) -> list[Path]:
-    """Remove the hidden temporaries a killed write left behind (``.<name>.<random>.tmp``)."""
-    stale = sorted(p for p in run_dir.glob(".*.tmp") if p.is_file())
-    for p in stale:
-        p.unlink(missing_ok=True)
-    return stale
 
 
 # --- pickling the state ----------------------------------------------------------------
@@ -308,7 +242,9 @@ class Checkpoints:
             _Pickler(buf, {id(o): k for k, o in shared_objects(self.world).items()}).dump(self.stack)
         except (NotSaveable, pickle.PicklingError, TypeError, AttributeError) as exc:
             self.skipped += 1
-            log.debug("no checkpoint at %s: %s", where, exc)
+            # A round may end with an aborted transfer still winding down; a stage should
+            # not: something keeps a process alive across stages (it cannot be resumed).
+            (log.warning if kind == STAGE else log.debug)("no checkpoint at %s: %s", where, exc)
             return False
         # The records (scalars only, by far the most objects) go through the C pickler
         # alone: the frames' pickler calls back into Python for every object it meets.

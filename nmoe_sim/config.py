@@ -380,6 +380,12 @@ class RuntimeConfig(Strict):
         "rounds (every round boundary and every stage boundary), stages (stage boundaries only), "
         "or off (nothing; a killed run starts again). Never changes results",
     )
+    checkpoint_every_s: float = Field(
+        0.0, ge=0, le=86400, description="with checkpoint: rounds, a round boundary saves only once this "
+        "much host wall time has passed since the last save (stage boundaries always save). 0: every "
+        "round. A few seconds make saving nearly free on runs of short rounds; a kill then loses at most "
+        "that much work",
+    )
 
     @field_validator("checkpoint", mode="before")
     @classmethod

@@ -90,7 +90,7 @@ def _run(cfg: Scenario, run_dir: Path, on_record: Callable[[Any], None] | None,
         write_status(run_dir, "running", checkpoint={"where": where, "kind": kind})
 
     world.checkpoints = ck = Checkpoints(run_dir if checkpoint else None, cfg.runtime.checkpoint, world,
-                                         on_save=saved, wall0=wall0)
+                                         on_save=saved, wall0=wall0, every_s=cfg.runtime.checkpoint_every_s)
     if resume is not None:
         ck.restore(resume)
     if on_record is not None:

@@ -174,11 +174,13 @@ def test_alignment_resumes_mid_rounds(tmp_path: Path, monkeypatch: pytest.Monkey
     assert run_files(tmp_path / "run") == run_files(base)
 
 
-def test_checkpoint_stages_saves_only_at_stage_boundaries(reference: Any, tmp_path: Path,
+@pytest.mark.parametrize("setting", ["runtime.checkpoint=stages", "runtime.checkpoint_every_s=86400"])
+def test_checkpoint_stages_saves_only_at_stage_boundaries(reference: Any, tmp_path: Path, setting: str,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """``stages``, or ``rounds`` with a day between round saves: every stage boundary, no round."""
     want, all_saves = reference
     saves = record_saves(monkeypatch)
-    run(tiny_cfg(*OVERRIDES, "runtime.checkpoint=stages"), tmp_path, checkpoint=True)
+    run(tiny_cfg(*OVERRIDES, setting), tmp_path, checkpoint=True)
     assert saves == [s for s in all_saves if s[1] == "stage"] and len(saves) == 7
     assert run_files(tmp_path) == want
 
@@ -259,3 +261,21 @@ def test_a_failing_run_is_marked_failed_with_its_reason(tmp_path: Path, monkeypa
     assert status["state"] == "failed"
     assert status["reason"] == "RuntimeError: stage table broke"  # one line
     assert status["checkpoint"]["where"] == "local done"  # what a resume would go on from
+
+
+def test_round_saves_wait_checkpoint_every_s_of_wall_time(tmp_path: Path) -> None:
+    """A round boundary saves once ``every_s`` of host time has passed since the last save
+    (or the start); a stage boundary always saves. The clock is injected."""
+    cfg = tiny_cfg()
+    from nmoe_sim.seeds import SeedStreams
+    from nmoe_sim.world import build_world
+
+    now = [0.0]
+    world = build_world(cfg, SeedStreams(cfg.seed))
+    world.checkpoints = cps = Checkpoints(tmp_path, "rounds", world, wall0=0.0, every_s=10.0, clock=lambda: now[0])
+    made = []
+    for t, kind in [(3, "round"), (12, "round"), (15, "round"), (16, "stage"), (20, "round"), (26.5, "round")]:
+        now[0] = t
+        made.append(cps.save(f"t={t}", kind))
+    assert made == [False, True, False, True, False, True]
+    assert ck.load(tmp_path).where == "t=26.5"

@@ -199,6 +199,9 @@ class Checkpoints:
     world: Any = None
     on_save: Callable[[str, str], None] | None = None
     wall0: float = field(default_factory=time.perf_counter)
+    every_s: float = 0.0  # runtime.checkpoint_every_s: least wall time between round saves
+    clock: Callable[[], float] = time.perf_counter  # host wall time (injected by tests)
+    last_save_s: float | None = None  # on ``clock``; None before the first save
     wall_before_s: float = 0.0  # wall time of the sessions before a resume
     stack: list[Frame] = field(default_factory=list)
     _resumed: list[Frame] = field(default_factory=list)
@@ -225,7 +228,14 @@ class Checkpoints:
             self.stack.pop()
 
     def wants(self, kind: str) -> bool:
-        return self.run_dir is not None and (self.mode == "rounds" or (self.mode == "stages" and kind == STAGE))
+        if self.run_dir is None or self.mode == "off":
+            return False
+        if kind == STAGE:
+            return True
+        if self.mode != "rounds":
+            return False
+        since = self.clock() - (self.wall0 if self.last_save_s is None else self.last_save_s)
+        return since >= self.every_s
 
     def save(self, where: str, kind: str) -> bool:
         """Save the open frames and the records so far, if ``kind``'s boundaries save.
@@ -254,6 +264,7 @@ class Checkpoints:
                 "wall_s": wall_s, "payload": buf.getvalue(), "records": records}
         atomic_write_bytes(self.run_dir / CHECKPOINT_FILE, pickle.dumps(data, protocol=pickle.HIGHEST_PROTOCOL))
         self.saves += 1
+        self.last_save_s = self.clock()
         if self.on_save is not None:
             self.on_save(where, kind)
         return True

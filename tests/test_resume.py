@@ -73,24 +73,29 @@ def stop_and_resume(cfg: Scenario, run_dir: Path, where: str, monkeypatch: pytes
     return run(saved.cfg, run_dir, checkpoint=True, resume=saved)
 
 
-@pytest.fixture(scope="module")
+_REFERENCE: list[tuple[dict[str, bytes], list[tuple[str, str]]]] = []  # computed once per session
+
+
+@pytest.fixture()
 def reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, bytes], list[tuple[str, str]]]:
     """The run never stopped, with checkpoints off and with the default (rounds): the same
-    files; and where a checkpointed run saves."""
-    mp = pytest.MonkeyPatch()
-    try:
-        plain = tmp_path_factory.mktemp("plain")
-        none = record_saves(mp)
-        run(tiny_cfg(*OVERRIDES, "runtime.checkpoint=off"), plain, checkpoint=True)
-        assert none == [] and not (plain / CHECKPOINT_FILE).exists()  # off: nothing saved
-        mp.undo()
-        saving = tmp_path_factory.mktemp("saved")
-        saves = record_saves(mp)
-        run(tiny_cfg(*OVERRIDES), saving, checkpoint=True)
-    finally:
-        mp.undo()
-    assert run_files(saving) == run_files(plain)  # saving never changes what is computed
-    return run_files(plain), saves
+    files; and where a checkpointed run saves. (test_resume_cli.py uses it too.)"""
+    if not _REFERENCE:
+        mp = pytest.MonkeyPatch()
+        try:
+            plain = tmp_path_factory.mktemp("plain")
+            none = record_saves(mp)
+            run(tiny_cfg(*OVERRIDES, "runtime.checkpoint=off"), plain, checkpoint=True)
+            assert none == [] and not (plain / CHECKPOINT_FILE).exists()  # off: nothing saved
+            mp.undo()
+            saving = tmp_path_factory.mktemp("saved")
+            saves = record_saves(mp)
+            run(tiny_cfg(*OVERRIDES), saving, checkpoint=True)
+        finally:
+            mp.undo()
+        assert run_files(saving) == run_files(plain)  # saving never changes what is computed
+        _REFERENCE.append((run_files(plain), saves))
+    return _REFERENCE[0]
 
 
 def test_saves_at_every_round_and_stage_boundary(reference: Any) -> None:
@@ -111,9 +116,11 @@ def test_saves_at_every_round_and_stage_boundary(reference: Any) -> None:
 
 @pytest.mark.parametrize("where", [
     "nmoe stage1_fedsc round 0",  # stage 1, mid-stage (FedSC: a prelude barrier every round)
-    "nmoe stage1_fedsc round 2",  # stage 1's last round: the driver has nothing left to run
+    # stage 1's last round: the driver has nothing left to run
+    pytest.param("nmoe stage1_fedsc round 2", marks=pytest.mark.slow),
     "nmoe stage1_fedsc done",  # a stage boundary inside the pipeline's process
-    "nmoe stage2_experts done",  # a stage boundary between processes
+    # a stage boundary between processes
+    pytest.param("nmoe stage2_experts done", marks=pytest.mark.slow),
     "nmoe stage3_fedgate round 1",  # stage 3, mid-stage
     "fedavg baseline_fedavg round 0",  # the FedAvg baseline, mid-stage
 ])
@@ -174,7 +181,8 @@ def test_alignment_resumes_mid_rounds(tmp_path: Path, monkeypatch: pytest.Monkey
     assert run_files(tmp_path / "run") == run_files(base)
 
 
-@pytest.mark.parametrize("setting", ["runtime.checkpoint=stages", "runtime.checkpoint_every_s=86400"])
+@pytest.mark.parametrize("setting", ["runtime.checkpoint=stages",
+                                     pytest.param("runtime.checkpoint_every_s=86400", marks=pytest.mark.slow)])
 def test_checkpoint_stages_saves_only_at_stage_boundaries(reference: Any, tmp_path: Path, setting: str,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """``stages``, or ``rounds`` with a day between round saves: every stage boundary, no round."""

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,8 +21,8 @@ from nmoe_sim.engine.checkpoint import CHECKPOINT_FILE
 from nmoe_sim.engine.status import read_status
 from nmoe_sim.runner import run
 
-from conftest import REPO_ROOT, TINY, write_yaml
-from test_resume import run_files
+from conftest import REPO_ROOT, TINY, tiny_raw, write_yaml
+from test_resume import OVERRIDES, reference, run_files  # noqa: F401  (reference: a fixture)
 
 SHIM = [sys.executable, str(REPO_ROOT / "run_scenario.py")]
 # The tree under test first on the path, whichever checkout the tests run from.
@@ -49,7 +50,7 @@ def scenario(tmp_path: Path, **sections: dict) -> Path:
     return write_yaml(tmp_path / "scenario.yaml", raw)
 
 
-def reference(yaml_path: Path, tmp_path: Path) -> dict[str, bytes]:
+def uninterrupted(yaml_path: Path, tmp_path: Path) -> dict[str, bytes]:
     ref = tmp_path / "reference"
     ref.mkdir()
     run(load_scenario(yaml_path, []), ref)
@@ -61,9 +62,11 @@ def only_run_dir(out: Path) -> Path:
     return run_dir
 
 
-def test_sigkill_at_a_round_then_resume_equals_the_uninterrupted_run(tmp_path: Path,
-                                                                     capsys: pytest.CaptureFixture[str]) -> None:
-    yaml_path = scenario(tmp_path)
+def test_sigkill_at_a_round_then_resume_equals_the_uninterrupted_run(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], reference: Any) -> None:
+    # test_resume's scenario (fading channel, FedSC, FedGate, every baseline) and its
+    # uninterrupted run, as a user's YAML file.
+    yaml_path = write_yaml(tmp_path / "scenario.yaml", tiny_raw(*OVERRIDES))
     out = tmp_path / "out"
     where = "nmoe stage3_fedgate round 0"
     killed = subprocess.run([sys.executable, "-c", KILL_AFTER, where, str(yaml_path), "--out", str(out), "-q"],
@@ -88,7 +91,7 @@ def test_sigkill_at_a_round_then_resume_equals_the_uninterrupted_run(tmp_path: P
     assert read_status(run_dir)["state"] == "finished"
     assert sorted(p.name for p in run_dir.glob(".*")) == []
     assert not (run_dir / CHECKPOINT_FILE).exists()
-    assert run_files(run_dir) == reference(yaml_path, tmp_path)
+    assert run_files(run_dir) == reference[0]
 
 
 def ctrl_c(tmp_path: Path) -> tuple[Path, Path]:
@@ -132,7 +135,7 @@ def test_ctrl_c_then_resume_equals_the_uninterrupted_run(tmp_path: Path) -> None
                              capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     assert read_status(run_dir)["state"] == "finished"
-    assert run_files(run_dir) == reference(yaml_path, tmp_path)
+    assert run_files(run_dir) == uninterrupted(yaml_path, tmp_path)
 
 
 def test_resuming_a_finished_run_says_so_and_exits_0(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -186,6 +189,7 @@ def test_what_cannot_be_resumed_is_one_error_line(tmp_path: Path, case: str) -> 
     assert ({p.name: p.read_bytes() for p in run_dir.iterdir()} if run_dir.exists() else None) == before
 
 
+@pytest.mark.slow
 def test_a_run_stopped_before_any_checkpoint_starts_again_in_its_directory(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     """With checkpoints off, Ctrl-C (here raised at the end of the NMoE's stages) leaves no
@@ -207,7 +211,7 @@ def test_a_run_stopped_before_any_checkpoint_starts_again_in_its_directory(
     monkeypatch.setattr(nmoe_system, "stage_table", real)
     assert main(["run", "--resume", str(run_dir), "-q"]) == 0
     assert read_status(run_dir)["state"] == "finished"
-    assert run_files(run_dir) == reference(yaml_path, tmp_path)
+    assert run_files(run_dir) == uninterrupted(yaml_path, tmp_path)
 
 
 def test_a_run_still_running_elsewhere_is_not_resumed(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from typing import Any, Literal, Optional
 import yaml
 from pydantic import BaseModel, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from nmoe_sim.engine.fault_config import FaultsConfig
 from nmoe_sim.errors import ConfigError
 from nmoe_sim.fl.alignment.config import AlignmentConfig
 from nmoe_sim.strict import Strict
@@ -426,6 +427,7 @@ class Scenario(Strict):
     sweep: Optional[SweepConfig] = None
     runtime: RuntimeConfig = RuntimeConfig()
     output: OutputConfig = OutputConfig()
+    faults: FaultsConfig = FaultsConfig()
 
     @field_validator("name")
     @classmethod
@@ -450,7 +452,8 @@ class Scenario(Strict):
         return self
 
     def to_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
+        # No faults: no faults section, so a resolved config.yaml reads as it did before them.
+        return self.model_dump(mode="json", exclude={"faults"} if self.faults == FaultsConfig() else None)
 
 
 # --------------------------------------------------------------------------- loading

@@ -7,10 +7,19 @@ server (the raw input out, logits back). What the legs deliver decides the answe
 expert whose transfer failed is dropped from the mixture, and a query with no delivered
 expert falls back to the client's own expert (it always holds one). The learned math
 (routes, probabilities) is computed up front on the host; the network decides delivery.
+
+With injected faults (``faults:``, docs/faults.md) a client waits at most
+``faults.query_timeout_s`` for a leg's answer. A leg not answered by then (its expert
+crashed, a hop down, retries still running or spent) is abandoned and, where the spec
+ranks the experts (the NMoE, by gate score), retried once at the best-ranked expert not
+yet tried that is the client's own or reachable now (up, with a route of hops that are
+up), and at its own if that one does not answer either; each abandoned try costs the
+query the full timeout.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Generator, Hashable, Sequence
 
@@ -40,6 +49,11 @@ class InferenceSpec:
     routes: Sequence[np.ndarray] | None  # per client (Q,k) expert indices, for LR and gating
     n_experts: int
     n_legs: Sequence[int] = field(default_factory=list)  # legs per query, per client
+    # Under faults: (client, query) -> every expert, best first (the gate's order), for the
+    # fallback; and the prediction given which expert answered each leg (client,
+    # delivered (Q,L) bool, answered (Q,L) expert indices). None: no fallback.
+    ranking: Callable[[int, int], Sequence[int]] | None = None
+    predict_answered: Callable[[int, torch.Tensor, torch.Tensor], np.ndarray] | None = None
 
 
 @dataclass(frozen=True)
@@ -47,34 +61,91 @@ class InferenceOutcome:
     scores: Scores
     stage: str
     failed_queries: int
+    # Under faults: the scores of the queries that arose while their client was up (a
+    # crashed client's own queries are answered from its own expert after the timeouts),
+    # and how many there were. None without faults.
+    up_scores: Scores | None = None
+    up_queries: int = 0
 
 
 def run_inference(world: World, sim: Sim, spec: InferenceSpec) -> Generator[simpy.Event, Any, InferenceOutcome]:
     stage = f"inference_{spec.system}"
     env, rate = sim.env, world.cfg.inference.arrival_rate_hz
     delivered = [torch.zeros(len(c.y_query), max(spec.n_legs[c.idx], 1), dtype=torch.bool) for c in world.clients]
+    faults = sim.faults
+    fallback = faults is not None and spec.ranking is not None and spec.routes is not None
+    # The expert that answered each leg: the planned one unless a fallback replaced it.
+    answered = ([torch.as_tensor(np.asarray(r), dtype=torch.long).clone() for r in spec.routes]
+                if fallback else [])
+    up = [np.ones(len(c.y_query), dtype=bool) for c in world.clients]  # client up when the query arose
 
     def leg(c: int, q: int, i: int, lg: Leg) -> Generator[simpy.Event, Any, bool]:
-        if lg.out_bytes:
-            rec = yield sim.net.transfer(c, lg.node, lg.out_bytes, stage=stage, tag=f"q{c}.{q}/out")
-            if not rec.delivered:
-                return False
-        yield sim.executor.compute(lg.node, lg.flops, stage=stage, tag=f"q{c}.{q}/serve")
-        if lg.back_bytes:
-            rec = yield sim.net.transfer(lg.node, c, lg.back_bytes, stage=stage, tag=f"q{c}.{q}/back")
-            if not rec.delivered:
-                return False
+        inflight: list[simpy.Process] = []
+        try:
+            if lg.out_bytes:
+                inflight[:] = [sim.net.transfer(c, lg.node, lg.out_bytes, stage=stage, tag=f"q{c}.{q}/out")]
+                rec = yield inflight[0]
+                if not rec.delivered:
+                    return False
+            yield sim.executor.compute(lg.node, lg.flops, stage=stage, tag=f"q{c}.{q}/serve")
+            if lg.back_bytes:
+                inflight[:] = [sim.net.transfer(lg.node, c, lg.back_bytes, stage=stage, tag=f"q{c}.{q}/back")]
+                rec = yield inflight[0]
+                if not rec.delivered:
+                    return False
+            return True
+        except simpy.Interrupt as stop:  # only under faults: the query stopped waiting
+            if inflight and inflight[0].is_alive:
+                inflight[0].interrupt(stop.cause)  # free its share of the radios now
+            return False
+
+    def timed_leg(c: int, q: int, i: int, lg: Leg) -> Generator[simpy.Event, Any, bool]:
+        """The leg, abandoned after the query timeout: True if answered in time."""
+        start_s, timeout_s = env.now, faults.cfg.query_timeout_s
+        proc = env.process(leg(c, q, i, lg))
+        yield proc | env.timeout(timeout_s)
+        if proc.triggered and proc.value:
+            return True
+        if proc.is_alive:
+            proc.interrupt("query_timeout")
+        if env.now < start_s + timeout_s:  # it failed early: the client still waits it out
+            yield env.timeout(start_s + timeout_s - env.now)
+        return False
+
+    def faulty(c: int, q: int, i: int, lg: Leg) -> Generator[simpy.Event, Any, bool]:
+        if lg.node == c:  # the client's own expert: nothing to time out
+            return (yield from leg(c, q, i, lg))
+        if (yield from timed_leg(c, q, i, lg)):
+            return True
+        if not fallback:
+            return False
+        tried = {int(e) for e in spec.routes[c][q]}
+        # The best-ranked expert not yet asked that is the client's own or reachable now.
+        nxt = next((int(e) for e in spec.ranking(c, q) if int(e) not in tried
+                    and (int(e) == c or faults.path_down(sim.net.route_now(c, int(e))) is None)), c)
+        answered[c][q, i] = nxt
+        if nxt == c:  # the client's own expert: computed here, nothing to wait for
+            yield sim.executor.compute(c, lg.flops, stage=stage, tag=f"q{c}.{q}/fallback")
+            return True
+        if (yield from timed_leg(c, q, i, Leg(nxt, lg.flops, lg.out_bytes, lg.back_bytes))):
+            return True
+        answered[c][q, i] = c
+        yield sim.executor.compute(c, lg.flops, stage=stage, tag=f"q{c}.{q}/fallback")
         return True
 
     def query(c: int, q: int) -> Generator[simpy.Event, Any, None]:
         start_s = env.now
+        if faults is not None:
+            up[c][q] = faults.node_down(c) != "crashed"
         yield sim.executor.compute(c, spec.pre_flops, stage=stage, tag=f"q{c}.{q}/local")
         legs = spec.legs(c, q)
-        done = yield env.all_of([env.process(leg(c, q, i, lg)) for i, lg in enumerate(legs)])
+        run_leg = leg if faults is None else faulty
+        done = yield env.all_of([env.process(run_leg(c, q, i, lg)) for i, lg in enumerate(legs)])
         ok = [bool(v) for v in done.values()]
         for i, v in enumerate(ok):
             delivered[c][q, i] = v
-        experts = tuple(int(e) for e in spec.routes[c][q]) if spec.routes is not None else (c,)
+        routes = answered if fallback else spec.routes
+        experts = tuple(int(e) for e in routes[c][q]) if routes is not None else (c,)
         sim.recorder.add(QueryRecord(spec.system, c, q, start_s, env.now, experts, all(ok)))
 
     def client(c: int, rng: np.random.Generator) -> Generator[simpy.Event, Any, None]:
@@ -86,8 +157,26 @@ def run_inference(world: World, sim: Sim, spec: InferenceSpec) -> Generator[simp
 
     yield env.all_of([env.process(client(c.idx, world.streams.numpy(f"inference/arrivals{c.idx}")))
                       for c in world.clients])
-    preds = [spec.predict(c.idx, delivered[c.idx]) for c in world.clients]
+    if fallback and spec.predict_answered is not None:
+        preds = [spec.predict_answered(c.idx, delivered[c.idx], answered[c.idx]) for c in world.clients]
+    else:
+        preds = [spec.predict(c.idx, delivered[c.idx]) for c in world.clients]
     failed = sum(int((~d).any(1).sum()) for d in delivered) if any(spec.n_legs) else 0
-    scores = score([c.y_query.numpy() for c in world.clients], preds, spec.routes,
-                   world.dataset.num_classes, spec.n_experts)
-    return InferenceOutcome(scores, stage, failed)
+    # LR and gating counts from the experts that answered (fallbacks included) under faults.
+    routes = [a.numpy() for a in answered] if fallback else spec.routes
+    ys = [c.y_query.numpy() for c in world.clients]
+    scores = score(ys, preds, routes, world.dataset.num_classes, spec.n_experts)
+    if faults is None:
+        return InferenceOutcome(scores, stage, failed)
+    n_up = int(sum(m.sum() for m in up))
+    if n_up == 0:  # every query arose at a crashed client
+        return InferenceOutcome(scores, stage, failed, Scores(math.nan, math.nan, math.nan, np.zeros((0, 0))), 0)
+    up_scores = score([y[m] for y, m in zip(ys, up)], [p[m] for p, m in zip(preds, up)],
+                      None if routes is None else [np.asarray(r)[m] for r, m in zip(routes, up)],
+                      world.dataset.num_classes, spec.n_experts)
+    return InferenceOutcome(scores, stage, failed, up_scores, n_up)
+
+
+def up_scores(outcome: InferenceOutcome) -> tuple[Scores, int] | None:
+    """(scores, queries) of the queries whose client was up, under faults; else None."""
+    return None if outcome.up_scores is None else (outcome.up_scores, outcome.up_queries)

@@ -100,7 +100,10 @@ def system_costs(stages: dict[str, dict[str, Any]], names: Sequence[str]) -> dic
     return {f: sum(stages[n][f] for n in names) for f in SYSTEM_COST_FIELDS}
 
 
-def system_summary(scores: Scores, rec: Recorder, system: str, stage: str, failed_queries: int) -> dict[str, Any]:
+def system_summary(scores: Scores, rec: Recorder, system: str, stage: str, failed_queries: int,
+                   up: tuple[Scores, int] | None = None) -> dict[str, Any]:
+    """One system's inference summary; with injected faults, ``up`` adds the scores of the
+    queries that arose while their client was up (``up_clients``; docs/faults.md)."""
     queries = [q for q in rec.queries if q.system == system]
     counts = scores.gating_counts
     rows = counts.sum(1, keepdims=True)
@@ -114,4 +117,7 @@ def system_summary(scores: Scores, rec: Recorder, system: str, stage: str, faile
         "inference_energy_j": inference.energy_j,
         "gating": gating,
         "gating_counts": counts.tolist(),
+        **({} if up is None else {"up_clients": {
+            "queries": up[1], "f1_macro": up[0].f1_macro, "accuracy": up[0].accuracy,
+            "local_ratio": up[0].local_ratio}}),
     }

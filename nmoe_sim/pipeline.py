@@ -6,6 +6,7 @@ experts on frozen features, then a gate with F and every H_i frozen.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from typing import Any, Generator
@@ -134,5 +135,19 @@ def nmoe_spec(world: World, parts: NMoEParts, router: Router) -> InferenceSpec:
         return torch.where(none[:, None], fallback, mixed).argmax(1).numpy()
 
     k = world.cfg.model.top_k
-    return InferenceSpec("nmoe", pre, legs, predict, [p[1].numpy() for p in planned], world.n_clients,
+    spec = InferenceSpec("nmoe", pre, legs, predict, [p[1].numpy() for p in planned], world.n_clients,
                          [k] * world.n_clients)
+    if world.cfg.faults.active:
+        # The fallback needs every expert in the gate's order; only under faults, so a run
+        # without them asks the router nothing more (RanGate's draws stay as they were).
+        ranked = [dataclasses.replace(router, k=world.n_clients).route(c, f)[1] for c, f in enumerate(bank.feats)]
+
+        def predict_answered(c: int, delivered: torch.Tensor, answered: torch.Tensor) -> np.ndarray:
+            w = planned[c][0]  # a fallback expert takes the weight of the slot it fills
+            mixed = combine(bank.probs[c], w, answered, delivered.to(w.dtype))
+            none = ~delivered.any(1)
+            return torch.where(none[:, None], bank.probs[c][c], mixed).argmax(1).numpy()
+
+        spec.ranking = lambda c, q: ranked[c][q].tolist()
+        spec.predict_answered = predict_answered
+    return spec

@@ -15,9 +15,27 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field, fields
+from enum import StrEnum
 from typing import Any, Callable, Iterable
 
 DIRECTIONS = ("up", "down", "d2d")  # client -> BS, BS -> client, client -> client (one hop)
+
+
+class FailureReason(StrEnum):
+    """Why a client's round work or a transfer did not get through: a fixed vocabulary.
+
+    A StrEnum, so CSV and JSON write the plain value ("outage") exactly as the strings
+    used before the vocabulary existed.
+    """
+
+    OUTAGE = "outage"  # the channel: every attempt of a hop in outage
+    DEADLINE = "deadline"  # the round closed first
+    INTERRUPTED = "interrupted"  # aborted with no cause given
+    CRASHED = "crashed"  # the client (or a hop's end point) crashed (faults: crash, crash_rate)
+    DROPPED_OUT = "dropped_out"  # the participant dropped out of the round (faults: dropout)
+    LINK_DOWN = "link_down"  # a hop's link or radio was down (faults: link_down, radio_down)
+    BS_OUTAGE = "bs_outage"  # the base station was down (faults: bs_outage)
+    QUERY_TIMEOUT = "query_timeout"  # a query stopped waiting for an expert's answer
 
 
 @dataclass(frozen=True)
@@ -125,6 +143,36 @@ class QueryRecord:
         return self.end_s - self.start_s
 
 
+@dataclass(frozen=True)
+class FaultRecord:
+    """One injected fault (docs/faults.md), stamped with the system whose clock it hit and
+    the stage that system was running (the latest one to start a transfer or computation;
+    "" before any)."""
+
+    system: str
+    stage: str
+    tag: str  # the fault kind, with its size where it has one ("storm +20 dB", "straggler x3")
+    reason: str  # the FailureReason it causes where it causes one
+    start_s: float
+    end_s: float  # inf for a crash with no rejoin; start_s for an instant (dropout)
+    node: str = ""  # a crashed, dropped, slowed or silenced node
+    src: str = ""  # a downed or faded link's end points (canonical order); "" otherwise
+    dst: str = ""
+
+
+@dataclass(frozen=True)
+class FailureRecord:
+    """A participant whose round produced no update for aggregation, and why."""
+
+    system: str
+    stage: str
+    round: int
+    client: int
+    phase: str  # "download", "prelude", "compute" or "upload"
+    reason: str  # a FailureReason value
+    time_s: float  # when the driver learned of it (the round's close at the latest)
+
+
 @dataclass
 class StageTotals:
     """Running totals of one (system, stage), kept as records arrive (O(1) per record)."""
@@ -171,6 +219,8 @@ class Recorder:
     computes: list[ComputeRecord] = field(default_factory=list)
     rounds: list[RoundRecord] = field(default_factory=list)
     queries: list[QueryRecord] = field(default_factory=list)
+    faults: list[FaultRecord] = field(default_factory=list)
+    failures: list[FailureRecord] = field(default_factory=list)
     # Observers (e.g. a progress bar) called with every record; they must not mutate it.
     listeners: list[Callable[[Any], None]] = field(default_factory=list)
     totals: dict[tuple[str, str], StageTotals] = field(default_factory=lambda: defaultdict(StageTotals))
@@ -183,6 +233,8 @@ class Recorder:
             ComputeRecord: self.computes,
             RoundRecord: self.rounds,
             QueryRecord: self.queries,
+            FaultRecord: self.faults,
+            FailureRecord: self.failures,
         }[type(rec)]
         table.append(rec)
         if rec.system not in self.systems:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from nmoe_sim.errors import ConfigError
-from nmoe_sim.record import HopRecord, Recorder, RoundRecord, record_row
+from nmoe_sim.record import FailureRecord, HopRecord, Recorder, RoundRecord, record_row
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -148,12 +148,16 @@ def client_rows(rec: Recorder, clients: Iterable[Any]) -> list[dict[str, Any]]:
 def write_records(run_dir: Path, rec: Recorder, clients: Iterable[Any]) -> None:
     events = [{"kind": "transfer", **record_row(t)} for t in rec.transfers]
     events += [{"kind": "compute", **record_row(c)} for c in rec.computes]
+    # Injected faults (docs/faults.md) in the columns they share with the others; a run
+    # without faults has none, so its events.csv is unchanged.
+    events += [{"kind": "fault", **record_row(f)} for f in rec.faults]
     # Each system ran in its own simulated clock: group by system, then by time within it.
     order = system_order(rec)
     events.sort(key=lambda e: (order[e["system"]], e["start_s"], e["end_s"]))
     write_csv(run_dir / "events.csv", EVENT_COLUMNS, events)
     write_csv(run_dir / "hops.csv", fieldnames(HopRecord), (record_row(h) for h in rec.hops))
     write_csv(run_dir / "rounds.csv", fieldnames(RoundRecord), (record_row(r) for r in rec.rounds))
+    write_csv(run_dir / "failures.csv", fieldnames(FailureRecord), (record_row(f) for f in rec.failures))
     qcols = ["system", "client", "query", "start_s", "end_s", "latency_s", "experts", "delivered"]
     write_csv(run_dir / "queries.csv", qcols, ({**record_row(q), "latency_s": q.latency_s} for q in rec.queries))
     write_csv(run_dir / "clients.csv", CLIENT_COLUMNS, client_rows(rec, clients))

@@ -3,6 +3,11 @@
 A component asks for ``streams.numpy("partition")`` or ``streams.torch("stage1/client3")``;
 the stream depends only on the scenario seed and the name, never on the order in which
 other components drew numbers, so adding a component does not shift anyone else's draws.
+
+Injected faults (engine/faults.py) draw only from their own streams, and only when the
+scenario has faults: ``faults/crash`` (the clients a crash ``fraction`` picks),
+``faults/crash_rate/<client>`` (that client's Poisson crash times) and
+``faults/dropout/<stage>/r<round>`` (one uniform per participant of that round).
 """
 
 from __future__ import annotations

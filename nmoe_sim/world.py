@@ -22,6 +22,7 @@ from nmoe_sim.data.datasets import Dataset, load_dataset
 from nmoe_sim.data.partition import partition, query_split
 from nmoe_sim.engine.checkpoint import Checkpoints
 from nmoe_sim.engine.executors import EXECUTORS
+from nmoe_sim.engine.faults import FaultState
 from nmoe_sim.fl.rounds import BS, CostScope, make_round_record
 from nmoe_sim.net.network import Network
 from nmoe_sim.net.topology import build_topology
@@ -96,6 +97,14 @@ class Sim:
         executor_cls = EXECUTORS.get(world.cfg.runtime.executor, "runtime.executor")
         self.executor = executor_cls(self.env, world.profiles, world.recorder, system=system,
                                      infrastructure=self.net.infrastructure, runtime=world.cfg.runtime)
+        # Faults only where the scenario has some: without them no hook runs and no
+        # number is drawn, so such runs are bit for bit what they were before faults.
+        self.faults: FaultState | None = None
+        if world.cfg.faults.active:
+            self.faults = FaultState(world.cfg.faults, self.env, world.graph, world.streams, world.recorder,
+                                     system=system)
+            self.net.attach_faults(self.faults)
+            self.executor.faults = self.faults
 
     def record_round(self, scope: CostScope, stage: str, rnd: int, rounds_total: int, start_s: float,
                      participants: int, failures: int, scores: tuple[float, float] | None,

@@ -98,6 +98,9 @@ def test_routers_stay_inside_the_candidates() -> None:
             w, idx = router.route(c, feats)
             assert set(idx.flatten().tolist()) == set(sets[c].tolist())  # both used, nothing else
             assert torch.allclose(w.sum(1), torch.ones(200))
+    # A full ranking (what the faults fallback asks for) holds the set and nothing else.
+    _, ranked = GateRouter([gate] * N, N, masks).route(0, feats)
+    assert ranked.shape[1] == len(sets[0]) and set(ranked.flatten().tolist()) == set(sets[0].tolist())
     # Without masks the gate would have chosen others: the mask is doing the work.
     _, free = GateRouter([gate] * N, 2).route(0, feats)
     assert not set(free.flatten().tolist()) <= set(sets[0].tolist())

@@ -26,7 +26,7 @@ import copy
 import math
 import os
 from dataclasses import dataclass, field
-from typing import Any, Callable, Generator, Hashable, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Generator, Hashable, Sequence, TypeVar
 
 import simpy
 import torch
@@ -36,6 +36,9 @@ from nmoe_sim.engine.tasks import TaskResult, TrainTask, execute
 from nmoe_sim.errors import TrainingDiverged
 from nmoe_sim.record import ComputeRecord, Recorder
 from nmoe_sim.registry import Registry
+
+if TYPE_CHECKING:
+    from nmoe_sim.engine.faults import FaultState
 
 T = TypeVar("T")
 
@@ -47,6 +50,7 @@ class Job:
     task: TrainTask
     charged: simpy.Process | None = None
     started: bool = False  # the node began computing it (a job interrupted later still ran)
+    aborted: bool = False  # its node crashed while computing it (injected faults): no result
     result: TaskResult | None = field(default=None, repr=False)
     stage: str = ""  # what submitted it, for error messages
     tag: str = ""
@@ -71,6 +75,7 @@ class LocalExecutor:
         self.device = torch.device(self.runtime.device)
         self._cpu = {node: simpy.Resource(env, capacity=1) for node in profiles}
         self._scratch: dict[int, Any] = {}  # id(template) -> (template, this executor's copy)
+        self.faults: FaultState | None = None  # the Sim's, where the scenario injects faults
 
     # ------------------------------------------------------------------ described tasks
     def submit(self, task: TrainTask, *, stage: str, tag: str) -> Job:
@@ -80,7 +85,7 @@ class LocalExecutor:
         def started() -> None:
             job.started = True
 
-        job.charged = self.env.process(self._run(task.node, task.flops, stage, tag, started))
+        job.charged = self.env.process(self._run(task.node, task.flops, stage, tag, started, job))
         return job
 
     def gather(self, jobs: Sequence[Job]) -> list[TaskResult]:
@@ -114,7 +119,9 @@ class LocalExecutor:
         return self.env.process(self._run(node, flops, stage, tag, fn))
 
     def _run(self, node: Hashable, flops: float, stage: str, tag: str,
-             fn: Callable[[], Any] | None) -> Generator[simpy.Event, Any, Any]:
+             fn: Callable[[], Any] | None, job: Job | None = None) -> Generator[simpy.Event, Any, Any]:
+        if self.faults is not None:
+            return (yield from self._run_faulty(node, flops, stage, tag, fn, job))
         with self._cpu[node].request() as slot:
             yield slot
             start_s = self.env.now
@@ -122,11 +129,47 @@ class LocalExecutor:
             duration_s = self.compute_time_s(node, flops)
             if duration_s > 0:
                 yield self.env.timeout(duration_s)
-            energy_j = self.profiles[node].compute_power_w * duration_s
-            infra = node in self.infrastructure
-            self.recorder.add(ComputeRecord(
-                self.system, stage, tag, str(node), float(flops), start_s, self.env.now, energy_j,
-                device_energy_j=0.0 if infra else energy_j, infrastructure_energy_j=energy_j if infra else 0.0))
+            self._charge(node, flops, stage, tag, start_s, duration_s)
+        return result
+
+    def _charge(self, node: Hashable, flops: float, stage: str, tag: str, start_s: float,
+                duration_s: float) -> None:
+        energy_j = self.profiles[node].compute_power_w * duration_s
+        infra = node in self.infrastructure
+        self.recorder.add(ComputeRecord(
+            self.system, stage, tag, str(node), float(flops), start_s, self.env.now, energy_j,
+            device_energy_j=0.0 if infra else energy_j, infrastructure_energy_j=energy_j if infra else 0.0))
+
+    def _run_faulty(self, node: Hashable, flops: float, stage: str, tag: str,
+                    fn: Callable[[], Any] | None, job: Job | None) -> Generator[simpy.Event, Any, Any]:
+        """:meth:`_run` under injected faults (engine/faults.py): a straggler's slowdown
+        applies to computations that start inside its interval, and a crash of the node
+        stops the computation (charged up to the crash; a task's job is marked aborted)."""
+        faults, me = self.faults, self.env.active_process
+        assert faults is not None  # _run takes this path only with faults
+        faults.watch(node, me)
+        result = None
+        try:
+            with self._cpu[node].request() as slot:
+                try:
+                    yield slot
+                except simpy.Interrupt:
+                    return None  # crashed before it began: nothing ran, nothing to charge
+                start_s = self.env.now
+                result = fn() if fn is not None else None
+                faults.stage = stage
+                duration_s = planned_s = faults.compute_time_s(node, flops, self.profiles[node].flops_per_s)
+                try:
+                    if duration_s > 0:
+                        yield self.env.timeout(duration_s)
+                except simpy.Interrupt:  # the node crashed: charge the part it computed
+                    duration_s = self.env.now - start_s
+                    flops = flops * duration_s / planned_s
+                    if job is not None:
+                        job.aborted = True
+                self._charge(node, flops, stage, tag, start_s, duration_s)
+        finally:
+            faults.unwatch(node, me)
         return result
 
 

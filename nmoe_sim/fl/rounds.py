@@ -24,7 +24,7 @@ from nmoe_sim.config import TrainConfig
 from nmoe_sim.engine.checkpoint import ROUND, checkpoints_of
 from nmoe_sim.engine.executors import Job
 from nmoe_sim.engine.tasks import TaskResult, TrainTask
-from nmoe_sim.record import RoundRecord
+from nmoe_sim.record import FailureReason, FailureRecord, RoundRecord
 
 BS = "bs"
 
@@ -48,7 +48,16 @@ class _Trained:
 class Failure:
     client: int
     phase: str  # where the client was: "download", "prelude", "compute" or "upload"
-    reason: str  # why: "outage" (retries exhausted) or the interrupt's cause, e.g. "deadline"
+    # Why, from the fixed vocabulary (a str given is converted; an unknown one is refused):
+    # "outage" (retries exhausted), "deadline", "crashed", "dropped_out", "link_down", ...
+    reason: FailureReason
+
+    def __post_init__(self) -> None:
+        try:
+            object.__setattr__(self, "reason", FailureReason(self.reason))
+        except ValueError:
+            raise ValueError(f"Failure.reason {self.reason!r} is not one of "
+                             f"{', '.join(r.value for r in FailureReason)}") from None
 
 
 def sample_participants(n_clients: int, fraction: float, rng: np.random.Generator) -> list[int]:
@@ -157,7 +166,10 @@ class RoundDriver:
             start_s = env.now
             jobs: dict[int, Job] = {}  # client -> its submitted task
             sync = _Prelude(env, participants) if algo.has_prelude(rnd) else None
-            procs = [env.process(self._client_round(algo, rnd, c, jobs, sync)) for c in participants]
+            faults = self.sim.faults
+            absent = faults.absent(algo.stage, rnd, participants) if faults is not None else {}
+            procs = [env.process(self._client_round(algo, rnd, c, jobs, sync, absent.get(c)))
+                     for c in participants]
             everyone = env.all_of(procs)
             deadline = env.timeout(cfg.deadline_s) if cfg.deadline_s is not None else None
             if sync is not None:
@@ -180,6 +192,9 @@ class RoundDriver:
             outcomes = [collected[p.value.client] if isinstance(p.value, _Trained) else p.value for p in procs]
             results = [o for o in outcomes if isinstance(o, LocalResult)]
             failures = [o for o in outcomes if isinstance(o, Failure)]
+            for f in failures:
+                self.sim.recorder.add(FailureRecord(self.sim.system, algo.stage, rnd, f.client, f.phase,
+                                                    f.reason.value, float(env.now)))
             algo.aggregate(rnd, results, failures)
             scores = algo.evaluate(rnd)
             self.sim.record_round(scope, algo.stage, rnd, cfg.rounds, start_s, len(participants), len(failures),
@@ -189,15 +204,18 @@ class RoundDriver:
 
     def _collect(self, algo: RoundAlgorithm, rnd: int, jobs: dict[int, Job]) -> dict[int, LocalResult]:
         """The round's real work, all at once: every task a device started, run by the executor."""
-        ran = [jobs[c] for c in sorted(jobs) if jobs[c].started]
+        # A job cut short by its device's crash (injected faults) left nothing to collect.
+        ran = [jobs[c] for c in sorted(jobs) if jobs[c].started and not jobs[c].aborted]
         if not ran:
             return {}
         return {job.task.client: algo.collect(rnd, job.task.client, res)
                 for job, res in zip(ran, self.sim.executor.gather(ran))}
 
     def _client_round(self, algo: RoundAlgorithm, rnd: int, client: int, jobs: dict[int, Job],
-                      sync: "_Prelude | None" = None) -> Generator[simpy.Event, Any, Any]:
+                      sync: "_Prelude | None" = None,
+                      absent: FailureReason | None = None) -> Generator[simpy.Event, Any, Any]:
         sim = self.sim
+        me = sim.env.active_process
         inflight: list[simpy.Process] = []  # the transfer under way, for an interrupt to abort
 
         def send(src: Any, dst: Any, size_bytes: int, tag: str) -> Generator[simpy.Event, Any, str | None]:
@@ -209,6 +227,10 @@ class RoundDriver:
 
         phase = "download"
         try:
+            if absent is not None:  # crashed or dropped out before the round began
+                return Failure(client, phase, absent)
+            if sim.faults is not None:
+                sim.faults.watch(client, me)  # a crash interrupts this with cause 'crashed'
             down = algo.download_bytes(rnd, client)
             if down > 0 and (why := (yield from send(BS, client, down, "down"))) is not None:
                 return Failure(client, phase, why)
@@ -244,6 +266,8 @@ class RoundDriver:
                 inflight[0].interrupt(stop.cause)
             return Failure(client, phase, str(stop.cause))
         finally:
+            if sim.faults is not None:
+                sim.faults.unwatch(client, me)
             # A client out of the round before its statistic arrived must not hold the barrier.
             if sync is not None and not sync.ready[client].triggered:
                 sync.ready[client].succeed()

@@ -36,9 +36,12 @@ class GateRouter:
         gate = self.gates[client]
         gate.eval()
         logits = gate(feats)  # (Q,E)
+        k = self.k
         if self.allowed is not None:
             logits = logits.masked_fill(~self.allowed[client], -math.inf)
-        return topk_route(logits, self.k)
+            # A ranking of every expert (the faults fallback asks k = E) stops at the set.
+            k = min(k, int(self.allowed[client].sum()))
+        return topk_route(logits, k)
 
 
 @dataclass

@@ -17,7 +17,7 @@ import zlib
 from array import array
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Generator, Hashable
+from typing import TYPE_CHECKING, Any, Generator, Hashable
 
 import networkx as nx
 import numpy as np
@@ -26,9 +26,13 @@ import simpy
 from nmoe_sim.config import LinkChannels
 from nmoe_sim.net import channel
 from nmoe_sim.net.fading import LinkChannel
+from nmoe_sim.net.fault_hooks import FaultHooks
 from nmoe_sim.net.routing import ROUTING, airtime_weight_s_per_bit
 from nmoe_sim.net.sharing import Call, Flow, SharedRadios, delay_to
 from nmoe_sim.record import HopRecord, Recorder, TransferRecord
+
+if TYPE_CHECKING:
+    from nmoe_sim.engine.faults import FaultState
 
 
 def dbm_to_w(power_dbm: float) -> float:
@@ -69,6 +73,7 @@ class _Hop:
     seg_rate_bps: float = 0.0
     seg_sent0_bits: float = 0.0
     wait_start_s: float | None = None  # set while waiting for an ACK that will not come
+    fault: str = ""  # the injected fault (a FailureReason) that failed the latest attempt
 
     def charge(self, airtime_s: float, rx: bool) -> None:
         self.airtime_s += airtime_s
@@ -103,7 +108,7 @@ class _BlockClock:
     armed_block: int | None = None
 
 
-class Network:
+class Network(FaultHooks):
     """Emulated wireless network over a topology graph (see :mod:`nmoe_sim.net.topology`).
 
     One Network per simulated world, hence per system: it stamps ``system`` on every record.
@@ -146,6 +151,11 @@ class Network:
         self._router = ROUTING.get(routing, "network.routing")(sorted(graph.nodes, key=node_order), weights)
         self._bytes: Counter[tuple[Hashable, Hashable]] = Counter()
         self._airtime_s: Counter[tuple[Hashable, Hashable]] = Counter()
+        # Injected faults (engine/faults.py), None in a scenario without them: every fault
+        # hook below is behind that test, so such runs take exactly the old paths.
+        self.faults: FaultState | None = None
+        self._fault_flows: dict[int, list[Any]] = {}  # flow seq -> [hop, link, flow, ended]
+        self._fault_loss_db: dict[int, float] = {}  # flow seq -> storm loss in its current rate
 
     # ------------------------------------------------------------------ queries
     def link(self, u: Hashable, v: Hashable) -> LinkChannel:
@@ -198,7 +208,7 @@ class Network:
         """
         if size_bytes < 0:
             raise ValueError(f"transfer: size_bytes must be >= 0 (got {size_bytes})")
-        path = self.route(src, dst)
+        path = self.route(src, dst) if self.faults is None else self.route_now(src, dst, stage)
         return self.env.process(self._transfer(path, int(size_bytes), stage, tag))
 
     def _transfer(self, path: list[Any], size_bytes: int, stage: str,
@@ -213,7 +223,7 @@ class Network:
                 yield from self._send_hop(hop, size_bytes)
                 self._close_hop(hop, size_bytes, stage, tag)
                 if not hop.delivered:
-                    reason = "outage"
+                    reason = hop.fault or "outage"
                     break
         except simpy.Interrupt as intr:
             reason = "interrupted" if intr.cause is None else str(intr.cause)
@@ -250,8 +260,10 @@ class Network:
     def _send_hop(self, hop: _Hop, size_bytes: int) -> Generator[simpy.Event, Any, None]:
         link = self.link(hop.u, hop.v)
         cfg = link.cfg
+        if self.faults is not None and not (yield from self._wait_out_faults(hop, link)):
+            return
         if link.ideal:
-            hop.attempts = 1
+            hop.attempts += 1  # 1, or one more than the attempts a fault already failed
             hop.snrs_db.append(math.inf)
             if cfg.latency_s > 0:
                 yield self.env.timeout(cfg.latency_s)
@@ -263,6 +275,8 @@ class Network:
         hop.p_tx_w = dbm_to_w(self._tx_power_dbm[hop.u])
         hop.p_rx_w = self._rx_power_w[hop.v]
         while hop.attempts < cfg.max_attempts:
+            if self.faults is not None and not (yield from self._wait_out_faults(hop, link)):
+                return
             hop.attempts += 1
             sent = yield from self._attempt(hop, link, 8.0 * size_bytes)
             if sent is True:
@@ -277,6 +291,8 @@ class Network:
     def _block_rate_bps(self, hop: _Hop, link: LinkChannel) -> float:
         """Rate alone on the link in the current coherence block; 0 in outage."""
         snr_db = link.snr_db(self.env.now, self._tx_power_dbm[hop.u])
+        if self.faults is not None:
+            snr_db -= self.faults.loss_db(hop.u, hop.v)  # a deep-fade storm
         hop.snrs_db.append(snr_db)
         return link.cfg.bandwidth_hz * link.spectral_efficiency_bps_hz(snr_db)
 
@@ -293,7 +309,21 @@ class Network:
             return False
         flow = hop.flow = self._radios_busy.start(bits, rate_bps, self._radios(hop.u, hop.v))
         hop.seg_rate_bps, hop.seg_sent0_bits = rate_bps, 0.0
-        if link.cfg.rate_adaptation == "per_block" and link.varies_in_time:
+        if self.faults is not None:
+            # A fault that begins mid-flow breaks it (or re-rates it, a storm) through
+            # `ended`, exactly as a coherence block in outage does.
+            ended = self.env.event()
+            flow.done.callbacks.append(lambda _ev: None if ended.triggered else ended.succeed(True))
+            self._fault_flows[flow.seq] = [hop, link, flow, ended]  # the storm loss is in hop.snrs_db[-1]
+            if link.cfg.rate_adaptation == "per_block" and link.varies_in_time:
+                self._join_clock(hop, link, flow, ended)
+            self._fault_loss_db[flow.seq] = self.faults.loss_db(hop.u, hop.v)
+            outcome = yield ended
+            self._fault_flows.pop(flow.seq, None)
+            self._fault_loss_db.pop(flow.seq, None)
+            if outcome is not True:
+                return outcome
+        elif link.cfg.rate_adaptation == "per_block" and link.varies_in_time:
             # Block boundaries are handled by the link class's block clock, not by waking
             # this process: the process wakes once, when the flow ends or a block in
             # outage breaks it.
@@ -358,6 +388,7 @@ class Network:
         dead: list[int] = []
         k: int | None = None  # the block index of now, the same for every link of this clock
         log10, neg_inf = math.log10, -math.inf
+        faults = self.faults
         for seq, entry in entries.items():
             hop, link, flow, ended, next_block = entry
             if hop.flow is not flow or not flow.active or ended.triggered:
@@ -369,6 +400,8 @@ class Network:
                 k = link.block_index(now)
             gain = link.process.gain(k)
             snr_db = tx_power_dbm[hop.u] + link._budget_db + (10.0 * log10(gain) if gain > 0.0 else neg_inf)
+            if faults is not None:
+                snr_db -= faults.loss_db(hop.u, hop.v)
             hop.snrs_db.append(snr_db)
             cfg = link.cfg
             group = groups.get(id(cfg))

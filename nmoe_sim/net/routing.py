@@ -20,7 +20,7 @@ not scale with size: a relay costs store-and-forward delay that this weight does
 from __future__ import annotations
 
 import math
-from typing import Any, Hashable, Iterable, Protocol
+from typing import Any, Callable, Hashable, Iterable, Protocol
 
 import networkx as nx
 
@@ -90,6 +90,16 @@ class Router:
             raise ValueError(f"route: no path from {src!r} to {dst!r}")
         return list(path)
 
+    def route_avoiding(self, src: Hashable, dst: Hashable,
+                       down: Callable[[Hashable, Hashable], bool]) -> list[Any] | None:
+        """The policy's route over the hops u -> v that are not ``down`` (injected faults),
+        by the same weights; None when every route crosses a down hop. Not cached: what is
+        down changes with time."""
+        try:
+            return list(nx.dijkstra_path(self._g, src, dst, weight=lambda u, v, d: None if down(u, v) else d["w"]))
+        except nx.NetworkXNoPath:
+            return None
+
 
 ROUTING: Registry[type[Router]] = Registry("routing policy")
 ROUTING.register("min_airtime")(Router)
@@ -103,3 +113,9 @@ class DirectFirstRouter(Router):
         if self._g.has_edge(src, dst):
             return [src, dst]
         return super()._shortest(src, dst)
+
+    def route_avoiding(self, src: Hashable, dst: Hashable,
+                       down: Callable[[Hashable, Hashable], bool]) -> list[Any] | None:
+        if self._g.has_edge(src, dst) and not down(src, dst):
+            return [src, dst]
+        return super().route_avoiding(src, dst, down)

@@ -12,7 +12,7 @@ import simpy
 
 from nmoe_sim.engine.checkpoint import STAGE
 from nmoe_sim.fl.baselines import BASELINES
-from nmoe_sim.inference import run_inference
+from nmoe_sim.inference import run_inference, up_scores
 from nmoe_sim.metrics import inference_timing, stage_costs, system_costs, system_summary
 from nmoe_sim.pipeline import StageSpan, nmoe_spec, train_gate, train_shared
 from nmoe_sim.reuse import StageCache, baseline_key, keep, nmoe_prefix_key, recording, restore
@@ -109,7 +109,7 @@ def run_systems(world: World, reuse: StageCache | None = None, origin: str = "")
         if "nmoe" not in systems:
             scope, outcome = _run_process(nmoe_sim, nmoe())
             systems["nmoe"] = system_summary(outcome.scores, world.recorder, "nmoe", outcome.stage,
-                                             outcome.failed_queries)
+                                             outcome.failed_queries, up_scores(outcome))
             pays["nmoe"] = [*scope.stages, outcome.stage]
             ck.save("nmoe inference done", STAGE)
 
@@ -140,7 +140,8 @@ def run_systems(world: World, reuse: StageCache | None = None, origin: str = "")
 
             with recording(world) as made:
                 scope, result, first_span = _run_process(sim, baseline())
-            systems[name] = system_summary(result.scores, world.recorder, name, result.stage, result.failed_queries)
+            systems[name] = system_summary(result.scores, world.recorder, name, result.stage, result.failed_queries,
+                                           up_scores(result))
             pays[name] = [*scope.reused, *scope.stages, result.stage]
             del run.sims[name]  # done: a later checkpoint need not carry its world
             if bkey and reuse is not None:

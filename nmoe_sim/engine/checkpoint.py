@@ -207,6 +207,7 @@ class Checkpoints:
     _resumed: list[Frame] = field(default_factory=list)
     saves: int = 0
     skipped: int = 0
+    warned: bool = False
 
     @property
     def resuming(self) -> bool:
@@ -253,8 +254,14 @@ class Checkpoints:
         except (NotSaveable, pickle.PicklingError, TypeError, AttributeError) as exc:
             self.skipped += 1
             # A round may end with an aborted transfer still winding down; a stage should
-            # not: something keeps a process alive across stages (it cannot be resumed).
-            (log.warning if kind == STAGE else log.debug)("no checkpoint at %s: %s", where, exc)
+            # not: something keeps a process alive across stages (the fault processes of a
+            # `faults:` section do, until their last event). Said once per run.
+            if kind == STAGE and not self.warned:
+                self.warned = True
+                log.warning("no checkpoint at %s (%s); a resume goes on from the last one saved, or "
+                            "starts again", where, exc)
+            else:
+                log.debug("no checkpoint at %s: %s", where, exc)
             return False
         # The records (scalars only, by far the most objects) go through the C pickler
         # alone: the frames' pickler calls back into Python for every object it meets.

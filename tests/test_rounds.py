@@ -285,7 +285,7 @@ def test_fedgate_client_whose_download_failed_keeps_its_old_gate() -> None:
     from nmoe_sim.fl.stage3 import FedGate, GateData
 
     world = world_of("stage3.rounds=4", "stage3.fedgate.sync_every=2")
-    data = [GateData(torch.zeros(2, 8), torch.zeros(2, dtype=torch.long), torch.zeros(2, 4, 10),
+    data = [GateData(torch.zeros(2, 8), torch.zeros(2, dtype=torch.long), torch.zeros(2, 4),
                      torch.ones(4, dtype=torch.bool)) for _ in range(4)]
     algo = FedGate(world, None, data, "stage3_fedgate")  # type: ignore[arg-type]
     algo.global_shared = {k: v + 1.0 for k, v in algo.global_shared.items()}  # differs from every gate

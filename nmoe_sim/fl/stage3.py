@@ -72,7 +72,7 @@ def gate_task(client: int, template: Gate, start: dict[str, torch.Tensor], data:
                             per_batch=draw_generator_state(noise_gates * n_experts) if template.noisy else None)
     return TrainTask(
         client=client, node=client, template=template, start=start, x=data.feats, y=data.y, plan=plan,
-        draws=draws, loss="gate", aux={"true_p": data.probs[torch.arange(len(data.y)), :, data.y]},  # (n,E)
+        draws=draws, loss="gate", aux={"true_p": data.true_p},  # (n,E)
         args={"target": cfg.target, "available": data.available},
         **sgd_args(cfg, rnd),
         flops=cfg.local_epochs * len(data.y) * flops_per_sample, upload_bytes=upload_bytes,
@@ -95,7 +95,9 @@ class FedGate(RoundAlgorithm):
         base = make_gate(world.cfg, world.n_clients, world.streams, self.stage)
         self.gates = [copy.deepcopy(base) for _ in range(world.n_clients)]
         self.template = base  # the architecture every client's task trains (never trained in)
-        self._eval_gates = [copy.deepcopy(base) for _ in range(world.n_clients)]  # evaluate()'s scratch
+        self.ditto = self.cfg.fedgate.personal == "ditto"
+        # evaluate()'s scratch copies; Ditto's personal gates serve as they are and need none.
+        self._eval_gates = [] if self.ditto else [copy.deepcopy(base) for _ in range(world.n_clients)]
         local = LOCAL_PARAMS[self.cfg.fedgate.local_part]
         self.shared = [name for name in base.state_dict() if name not in local]
         self.shared_bytes = world.param_bytes(base, self.shared)
@@ -103,11 +105,12 @@ class FedGate(RoundAlgorithm):
         self.flops = gate_train_flops_per_sample(base, world.cfg.model.feature_dim)
         self.gens = [world.streams.torch(f"{self.stage}/client{i}") for i in range(world.n_clients)]
         # Ditto: every client's personal gate (starting as the shared one), and the pair a task trains.
-        self.ditto = self.cfg.fedgate.personal == "ditto"
         self.personal = [copy.deepcopy(base) for _ in range(world.n_clients)] if self.ditto else []
         self.pair = DittoGates(copy.deepcopy(base), copy.deepcopy(base)) if self.ditto else None
         # Ditto's anchor: the shared gate each client last downloaded (not its drifting copy).
-        self.anchors = [clone_state(self.global_shared) for _ in range(world.n_clients)] if self.ditto else []
+        # Shared by reference: global_shared is replaced by each aggregation, never changed
+        # in place, so one copy per round serves every client that downloaded it.
+        self.anchors = [self.global_shared] * world.n_clients if self.ditto else []
         # Clients whose latest download of the shared part failed: they hold their old gate.
         self.missed_download: set[int] = set()
 
@@ -131,7 +134,7 @@ class FedGate(RoundAlgorithm):
         assert self.pair is not None
         personal = clone_state(self.personal[client].state_dict())
         if downloaded:
-            self.anchors[client] = clone_state(self.global_shared)
+            self.anchors[client] = self.global_shared
         task = gate_task(client, self.template, start, self.data[client], self.cfg, rnd, self.gens[client],
                          2 * self.flops, upload, noise_gates=2)
         return replace(task, template=self.pair, loss="gate_ditto",

@@ -25,6 +25,7 @@ from nmoe_sim.record import RoundRecord
 
 EXIT_USAGE = 2
 EXIT_POINTS_FAILED = 1  # a sweep ran, but some of its points failed (each listed on stderr)
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a command stopped by Ctrl-C
 
 
 def _progress_listener(progress: Progress) -> Callable[[Any], None]:
@@ -50,13 +51,15 @@ def summary_table(metrics: dict[str, Any]) -> Any:
     return SYSTEMS.get(metrics.get("system", "nmoe"), "system").summary_table(metrics)
 
 
-def run_one(cfg: Scenario, run_dir: Path, *, quiet: bool = False, reuse: Any = None) -> dict[str, Any]:
+def run_one(cfg: Scenario, run_dir: Path, *, quiet: bool = False, reuse: Any = None,
+            checkpoint: bool = False, resume: Any = None) -> dict[str, Any]:
     from nmoe_sim.runner import run  # heavy imports (torch) only when something runs
 
     err = Console(stderr=True)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=err, transient=True, disable=quiet or not err.is_terminal) as progress:
-        metrics = run(cfg, run_dir, on_record=_progress_listener(progress), reuse=reuse)
+        metrics = run(cfg, run_dir, on_record=_progress_listener(progress), reuse=reuse,
+                      checkpoint=checkpoint, resume=resume)
     if cfg.output.plots:
         from nmoe_sim.plots import plot_run
 
@@ -83,13 +86,17 @@ def _missing_folders(path: Path) -> list[Path]:
 def cmd_run(args: argparse.Namespace) -> int:
     from nmoe_sim.results import new_run_dir
 
+    if args.resume is not None:
+        return resume_run(args)
+    if args.scenario is None:
+        raise ConfigError("run: give a scenario file, or --resume RUN_DIR")
     cfg = load_scenario(args.scenario, args.set)
     _check_data_files(cfg)
     root = Path(args.out) if args.out else Path(cfg.output.root)
     made = _missing_folders(root / cfg.name)
     run_dir = new_run_dir(root, cfg.name, cfg.seed)
     try:
-        metrics = run_one(cfg, run_dir, quiet=args.quiet)
+        metrics = run_one(cfg, run_dir, quiet=args.quiet, checkpoint=True)
     except ConfigError:
         # Input found bad only once the run started (e.g. a malformed dataset file, a loss
         # that turned non-finite): leave no half-filled run directory behind, nor the empty
@@ -101,7 +108,52 @@ def cmd_run(args: argparse.Namespace) -> int:
             except OSError:
                 break
         raise
-    if not args.quiet:
+    except KeyboardInterrupt:
+        return _interrupted(run_dir)
+    return _finished(metrics, run_dir, args.quiet)
+
+
+def _interrupted(run_dir: Path) -> int:
+    """Ctrl-C: one line, the run's status says interrupted (runner.run wrote it), exit 130."""
+    from nmoe_sim.engine.status import resume_command
+
+    print(f"interrupted: {run_dir} (resume with: {resume_command(run_dir)})", file=sys.stderr)
+    return EXIT_INTERRUPTED
+
+
+def resume_run(args: argparse.Namespace) -> int:
+    """``run --resume RUN_DIR``: go on from the run's last checkpoint (from the start, in the
+    same directory, if it was stopped before its first), or say that it had finished."""
+    from nmoe_sim.engine import checkpoint, status
+
+    if args.scenario is not None or args.set or args.out:
+        raise ConfigError("--resume: the run's own config.yaml says what to run; give no scenario, --set or --out")
+    run_dir = Path(args.resume)
+    if not (run_dir / "config.yaml").is_file():
+        raise ConfigError(f"--resume: {run_dir} is not a run directory (it has no config.yaml)")
+    pid = status.still_running(status.read_status(run_dir))
+    if pid is not None:
+        raise ConfigError(f"--resume: {run_dir} is still being run by process {pid}; stop it first")
+    if (run_dir / "metrics.json").is_file():
+        status.clean_temp_files(run_dir)
+        print(f"already finished: {run_dir} (nothing to resume)", file=sys.stderr)
+        print(run_dir)
+        return 0
+    status.clean_temp_files(run_dir)  # a killed write's hidden temporaries
+    saved = checkpoint.load(run_dir)
+    cfg = saved.cfg if saved is not None else load_scenario(str(run_dir / "config.yaml"), [])
+    _check_data_files(cfg)
+    if saved is not None and not args.quiet:
+        print(f"resuming {run_dir} after {saved.where}", file=sys.stderr)
+    try:
+        metrics = run_one(cfg, run_dir, quiet=args.quiet, checkpoint=True, resume=saved)
+    except KeyboardInterrupt:
+        return _interrupted(run_dir)
+    return _finished(metrics, run_dir, args.quiet)
+
+
+def _finished(metrics: dict[str, Any], run_dir: Path, quiet: bool) -> int:
+    if not quiet:
         # Piped output has no terminal width; 120 columns keep the stage names whole.
         Console(width=None if sys.stdout.isatty() else 120).print(summary_table(metrics))
     print(run_dir)
@@ -169,7 +221,12 @@ def build_parser() -> argparse.ArgumentParser:
     for name, fn, help_ in (("run", cmd_run, "run one scenario"), ("sweep", cmd_sweep, "run a scenario's sweep"),
                             ("validate", cmd_validate, "check a scenario without running it")):
         p = sub.add_parser(name, help=help_)
-        p.add_argument("scenario", help="scenario YAML file")
+        if name == "run":  # or --resume RUN_DIR instead
+            p.add_argument("scenario", nargs="?", help="scenario YAML file")
+            p.add_argument("--resume", metavar="RUN_DIR",
+                           help="go on with an interrupted run from its last checkpoint (a finished run: says so)")
+        else:
+            p.add_argument("scenario", help="scenario YAML file")
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a scenario key, e.g. --set stage1.rounds=5 (repeatable)")
         if name != "validate":
@@ -202,6 +259,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # One line whatever the message holds (a key or a file name may carry a newline).
         print("error: " + " ".join(str(exc).splitlines()), file=sys.stderr)
         return EXIT_USAGE
+    except KeyboardInterrupt:  # before a run directory exists (a run's own says where it is)
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -379,6 +379,23 @@ class RuntimeConfig(Strict):
         "for models large enough to pay (see docs/architecture.md), else 1. The count changes "
         "float reduction order, so runs agree bit for bit only at the same count",
     )
+    checkpoint: Literal["rounds", "stages", "off"] = Field(
+        "rounds", description="where a run saves what --resume needs to go on (run_dir/checkpoint.pkl): "
+        "rounds (every round boundary and every stage boundary), stages (stage boundaries only), "
+        "or off (nothing; a killed run starts again). Never changes results",
+    )
+    checkpoint_every_s: float = Field(
+        0.0, ge=0, le=86400, description="with checkpoint: rounds, a round boundary saves only once this "
+        "much host wall time has passed since the last save (stage boundaries always save). 0: every "
+        "round. A few seconds make saving nearly free on runs of short rounds; a kill then loses at most "
+        "that much work",
+    )
+
+    @field_validator("checkpoint", mode="before")
+    @classmethod
+    def _off(cls, v: Any) -> Any:
+        # YAML 1.1 reads an unquoted `off` as the boolean false: take it as the word meant.
+        return "off" if v is False else v
 
     @field_validator("workers", "torch_threads", mode="before")
     @classmethod

@@ -15,6 +15,7 @@ import numpy as np
 import simpy
 import torch
 
+from nmoe_sim.engine.checkpoint import STAGE, checkpoints_of
 from nmoe_sim.fl.rounds import CostScope, RoundDriver
 from nmoe_sim.fl.routing import QueryBank, Router, combine
 from nmoe_sim.fl.stage1 import make_stage1
@@ -52,27 +53,40 @@ def train_shared(world: World, sim: Sim, spans: list[StageSpan]) -> Generator[si
     Nothing here reads the stage-3 settings (``reuse.NMOE_PREFIX_FREE``), so sweep points
     that differ only there can share what this leaves behind.
     """
-    # Each algorithm owns its stage name; the costs it causes are recorded under it.
-    fe_algo = make_stage1(world)
-    s1, s2 = fe_algo.stage, STAGE2
-    scope = CostScope(sim.system, [s1, s2])  # stage 3 has recorded nothing yet
+    ck = checkpoints_of(sim)
     env = sim.env
+    # A frame holds what a resumed run needs to go on (engine/checkpoint.py): here the
+    # stage-1 algorithm and its driver until stage 1 ends, then its trained FE.
+    with ck.frame("shared", dict) as shared:
+        if not hasattr(shared, "fe"):
+            with ck.frame("stage1", lambda: new_stage1(world, sim)) as st:
+                yield from st.driver.run(st.algo, world.cfg.stage1, st.scope)
+            fe = st.algo.fe
+            fe.eval()
+            representation = st.algo.representation()
+            warn_if_unlearned(st.algo.stage, representation)
+            spans.append(StageSpan(sim.system, st.algo.stage, st.start, env.now, extra={"representation": representation}))
+            shared.fe, shared.stage1 = fe, st.algo.stage
+            ck.save(f"{sim.system} {st.algo.stage} done", STAGE)
+        fe, s1 = shared.fe, shared.stage1
 
-    start = env.now
-    yield from RoundDriver(sim, world.n_clients, world.streams.numpy(f"{s1}/participation")).run(fe_algo, world.cfg.stage1, scope)
-    fe = fe_algo.fe
-    fe.eval()
-    representation = fe_algo.representation()
-    warn_if_unlearned(s1, representation)
-    spans.append(StageSpan(sim.system, s1, start, env.now, extra={"representation": representation}))
-
-    start = env.now
-    experts, feats, client_fes = yield from train_experts(world, sim, fe)
-    spans.append(StageSpan(sim.system, s2, start, env.now))
+        start = env.now
+        experts, feats, client_fes = yield from train_experts(world, sim, fe)
+        spans.append(StageSpan(sim.system, STAGE2, start, env.now))
 
     bank = QueryBank(client_fes, experts, [c.x_query for c in world.clients], [c.y_query for c in world.clients],
                      world.dataset.num_classes)
-    return NMoEParts(fe, experts, feats, bank, trained_by=(s1, s2))  # fe: raw FE, for FLOP counting
+    return NMoEParts(fe, experts, feats, bank, trained_by=(s1, STAGE2))  # fe: raw FE, for FLOP counting
+
+
+def new_stage1(world: World, sim: Sim) -> dict[str, Any]:
+    """Stage 1 from its first round: the algorithm (it owns its stage name: the costs it
+    causes are recorded under it), its cost scope and its round driver."""
+    fe_algo = make_stage1(world)
+    s1 = fe_algo.stage
+    return {"algo": fe_algo, "start": sim.env.now,
+            "scope": CostScope(sim.system, [s1, STAGE2]),  # stage 3 has recorded nothing yet
+            "driver": RoundDriver(sim, world.n_clients, world.streams.numpy(f"{s1}/participation"))}
 
 
 def warn_if_unlearned(stage: str, rep: dict[str, Any]) -> None:
@@ -93,11 +107,11 @@ def train_gate(world: World, sim: Sim, parts: NMoEParts, spans: list[StageSpan])
     """Stage 3: the gate, with F and every H_i frozen; returns the router and the NMoE's cost scope."""
     gate_method = GATE_ALGORITHMS.get(world.cfg.stage3.algorithm, "stage3.algorithm")
     s3 = gate_method.stage
-    scope = CostScope(sim.system, [*parts.trained_by, s3])
-    start = sim.env.now
-    router = yield from gate_method.train(world, sim, parts, scope, s3)
-    spans.append(StageSpan(sim.system, s3, start, sim.env.now))
-    return router, scope
+    with checkpoints_of(sim).frame("stage3", lambda: {
+            "scope": CostScope(sim.system, [*parts.trained_by, s3]), "start": sim.env.now}) as st:
+        router = yield from gate_method.train(world, sim, parts, st.scope, s3)
+    spans.append(StageSpan(sim.system, s3, st.start, sim.env.now))
+    return router, st.scope
 
 
 def nmoe_spec(world: World, parts: NMoEParts, router: Router) -> InferenceSpec:

@@ -22,16 +22,28 @@ from nmoe_sim.errors import ConfigError
 from nmoe_sim.record import FailureRecord, HopRecord, Recorder, RoundRecord, record_row
 
 
-def atomic_write_text(path: Path, text: str) -> None:
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that a reader (or a SIGKILL) sees the old file or the new
+    one, never part of one: a temporary in the same folder, fsync-ed, renamed into place.
+
+    A kill between the temporary's creation and the rename leaves a hidden
+    ``.<name>.<random>.tmp``; a resumed run removes those (``checkpoint.clean_temp_files``).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())  # the data is on disk before the name points at it
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def _clean(obj: Any) -> Any:

@@ -20,6 +20,7 @@ import torch
 from nmoe_sim.config import DeviceProfile, Scenario
 from nmoe_sim.data.datasets import Dataset, load_dataset
 from nmoe_sim.data.partition import partition, query_split
+from nmoe_sim.engine.checkpoint import Checkpoints
 from nmoe_sim.engine.executors import EXECUTORS
 from nmoe_sim.engine.faults import FaultState
 from nmoe_sim.fl.rounds import BS, CostScope, make_round_record
@@ -53,6 +54,8 @@ class World:
     graph: nx.Graph
     profiles: dict[Hashable, DeviceProfile]
     recorder: Recorder = field(default_factory=Recorder)
+    # Where this run saves at round and stage boundaries (none by default: library callers, sweeps).
+    checkpoints: Checkpoints = field(default_factory=Checkpoints)
 
     @property
     def n_clients(self) -> int:

@@ -17,8 +17,11 @@ Each shard travels as one plain pickle, by value (see ``_run_shard``).
 from __future__ import annotations
 
 import atexit
+import ctypes
 import multiprocessing
 import pickle
+import signal
+import sys
 from concurrent.futures import ProcessPoolExecutor
 from typing import Sequence
 
@@ -26,11 +29,22 @@ import torch
 
 from nmoe_sim.engine.tasks import TaskResult, TrainTask, execute
 
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 _POOL: ProcessPoolExecutor | None = None
 _POOL_SIZE = 0
 
 
 def _init_worker() -> None:
+    # Ctrl-C reaches the whole process group: the run (the parent) handles it, saving its
+    # status; a worker printing its own KeyboardInterrupt traceback would only add noise.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # A run killed outright (SIGKILL) cannot shut its pool down: on Linux, ask the kernel to
+    # end each worker with its parent, so none lingers holding the run's pipes open.
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        except (OSError, AttributeError):
+            pass  # no prctl here: workers of a killed run outlive it until ended by hand
     torch.set_num_threads(1)
     import nmoe_sim.engine.losses  # noqa: F401  # every loss and report a task may name
 

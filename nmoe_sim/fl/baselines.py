@@ -19,6 +19,7 @@ import torch
 from nmoe_sim.engine.losses import draw_generator_state
 from nmoe_sim.fl.schedule import sgd_args
 from nmoe_sim.engine.tasks import TrainTask, clone_state, draw_plan
+from nmoe_sim.engine.checkpoint import checkpoints_of
 from nmoe_sim.fl.rounds import BS, CostScope, RoundDriver
 from nmoe_sim.fl.routing import QueryBank, combine
 from nmoe_sim.fl.stage1 import FedCE
@@ -57,10 +58,13 @@ def local(world: World, sim: Sim, parts: NMoEParts) -> Generator[simpy.Event, An
 @BASELINES.register("fedavg")
 def fedavg(world: World, sim: Sim, parts: NMoEParts) -> Generator[simpy.Event, Any, tuple[InferenceSpec, CostScope]]:
     stage = "baseline_fedavg"
-    scope = CostScope(sim.system, [stage])
-    algo = FedCE(world, world.cfg.baselines.fedavg, stage=stage, evaluate=True)
-    yield from RoundDriver(sim, world.n_clients, world.streams.numpy(f"{stage}/participation")).run(
-        algo, world.cfg.baselines.fedavg, scope)
+    # The frame (engine/checkpoint.py) keeps the algorithm and its driver for a resumed run.
+    with checkpoints_of(sim).frame("fedavg", lambda: {
+            "scope": CostScope(sim.system, [stage]),
+            "algo": FedCE(world, world.cfg.baselines.fedavg, stage=stage, evaluate=True),
+            "driver": RoundDriver(sim, world.n_clients, world.streams.numpy(f"{stage}/participation"))}) as fr:
+        yield from fr.driver.run(fr.algo, world.cfg.baselines.fedavg, fr.scope)
+    scope, algo = fr.scope, fr.algo
     model = algo.scratch
     model.load_state_dict(algo.global_state)
     model.eval()

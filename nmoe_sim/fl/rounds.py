@@ -21,6 +21,7 @@ import numpy as np
 import simpy
 
 from nmoe_sim.config import TrainConfig
+from nmoe_sim.engine.checkpoint import ROUND, checkpoints_of
 from nmoe_sim.engine.executors import Job
 from nmoe_sim.engine.tasks import TaskResult, TrainTask
 from nmoe_sim.record import FailureReason, FailureRecord, RoundRecord
@@ -144,16 +145,22 @@ class RoundAlgorithm(ABC):
 
 
 class RoundDriver:
-    """Runs an algorithm's rounds as SimPy processes over the sim's network and executor."""
+    """Runs an algorithm's rounds as SimPy processes over the sim's network and executor.
+
+    After each round's record the run may save a checkpoint (``engine/checkpoint.py``); a
+    driver restored from one goes on at ``next_round`` with its participation stream where
+    the save left it.
+    """
 
     def __init__(self, sim: Any, n_clients: int, rng: np.random.Generator) -> None:
         self.sim = sim
         self.n_clients = n_clients
         self.rng = rng
+        self.next_round = 0
 
     def run(self, algo: RoundAlgorithm, cfg: TrainConfig, scope: CostScope) -> Generator[simpy.Event, Any, None]:
         env = self.sim.env
-        for rnd in range(cfg.rounds):
+        for rnd in range(self.next_round, cfg.rounds):
             participants = sample_participants(self.n_clients, cfg.participation, self.rng)
             algo.configure(rnd, participants)
             start_s = env.now
@@ -192,6 +199,8 @@ class RoundDriver:
             scores = algo.evaluate(rnd)
             self.sim.record_round(scope, algo.stage, rnd, cfg.rounds, start_s, len(participants), len(failures),
                                   scores, algo.measure(rnd))
+            self.next_round = rnd + 1
+            checkpoints_of(self.sim).save(f"{self.sim.system} {algo.stage} round {rnd}", ROUND)
 
     def _collect(self, algo: RoundAlgorithm, rnd: int, jobs: dict[int, Job]) -> dict[int, LocalResult]:
         """The round's real work, all at once: every task a device started, run by the executor."""

@@ -31,6 +31,7 @@ from nmoe_sim.fl.aggregate import fedavg
 from nmoe_sim.fl.candidates import candidate_masks, candidate_sets
 from nmoe_sim.fl.exchange import EXCHANGES, GateData
 from nmoe_sim.fl.schedule import sgd_args
+from nmoe_sim.engine.checkpoint import checkpoints_of
 from nmoe_sim.fl.rounds import BS, CostScope, Failure, LocalResult, RoundAlgorithm, RoundDriver, sample_participants
 from nmoe_sim.fl.routing import GateRouter, QueryBank, RandomRouter, Router
 from nmoe_sim.models import DittoGates, Expert, FeatureExtractor, Gate, gate_train_flops_per_sample
@@ -218,11 +219,15 @@ GATE_ALGORITHMS: Registry[GateMethod] = Registry("stage3 algorithm")
 
 
 def run_fedgate(world: World, sim: Sim, parts: NMoEParts, scope: CostScope, stage: str) -> Generator[simpy.Event, Any, Router]:
-    cands = candidate_sets(world, sim)
-    data = yield from exchange_expert_outputs(world, sim, parts, stage, cands)
-    algo = FedGate(world, parts, data, stage, candidate_masks(cands, world.n_clients))
-    yield from RoundDriver(sim, world.n_clients, world.streams.numpy(f"{stage}/participation")).run(algo, world.cfg.stage3, scope)
-    router = yield from algo.finalize(sim)
+    # The frame (engine/checkpoint.py) keeps the algorithm and its driver for a resumed run.
+    with checkpoints_of(sim).frame("fedgate", dict) as fr:
+        if not hasattr(fr, "algo"):
+            cands = candidate_sets(world, sim)
+            data = yield from exchange_expert_outputs(world, sim, parts, stage, cands)
+            fr.algo = FedGate(world, parts, data, stage, candidate_masks(cands, world.n_clients))
+            fr.driver = RoundDriver(sim, world.n_clients, world.streams.numpy(f"{stage}/participation"))
+        yield from fr.driver.run(fr.algo, world.cfg.stage3, scope)
+        router = yield from fr.algo.finalize(sim)
     return router
 
 

@@ -28,7 +28,7 @@ from nmoe_sim.net import channel
 from nmoe_sim.net.fading import LinkChannel
 from nmoe_sim.net.fault_hooks import FaultHooks
 from nmoe_sim.net.routing import ROUTING, airtime_weight_s_per_bit
-from nmoe_sim.net.sharing import Flow, SharedRadios, delay_to
+from nmoe_sim.net.sharing import Call, Flow, SharedRadios, delay_to
 from nmoe_sim.record import HopRecord, Recorder, TransferRecord
 
 if TYPE_CHECKING:
@@ -91,6 +91,11 @@ class _Hop:
     @property
     def mean_snr_db(self) -> float:
         return float(np.mean(np.frombuffer(self.snrs_db))) if self.snrs_db else math.nan
+
+
+def _end_once(ended: simpy.Event) -> None:
+    if not ended.triggered:
+        ended.succeed(True)
 
 
 @dataclass
@@ -323,7 +328,7 @@ class Network(FaultHooks):
             # this process: the process wakes once, when the flow ends or a block in
             # outage breaks it.
             ended = self.env.event()
-            flow.done.callbacks.append(lambda _ev: None if ended.triggered else ended.succeed(True))
+            flow.done.callbacks.append(Call(_end_once, ended))
             self._join_clock(hop, link, flow, ended)
             outcome = yield ended
             if outcome is not True:
@@ -354,7 +359,7 @@ class Network(FaultHooks):
     def _arm_clock(self, clock: "_BlockClock", block: int) -> None:
         clock.armed_block = block
         timer = self.env.timeout(delay_to(self.env.now, block * clock.coherence_time_s))
-        timer.callbacks.append(lambda _ev: self._at_boundary(clock, block))
+        timer.callbacks.append(Call(self._at_boundary, clock, block))
 
     def _at_boundary(self, clock: "_BlockClock", block: int) -> None:
         # The flows are re-rated one event after the boundary timer, where a process woken
@@ -362,7 +367,7 @@ class Network(FaultHooks):
         # instant (a round deadline's interrupt, a flow's own completion) acts first,
         # exactly as when each boundary woke the hop's process, so results stay bit-identical.
         step = self.env.event()
-        step.callbacks.append(lambda _ev: self._rerate_blocks(clock, block))
+        step.callbacks.append(Call(self._rerate_blocks, clock, block))
         step.succeed()
 
     def _rerate_blocks(self, clock: "_BlockClock", block: int) -> None:

@@ -19,9 +19,20 @@ import heapq
 import itertools
 import math
 from dataclasses import dataclass, field
-from typing import Hashable
+from typing import Any, Callable, Hashable
 
 import simpy
+
+
+class Call:
+    """``lambda _event: fn(*args)`` as an object that pickles (``fn`` a bound method), so a
+    checkpoint can save the timers queued with it (``engine/checkpoint.py``)."""
+
+    def __init__(self, fn: Callable[..., Any], *args: Any) -> None:
+        self.fn, self.args = fn, args
+
+    def __call__(self, _event: Any) -> None:
+        self.fn(*self.args)
 
 
 @dataclass(eq=False)
@@ -194,7 +205,7 @@ class SharedRadios:
         self._wake_version += 1
         version, self._wake_at_s = self._wake_version, top[0]
         timer = self.env.timeout(delay_to(self.env.now, top[0]))
-        timer.callbacks.append(lambda _ev: self._on_wake(version))
+        timer.callbacks.append(Call(self._on_wake, version))
 
     def _on_wake(self, version: int) -> None:
         if version != self._wake_version:

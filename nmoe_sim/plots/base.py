@@ -8,13 +8,14 @@ so nothing has to be closed and the user's own pyplot backend is left alone.
 from __future__ import annotations
 
 import logging
-import os
+import io
 from pathlib import Path
 from typing import Callable, Sequence
 
 from matplotlib.figure import Figure
 
 from nmoe_sim.plots.rundata import PlotSkipped, RunData
+from nmoe_sim.results import atomic_write_bytes
 from nmoe_sim.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -59,12 +60,9 @@ def save_figure(fig: Figure, path_stem: Path, formats: Sequence[str] = DEFAULT_F
     written = []
     for fmt in formats:
         path = path_stem.with_suffix(f".{fmt}")
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        try:
-            fig.savefig(tmp, format=fmt, dpi=DPI)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)  # only left over when saving failed
+        buf = io.BytesIO()
+        fig.savefig(buf, format=fmt, dpi=DPI)
+        atomic_write_bytes(path, buf.getvalue())  # fsync-ed; a killed save leaves no half figure
         written.append(path)
     return written
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 import numpy as np
 
 from nmoe_sim.config import TrainConfig
+from nmoe_sim.engine.checkpoint import STAGE
 from nmoe_sim.fl.alignment.config import AlignmentConfig
 from nmoe_sim.fl.alignment.profiling import ClientProfile, profile_clients
 from nmoe_sim.fl.alignment.system import STREAM, AlignmentFL, alignment_costs
@@ -20,7 +21,7 @@ from nmoe_sim.fl.rounds import CostScope, RoundDriver
 from nmoe_sim.metrics import SYSTEM_COST_FIELDS, stage_costs
 from nmoe_sim.record import RoundRecord
 from nmoe_sim.systems import System, SystemOutcome
-from nmoe_sim.systems.nmoe import GATING_COLUMNS, gating_rows
+from nmoe_sim.systems.nmoe import GATING_COLUMNS, _run_process, gating_rows
 from nmoe_sim.world import Sim, World
 
 if TYPE_CHECKING:
@@ -35,11 +36,14 @@ class AlignmentSystem(System):
         acfg = self.cfg.alignment
         if acfg is None:  # the schema's cross-check forbids it; kept for direct callers
             raise ValueError("system: alignment needs a scenario with an alignment section")
-        # Every Sim has the same links and every system the same models: profile once.
-        first_sim = world.new_sim("profiling")  # reads link budgets only; records nothing
-        costs = alignment_costs(world, acfg)
-        profiles = profile_clients(world, first_sim, acfg, costs)
-        trained = [run_assignment(world, acfg, name, profiles) for name in assignments_to_run(acfg)]
+        ck = world.checkpoints
+        # The run's frame (engine/checkpoint.py): the profiles, and each assignment trained
+        # so far (each one's end is a stage boundary that saves).
+        with ck.frame("alignment", lambda: new_alignment_run(world, acfg)) as run:
+            for name in assignments_to_run(acfg)[len(run.trained):]:
+                run.trained.append(run_assignment(world, acfg, name, run.profiles))
+                ck.save(f"{name} {run.trained[-1][0].stage} done", STAGE)
+        first_sim, costs, profiles, trained = run.first_sim, run.costs, run.profiles, run.trained
         systems = {algo.assignment: system_metrics(world, acfg, algo, sim) for algo, sim in trained}
         stages = {algo.stage: stage_costs(world.recorder, sim.system, algo.stage, 0.0, sim.env.now)
                   for algo, sim in trained}
@@ -89,16 +93,29 @@ def round_config(cfg: AlignmentConfig) -> TrainConfig:
                        momentum=cfg.momentum, participation=cfg.participation, deadline_s=cfg.deadline_s)
 
 
+def new_alignment_run(world: World, acfg: AlignmentConfig) -> dict[str, Any]:
+    # Every Sim has the same links and every system the same models: profile once.
+    first_sim = world.new_sim("profiling")  # reads link budgets only; records nothing
+    costs = alignment_costs(world, acfg)
+    return {"first_sim": first_sim, "costs": costs, "profiles": profile_clients(world, first_sim, acfg, costs),
+            "trained": []}
+
+
 def run_assignment(world: World, cfg: AlignmentConfig, assignment: str,
                    profiles: list[ClientProfile]) -> tuple[AlignmentFL, Sim]:
     """One assignment's whole training in its own Sim; returns the trained system and its Sim."""
-    sim = world.new_sim(assignment)
-    algo = AlignmentFL(world, cfg, assignment, np.array([p.k for p in profiles]))
-    # The same participation stream for every assignment: they meet the same participants.
-    driver = RoundDriver(sim, world.n_clients, world.streams.numpy(f"{STREAM}/participation"))
-    proc = sim.env.process(driver.run(algo, round_config(cfg), CostScope(sim.system, [algo.stage])))
-    sim.env.run(until=proc)
-    return algo, sim
+
+    def new() -> dict[str, Any]:
+        sim = world.new_sim(assignment)
+        algo = AlignmentFL(world, cfg, assignment, np.array([p.k for p in profiles]))
+        # The same participation stream for every assignment: they meet the same participants.
+        driver = RoundDriver(sim, world.n_clients, world.streams.numpy(f"{STREAM}/participation"))
+        return {"sim": sim, "algo": algo, "driver": driver}
+
+    # Its frame (engine/checkpoint.py): a run resumed within these rounds goes on in the saved Sim.
+    with world.checkpoints.frame("assignment", new) as fr:
+        _run_process(fr.sim, fr.driver.run(fr.algo, round_config(cfg), CostScope(fr.sim.system, [fr.algo.stage])))
+    return fr.algo, fr.sim
 
 
 def first_crossing(rounds: list[RoundRecord], target: float) -> RoundRecord | None:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Generator, Iterator
 
 import simpy
 
+from nmoe_sim.engine.checkpoint import STAGE
 from nmoe_sim.fl.baselines import BASELINES
 from nmoe_sim.inference import run_inference, up_scores
 from nmoe_sim.metrics import inference_timing, stage_costs, system_costs, system_summary
@@ -65,65 +66,87 @@ def run_systems(world: World, reuse: StageCache | None = None, origin: str = "")
     otherwise. Returns (system summaries, stage spans, the stages each system pays for, the
     NMoE's sim, what was reused: stage or system -> the run that computed it).
     """
-    spans: list[StageSpan] = []
-    systems: dict[str, Any] = {}
-    pays: dict[str, list[str]] = {}
-    reused: dict[str, str] = {}
+    ck = world.checkpoints
+    # The run's frame (engine/checkpoint.py): what a resumed run finds done, and each
+    # member system's Sim while it runs. Each member's end is a stage boundary that saves.
+    with ck.frame("nmoe", lambda: {"spans": [], "systems": {}, "pays": {}, "reused": {}, "sims": {},
+                                   "parts": None}) as run:
+        spans: list[StageSpan] = run.spans
+        systems: dict[str, Any] = run.systems
+        pays: dict[str, list[str]] = run.pays
+        reused: dict[str, str] = run.reused
 
-    key = nmoe_prefix_key(world.cfg) if reuse is not None else ""
-    entry = reuse.get(key) if reuse is not None else None
-    if entry is not None:
-        nmoe_sim, parts, prefix_spans = restore(entry.value, world)
-        spans.extend(prefix_spans)
-        reused.update({stage: entry.origin for stage in parts.trained_by})
-    else:
-        nmoe_sim = world.new_sim("nmoe")
-        with recording(world) as made:
-            parts = _run_process(nmoe_sim, train_shared(world, nmoe_sim, spans))
-        if reuse is not None:
-            keep(reuse, key, world, (nmoe_sim, parts, list(spans)), made, origin)
+        key = nmoe_prefix_key(world.cfg) if reuse is not None else ""
+        entry = reuse.get(key) if reuse is not None else None
+        if run.parts is not None:  # resumed after stage 2
+            nmoe_sim, parts = run.sims["nmoe"], run.parts
+        elif entry is not None:
+            nmoe_sim, parts, prefix_spans = restore(entry.value, world)
+            spans.extend(prefix_spans)
+            reused.update({stage: entry.origin for stage in parts.trained_by})
+        else:
+            if "nmoe" not in run.sims:  # else resumed within stage 1 or 2, in the saved Sim
+                run.sims["nmoe"] = world.new_sim("nmoe")
+            nmoe_sim = run.sims["nmoe"]
+            with recording(world) as made:
+                parts = _run_process(nmoe_sim, train_shared(world, nmoe_sim, spans))
+            if reuse is not None:
+                keep(reuse, key, world, (nmoe_sim, parts, list(spans)), made, origin)
+        if run.parts is None:
+            run.sims["nmoe"], run.parts = nmoe_sim, parts
+            ck.save("nmoe stage2_experts done", STAGE)
 
-    def nmoe() -> Generator[simpy.Event, Any, Any]:
-        router, scope = yield from train_gate(world, nmoe_sim, parts, spans)
-        start = nmoe_sim.env.now
-        outcome = yield from run_inference(world, nmoe_sim, nmoe_spec(world, parts, router))
-        spans.append(StageSpan(nmoe_sim.system, outcome.stage, start, nmoe_sim.env.now, inference=True))
-        return scope, outcome
+        def nmoe() -> Generator[simpy.Event, Any, Any]:
+            with ck.frame("nmoe_gate", dict) as gate:
+                if not hasattr(gate, "router"):
+                    gate.router, gate.scope = yield from train_gate(world, nmoe_sim, parts, spans)
+                    ck.save(f"nmoe {spans[-1].stage} done", STAGE)
+            start = nmoe_sim.env.now
+            outcome = yield from run_inference(world, nmoe_sim, nmoe_spec(world, parts, gate.router))
+            spans.append(StageSpan(nmoe_sim.system, outcome.stage, start, nmoe_sim.env.now, inference=True))
+            return gate.scope, outcome
 
-    scope, outcome = _run_process(nmoe_sim, nmoe())
-    systems["nmoe"] = system_summary(outcome.scores, world.recorder, "nmoe", outcome.stage, outcome.failed_queries,
-                                     up_scores(outcome))
-    pays["nmoe"] = [*scope.stages, outcome.stage]
+        if "nmoe" not in systems:
+            scope, outcome = _run_process(nmoe_sim, nmoe())
+            systems["nmoe"] = system_summary(outcome.scores, world.recorder, "nmoe", outcome.stage,
+                                             outcome.failed_queries, up_scores(outcome))
+            pays["nmoe"] = [*scope.stages, outcome.stage]
+            ck.save("nmoe inference done", STAGE)
 
-    for name in world.cfg.baselines.systems:
-        # ``local`` serves the NMoE's own FE and experts: nothing of its own to reuse.
-        bkey = baseline_key(world.cfg, name) if reuse is not None and name != "local" else ""
-        hit = reuse.get(bkey) if bkey and reuse is not None else None
-        if hit is not None:
-            b_spans, systems[name], pays[name] = restore(hit.value, world)
-            spans.extend(b_spans)
-            reused[name] = hit.origin
-            continue
-        sim = world.new_sim(name)
-        first_span = len(spans)
+        for name in world.cfg.baselines.systems:
+            if name in systems:  # finished before the checkpoint this run resumed from
+                continue
+            # ``local`` serves the NMoE's own FE and experts: nothing of its own to reuse.
+            bkey = baseline_key(world.cfg, name) if reuse is not None and name != "local" else ""
+            hit = reuse.get(bkey) if bkey and reuse is not None else None
+            if hit is not None:
+                b_spans, systems[name], pays[name] = restore(hit.value, world)
+                spans.extend(b_spans)
+                reused[name] = hit.origin
+                continue
+            if name not in run.sims:
+                run.sims[name] = world.new_sim(name)
+            sim = run.sims[name]
 
-        def baseline(name: str = name, sim: Sim = sim) -> Generator[simpy.Event, Any, Any]:
-            start = sim.env.now
-            spec, scope = yield from BASELINES.get(name, "baselines.systems")(world, sim, parts)
-            for stage in scope.stages:
-                spans.append(StageSpan(sim.system, stage, start, sim.env.now))
-            start = sim.env.now
-            result = yield from run_inference(world, sim, spec)
-            spans.append(StageSpan(sim.system, result.stage, start, sim.env.now, inference=True))
-            return scope, result
+            def baseline(name: str = name, sim: Sim = sim) -> Generator[simpy.Event, Any, Any]:
+                with ck.frame("baseline", lambda: {"start": sim.env.now, "first_span": len(spans)}) as b:
+                    spec, scope = yield from BASELINES.get(name, "baselines.systems")(world, sim, parts)
+                for stage in scope.stages:
+                    spans.append(StageSpan(sim.system, stage, b.start, sim.env.now))
+                start = sim.env.now
+                result = yield from run_inference(world, sim, spec)
+                spans.append(StageSpan(sim.system, result.stage, start, sim.env.now, inference=True))
+                return scope, result, b.first_span
 
-        with recording(world) as made:
-            scope, result = _run_process(sim, baseline())
-        systems[name] = system_summary(result.scores, world.recorder, name, result.stage, result.failed_queries,
-                                       up_scores(result))
-        pays[name] = [*scope.reused, *scope.stages, result.stage]
-        if bkey and reuse is not None:
-            keep(reuse, bkey, world, (spans[first_span:], systems[name], pays[name]), made, origin)
+            with recording(world) as made:
+                scope, result, first_span = _run_process(sim, baseline())
+            systems[name] = system_summary(result.scores, world.recorder, name, result.stage, result.failed_queries,
+                                           up_scores(result))
+            pays[name] = [*scope.reused, *scope.stages, result.stage]
+            del run.sims[name]  # done: a later checkpoint need not carry its world
+            if bkey and reuse is not None:
+                keep(reuse, bkey, world, (spans[first_span:], systems[name], pays[name]), made, origin)
+            ck.save(f"{name} done", STAGE)
     return systems, spans, pays, nmoe_sim, reused
 
 

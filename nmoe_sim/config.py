@@ -385,10 +385,10 @@ class RuntimeConfig(Strict):
         "or off (nothing; a killed run starts again). Never changes results",
     )
     checkpoint_every_s: float = Field(
-        0.0, ge=0, le=86400, description="with checkpoint: rounds, a round boundary saves only once this "
+        5.0, ge=0, le=86400, description="with checkpoint: rounds, a round boundary saves only once this "
         "much host wall time has passed since the last save (stage boundaries always save). 0: every "
-        "round. A few seconds make saving nearly free on runs of short rounds; a kill then loses at most "
-        "that much work",
+        "round. The default 5 s makes saving nearly free on runs of short rounds (every round cost the "
+        "quickstart 8-10 %, docs/results-format.md); a kill then loses at most that much work",
     )
 
     @field_validator("checkpoint", mode="before")

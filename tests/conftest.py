@@ -52,6 +52,8 @@ TINY: dict[str, Any] = {
     "inference": {"arrival_rate_hz": 5.0},
     "network": {"channel": "ideal"},
     "output": {"plots": False},
+    # Save at every round boundary, whatever the host's speed: the resume tests count saves.
+    "runtime": {"checkpoint_every_s": 0},
 }
 
 # Hand-computed parameter counts of the tiny widths (see the module docstring).

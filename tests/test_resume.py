@@ -173,7 +173,7 @@ def test_alignment_resumes_mid_rounds(tmp_path: Path, monkeypatch: pytest.Monkey
 
     cfg = load_scenario(REPO_ROOT / "scenarios" / "alignment_quick.yaml", [
         "data.max_train_samples=200", "data.max_test_samples=60", "alignment.rounds=3", "output.plots=false",
-        "alignment.compare=[alignment, random]"])
+        "alignment.compare=[alignment, random]", "runtime.checkpoint_every_s=0"])
     base = tmp_path / "base"
     base.mkdir()
     run(cfg, base)

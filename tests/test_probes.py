@@ -76,6 +76,45 @@ def test_fedce_beats_its_untrained_fe_by_a_clear_margin() -> None:
     assert measured == [1, 3, 4]  # every 2 rounds, and after the last
 
 
+# The quickstart's digits and widths, IID over its 10 clients, FedSC's defaults, views by
+# cropping only (the one-channel extras blur the 8x8 digits beyond recognition: IID, 0.849
+# with them against 0.911 without, seed 0).
+FEDSC_IID = ("data.partition.kind=iid",
+             "stage1.fedsc.augment.mono={brightness_contrast: 0, affine_p: 0, blur_p: 0, noise_std: 0, erase_p: 0}")
+
+
+def fedsc_representation(*overrides: str) -> dict:
+    from nmoe_sim.config import load_scenario
+    from nmoe_sim.fl.stage1 import FedSC
+
+    from conftest import REPO_ROOT
+
+    cfg = load_scenario(REPO_ROOT / "scenarios" / "quickstart.yaml", [*FEDSC_IID, *overrides])
+    world = build_world(cfg, SeedStreams(cfg.seed))
+    algo = FedSC(world, cfg.stage1, probe=True)
+    drive(world.new_sim("t"), algo, cfg.stage1)
+    return algo.representation()
+
+
+def test_fedsc_with_a_normalised_projection_head_beats_its_untrained_fe() -> None:
+    # Measured, seeds 0/1/2: probe 0.911/0.927/0.904 against 0.804/0.836/0.809 untrained
+    # (kNN 0.918/0.916/0.882 against 0.804/0.813/0.751), effective rank 9.5-10.9, the top
+    # direction 24-25 % of the projections' correlation. The margin asked is 0.06.
+    rep = fedsc_representation("model.proj_batchnorm=true")
+    assert rep["linear_probe"] >= rep["untrained"]["linear_probe"] + 0.06
+    assert rep["knn"] >= rep["untrained"]["knn"] + 0.06
+    assert rep["effective_rank"] > 2 and rep["projection_top_share"] < 0.5
+    assert not rep["collapsed"] and not rep["projection_collapsed"]
+
+
+@pytest.mark.slow
+def test_without_normalisation_fedscs_projections_collapse_and_are_flagged() -> None:
+    # The same run with today's default head: one direction holds 99.8 % of the projections'
+    # correlation (probe 0.860); the flag says so. What the default would need to change.
+    rep = fedsc_representation()
+    assert rep["projection_top_share"] >= 0.99 and rep["projection_collapsed"]
+
+
 def test_a_stage_that_never_updated_is_flagged_and_warned(caplog: pytest.LogCaptureFixture) -> None:
     from nmoe_sim.pipeline import warn_if_unlearned
 

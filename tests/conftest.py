@@ -84,3 +84,12 @@ def write_yaml(path: Path, raw: dict[str, Any]) -> Path:
 def tiny_yaml(tmp_path: Path) -> Path:
     """The tiny scenario (presets unexpanded, as a user writes it) in a YAML file."""
     return write_yaml(tmp_path / "tiny.yaml", copy.deepcopy(TINY))
+
+
+def one_error_line(err: str, *needles: str) -> str:
+    """The CLI's stderr is exactly one ``error:`` line holding every needle; returns it."""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    return lines[0]

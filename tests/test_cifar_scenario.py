@@ -17,7 +17,7 @@ from nmoe_sim.cli import main
 from nmoe_sim.config import load_scenario
 from nmoe_sim.data import load_dataset
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, one_error_line
 
 SCENARIO = REPO_ROOT / "scenarios" / "paper" / "cifar10_main.yaml"
 PER_BATCH, TEST_IMAGES = 30, 40  # 150 train images, 15 per class: one class per client works
@@ -67,14 +67,6 @@ def run_cli(command: str, root: Path | str, out: Path, capsys: pytest.CaptureFix
     rc = main([command, str(SCENARIO), *sets, "--out", str(out), *(["-q"] if command == "run" else [])])
     captured = capsys.readouterr()
     return rc, captured.out, captured.err
-
-
-def one_error_line(err: str, *needles: str) -> str:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-    return lines[0]
 
 
 # --------------------------------------------------------------------------- a good run

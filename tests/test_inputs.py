@@ -16,7 +16,7 @@ from nmoe_sim.errors import ConfigError, TrainingDiverged
 from nmoe_sim.registry import Registry
 from nmoe_sim.yaml_read import MAX_EXPANDED_NODES, MAX_FILE_BYTES
 
-from conftest import TINY, tiny_cfg
+from conftest import TINY, one_error_line, tiny_cfg
 
 
 def alias_bomb() -> str:
@@ -69,14 +69,6 @@ def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, s
     rc = main(argv)
     captured = capsys.readouterr()
     return rc, captured.out, captured.err
-
-
-def one_error_line(err: str, *needles: str) -> str:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-    return lines[0]
 
 
 @pytest.mark.parametrize("command", ["run", "validate", "sweep"])

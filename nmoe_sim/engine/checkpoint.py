@@ -3,7 +3,8 @@
 Where a run can stop and go on (docs/results-format.md, "Checkpoints"):
 
 * **Round boundaries**: :class:`~nmoe_sim.fl.rounds.RoundDriver` saves after each round's
-  record (stage 1, FedGate, the FedAvg baseline, the alignment rounds);
+  record (stage 1, FedGate, the FedAvg baseline, the alignment rounds), and RollGate's
+  lap loop (``fl/stage3.run_rollgate``, its own frame) after each lap's;
 * **stage boundaries**: the systems save after each stage or member system.
 
 SimPy processes are generators, which cannot be saved, so a checkpoint does not hold the

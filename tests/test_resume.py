@@ -98,20 +98,24 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, bytes
     return _REFERENCE[0]
 
 
+# Where the run of OVERRIDES saves, in order: every round and stage boundary.
+EVERY_SAVE = [
+    *[(f"nmoe stage1_fedsc round {r}", "round") for r in range(3)],
+    ("nmoe stage1_fedsc done", "stage"),
+    ("nmoe stage2_experts done", "stage"),
+    *[(f"nmoe stage3_fedgate round {r}", "round") for r in range(3)],
+    ("nmoe stage3_fedgate done", "stage"),
+    ("nmoe inference done", "stage"),
+    ("local done", "stage"),
+    ("centralized done", "stage"),
+    *[(f"fedavg baseline_fedavg round {r}", "round") for r in range(2)],
+    ("fedavg done", "stage"),
+]
+
+
 def test_saves_at_every_round_and_stage_boundary(reference: Any) -> None:
     _, saves = reference
-    assert saves == [
-        *[(f"nmoe stage1_fedsc round {r}", "round") for r in range(3)],
-        ("nmoe stage1_fedsc done", "stage"),
-        ("nmoe stage2_experts done", "stage"),
-        *[(f"nmoe stage3_fedgate round {r}", "round") for r in range(3)],
-        ("nmoe stage3_fedgate done", "stage"),
-        ("nmoe inference done", "stage"),
-        ("local done", "stage"),
-        ("centralized done", "stage"),
-        *[(f"fedavg baseline_fedavg round {r}", "round") for r in range(2)],
-        ("fedavg done", "stage"),
-    ]
+    assert saves == EVERY_SAVE
 
 
 @pytest.mark.parametrize("where", [
@@ -134,6 +138,25 @@ def test_resumed_run_equals_the_uninterrupted_one(reference: Any, tmp_path: Path
         assert got[name] == want[name], name
     assert read_status(tmp_path / "run")["state"] == "finished"
     assert not (tmp_path / "run" / CHECKPOINT_FILE).exists()  # a finished run keeps none
+
+
+def test_rollgate_saves_after_every_lap_and_resumes_after_one(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """RollGate's laps are rounds: each lap's record is a round boundary that saves (the gate
+    on its way round the ring, who holds it, its generators), and a run stopped after lap 1
+    (lap 2 starts with a hand-over from lap 1's last holder) ends as the run never stopped."""
+    cfg = tiny_cfg(*OVERRIDES, "stage3.algorithm=rollgate")
+    base = tmp_path / "base"
+    base.mkdir()
+    saves = record_saves(monkeypatch)
+    run(cfg, base, checkpoint=True)
+    monkeypatch.undo()
+    assert saves == [(w.replace("fedgate", "rollgate"), kind) for w, kind in EVERY_SAVE]
+    stop_and_resume(cfg, tmp_path / "run", "nmoe stage3_rollgate round 1", monkeypatch)
+    got, want = run_files(tmp_path / "run"), run_files(base)
+    for name in want:
+        assert got[name] == want[name], name
+    assert list(got) == list(want)
 
 
 def test_a_resume_that_replays_differently_is_caught(tmp_path: Path,

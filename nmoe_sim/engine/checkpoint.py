@@ -3,7 +3,8 @@
 Where a run can stop and go on (docs/results-format.md, "Checkpoints"):
 
 * **Round boundaries**: :class:`~nmoe_sim.fl.rounds.RoundDriver` saves after each round's
-  record (stage 1, FedGate, the FedAvg baseline, the alignment rounds);
+  record (stage 1, FedGate, the FedAvg baseline, the alignment rounds), and RollGate's
+  lap loop (``fl/stage3.run_rollgate``, its own frame) after each lap's;
 * **stage boundaries**: the systems save after each stage or member system.
 
 SimPy processes are generators, which cannot be saved, so a checkpoint does not hold the
@@ -38,7 +39,7 @@ import pickle
 import time
 import types
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -47,6 +48,7 @@ from simpy.core import BoundClass
 from simpy.resources.base import BaseResource
 
 from nmoe_sim.errors import ConfigError
+from nmoe_sim.record import Recorder
 from nmoe_sim.results import atomic_write_bytes
 
 log = logging.getLogger(__name__)
@@ -153,7 +155,10 @@ def shared_objects(world: Any) -> dict[str, Any]:
     return out
 
 
-_RECORDER_FIELDS = ("transfers", "hops", "computes", "rounds", "queries", "totals", "systems")
+# Every table of the recorder and its running totals, derived from the dataclass so a new
+# table is never left out of a checkpoint (fault and failure records once were); the
+# listeners are the session's observers (a progress bar), not records.
+_RECORDER_FIELDS = tuple(f.name for f in fields(Recorder) if f.name != "listeners")
 
 
 # --- the run's checkpoints -------------------------------------------------------------
@@ -254,8 +259,8 @@ class Checkpoints:
         except (NotSaveable, pickle.PicklingError, TypeError, AttributeError) as exc:
             self.skipped += 1
             # A round may end with an aborted transfer still winding down; a stage should
-            # not: something keeps a process alive across stages (the fault processes of a
-            # `faults:` section do, until their last event). Said once per run.
+            # not: something keeps a process alive across stages (pending faults are queued
+            # timers, engine/faults.py, so they do not). Said once per run.
             if kind == STAGE and not self.warned:
                 self.warned = True
                 log.warning("no checkpoint at %s (%s); a resume goes on from the last one saved, or "

@@ -1,13 +1,19 @@
 """Injected faults in simulated time: the state one Sim's network, executor and round
-driver consult, and the SimPy processes that change it on schedule.
+driver consult, and the timers that change it on schedule.
 
 :class:`FaultState` is the only thing the hooks read: which nodes are crashed, which
 links and radios are down, whether the base station is out, each node's compute slowdown
 and each link's extra loss, all *as of now*. It is plain counters and dicts (no closures),
-so a checkpoint can save it; the processes that change it are a deterministic function of
-the scenario and its seed (every random draw comes from a named stream of
-:class:`~nmoe_sim.seeds.SeedStreams`: ``faults/crash``, ``faults/crash_rate/<client>``,
-``faults/dropout/<stage>/r<round>``), so a resumed run can rebuild them.
+and every random draw comes from a named stream of :class:`~nmoe_sim.seeds.SeedStreams`
+(``faults/crash``, ``faults/crash_rate/<client>``, ``faults/dropout/<stage>/r<round>``).
+
+Each pending change is a queued timer whose callback is a picklable
+:class:`~nmoe_sim.net.sharing.Call` (a module-level function or a bound method with its
+arguments), never a waiting generator: so at a round boundary nothing but the saving
+process is alive and a checkpoint saves the pending faults with the environment's queue
+(``engine/checkpoint.py``). A timer is created where the process it replaces created its
+first timeout, and each next one inside the callback of the previous at the same instant,
+so every simulated time and the order of every tie are what generator processes gave.
 
 Each fault kind of ``faults.events`` has an applier in :data:`APPLIERS`, keyed by the
 kind names of :data:`~nmoe_sim.engine.fault_config.FAULT_KINDS`. docs/faults.md gives
@@ -19,7 +25,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from typing import Any, Callable, Generator, Hashable, Iterable, Sequence
+from typing import Any, Callable, Hashable, Iterable, Sequence
 
 import networkx as nx
 import numpy as np
@@ -30,6 +36,7 @@ from nmoe_sim.engine.fault_config import (
     StormFault, StragglerFault,
 )
 from nmoe_sim.errors import ConfigError
+from nmoe_sim.net.sharing import Call
 from nmoe_sim.record import FailureReason, FaultRecord, Recorder
 from nmoe_sim.registry import Registry
 from nmoe_sim.seeds import SeedStreams
@@ -147,27 +154,33 @@ class FaultState:
         self.crashed[node] -= 1
         self.changed()
 
-    def interval(self, start_s: float, end_s: float, on: Callable[[], None],
-                 off: Callable[[], None]) -> None:
+    def after(self, delay_s: float, fn: Callable[..., None], *args: Any) -> None:
+        """Call ``fn(*args)`` ``delay_s`` from now: a queued timer that a checkpoint can save
+        (``fn`` a module-level function or a bound method, as :class:`Call` needs)."""
+        self.env.timeout(delay_s).callbacks.append(Call(fn, *args))
+
+    def interval(self, start_s: float, end_s: float, on: Call, off: Call) -> None:
         """Run ``on`` at start_s and ``off`` at end_s of this world's clock.
 
         A fault from time 0 holds from the start: applied here, before any process of the
         world runs (a process would act only after those started at 0 took their first step).
+        ``on`` and ``off`` are :class:`Call` objects (called with no event: ``None``).
         """
-        def proc(begun: bool) -> Generator[simpy.Event, Any, None]:
-            if not begun:
-                yield self.env.timeout(start_s)
-                on()
-                self.changed()
-            yield self.env.timeout(end_s - self.env.now)
-            off()
-            self.changed()
+        if start_s <= self.env.now:
+            on(None)
+            self.after(end_s - self.env.now, self._interval_end, off)
+        else:
+            self.after(start_s, self._interval_begin, end_s, on, off)
 
-        begun = start_s <= self.env.now
-        if begun:
-            on()
-        self.env.process(proc(begun))
+    def _interval_begin(self, end_s: float, on: Call, off: Call) -> None:
+        on(None)
+        self.changed()
+        # end_s - now, as the generator it replaces computed its second timeout.
+        self.after(end_s - self.env.now, self._interval_end, off)
 
+    def _interval_end(self, off: Call) -> None:
+        off(None)
+        self.changed()
 
 # ---------------------------------------------------------------------- appliers
 APPLIERS: Registry[Callable[[FaultState, Any, str], None]] = Registry("fault kind")
@@ -208,18 +221,16 @@ def _crash(state: FaultState, ev: CrashFault, key: str) -> None:
         if ev.at_s <= state.env.now:  # down from the start (see FaultState.interval)
             _crash_now(state, c, ev.downtime_s)
             if ev.downtime_s is not None:
-                state.env.process(_rejoin_after(state, c, ev.downtime_s))
+                state.after(ev.downtime_s, state.rejoin, c)
         else:
-            state.env.process(_down_for(state, c, ev.at_s, ev.downtime_s))
+            state.after(ev.at_s, _crash_for, state, c, ev.downtime_s)
 
 
-def _down_for(state: FaultState, c: int, at_s: float, downtime_s: float | None) -> Generator[simpy.Event, Any, None]:
-    """Crash ``c`` ``at_s`` from now, and rejoin it ``downtime_s`` later (never, if None)."""
-    yield state.env.timeout(at_s)
+def _crash_for(state: FaultState, c: int, downtime_s: float | None) -> None:
+    """Crash ``c`` now, and rejoin it ``downtime_s`` later (never, if None)."""
     _crash_now(state, c, downtime_s)
     if downtime_s is not None:
-        yield state.env.timeout(downtime_s)
-        state.rejoin(c)
+        state.after(downtime_s, state.rejoin, c)
 
 
 def _crash_now(state: FaultState, c: int, downtime_s: float | None) -> None:
@@ -228,25 +239,30 @@ def _crash_now(state: FaultState, c: int, downtime_s: float | None) -> None:
     state.crash(c)
 
 
-def _rejoin_after(state: FaultState, c: int, downtime_s: float) -> Generator[simpy.Event, Any, None]:
-    yield state.env.timeout(downtime_s)
-    state.rejoin(c)
-
-
 @APPLIERS.register("crash_rate")
 def _crash_rate(state: FaultState, ev: CrashRateFault, key: str) -> None:
     clients = ([_client(state, c, f"{key}.clients") for c in ev.clients] if ev.clients is not None
                else list(range(_n_clients(state))))
     for c in clients:
-        state.env.process(_poisson_crashes(state, c, ev, state.streams.numpy(f"faults/crash_rate/{c}")))
+        _next_poisson_crash(state, c, ev.rate_hz, ev.downtime_s, state.streams.numpy(f"faults/crash_rate/{c}"))
 
 
-def _poisson_crashes(state: FaultState, c: int, ev: CrashRateFault,
-                     rng: np.random.Generator) -> Generator[simpy.Event, Any, None]:
-    # Runs while the world runs; systems run with env.run(until=their process), so an
-    # endless crash process does not keep a finished simulation alive.
-    while True:
-        yield from _down_for(state, c, float(rng.exponential(1.0 / ev.rate_hz)), ev.downtime_s)
+# Each client's crashes go on while the world runs (the next is drawn when it rejoins);
+# systems run with env.run(until=their process), so a pending crash does not keep a
+# finished simulation alive.
+def _next_poisson_crash(state: FaultState, c: int, rate_hz: float, downtime_s: float,
+                        rng: np.random.Generator) -> None:
+    state.after(float(rng.exponential(1.0 / rate_hz)), _poisson_crash, state, c, rate_hz, downtime_s, rng)
+
+
+def _poisson_crash(state: FaultState, c: int, rate_hz: float, downtime_s: float, rng: np.random.Generator) -> None:
+    _crash_now(state, c, downtime_s)
+    state.after(downtime_s, _poisson_rejoin, state, c, rate_hz, downtime_s, rng)
+
+
+def _poisson_rejoin(state: FaultState, c: int, rate_hz: float, downtime_s: float, rng: np.random.Generator) -> None:
+    state.rejoin(c)
+    _next_poisson_crash(state, c, rate_hz, downtime_s, rng)
 
 
 @APPLIERS.register("dropout")
@@ -254,64 +270,80 @@ def _dropout(state: FaultState, ev: DropoutFault, key: str) -> None:
     state.dropout_p = ev.probability  # one entry at most (FaultsConfig checks)
 
 
+# The interval faults' on/off actions are module-level functions wrapped in Call (not
+# closures), so the timers that will run them pickle with the environment's queue.
 @APPLIERS.register("link_down")
 def _link_down(state: FaultState, ev: LinkDownFault, key: str) -> None:
     link = _link(state, ev.link, f"{key}.link")
+    state.interval(ev.start_s, ev.end_s, Call(_link_down_on, state, link, ev), Call(_link_down_off, state, link))
 
-    def on() -> None:
-        state.link_down[link] += 1
-        state.record("link_down", FailureReason.LINK_DOWN, ev.start_s, ev.end_s, link=link)
 
-    state.interval(ev.start_s, ev.end_s, on, lambda: state.link_down.subtract([link]))
+def _link_down_on(state: FaultState, link: Link, ev: LinkDownFault) -> None:
+    state.link_down[link] += 1
+    state.record("link_down", FailureReason.LINK_DOWN, ev.start_s, ev.end_s, link=link)
+
+
+def _link_down_off(state: FaultState, link: Link) -> None:
+    state.link_down.subtract([link])
 
 
 @APPLIERS.register("radio_down")
 def _radio_down(state: FaultState, ev: RadioDownFault, key: str) -> None:
     node = _node(state, ev.node, f"{key}.node")
+    state.interval(ev.start_s, ev.end_s, Call(_radio_down_on, state, node, ev), Call(_radio_down_off, state, node))
 
-    def on() -> None:
-        state.radio_down[node] += 1
-        state.record("radio_down", FailureReason.LINK_DOWN, ev.start_s, ev.end_s, node=node)
 
-    state.interval(ev.start_s, ev.end_s, on, lambda: state.radio_down.subtract([node]))
+def _radio_down_on(state: FaultState, node: Hashable, ev: RadioDownFault) -> None:
+    state.radio_down[node] += 1
+    state.record("radio_down", FailureReason.LINK_DOWN, ev.start_s, ev.end_s, node=node)
+
+
+def _radio_down_off(state: FaultState, node: Hashable) -> None:
+    state.radio_down.subtract([node])
 
 
 @APPLIERS.register("bs_outage")
 def _bs_outage(state: FaultState, ev: BsOutageFault, key: str) -> None:
     _node(state, BS, key)
+    state.interval(ev.start_s, ev.end_s, Call(_bs_outage_on, state, ev), Call(_bs_outage_off, state))
 
-    def on() -> None:
-        state.bs_down += 1
-        state.record("bs_outage", FailureReason.BS_OUTAGE, ev.start_s, ev.end_s, node=BS)
 
-    def off() -> None:
-        state.bs_down -= 1
+def _bs_outage_on(state: FaultState, ev: BsOutageFault) -> None:
+    state.bs_down += 1
+    state.record("bs_outage", FailureReason.BS_OUTAGE, ev.start_s, ev.end_s, node=BS)
 
-    state.interval(ev.start_s, ev.end_s, on, off)
+
+def _bs_outage_off(state: FaultState) -> None:
+    state.bs_down -= 1
 
 
 @APPLIERS.register("straggler")
 def _straggler(state: FaultState, ev: StragglerFault, key: str) -> None:
     node = _node(state, ev.node, f"{key}.node")
+    state.interval(ev.start_s, ev.end_s, Call(_straggler_on, state, node, ev), Call(_straggler_off, state, node, ev))
 
-    def on() -> None:
-        state.slowdown.setdefault(node, []).append(ev.slowdown)
-        state.record(f"straggler x{ev.slowdown:g}", "", ev.start_s, ev.end_s, node=node)
 
-    state.interval(ev.start_s, ev.end_s, on, lambda: state.slowdown[node].remove(ev.slowdown))
+def _straggler_on(state: FaultState, node: Hashable, ev: StragglerFault) -> None:
+    state.slowdown.setdefault(node, []).append(ev.slowdown)
+    state.record(f"straggler x{ev.slowdown:g}", "", ev.start_s, ev.end_s, node=node)
+
+
+def _straggler_off(state: FaultState, node: Hashable, ev: StragglerFault) -> None:
+    state.slowdown[node].remove(ev.slowdown)
 
 
 @APPLIERS.register("storm")
 def _storm(state: FaultState, ev: StormFault, key: str) -> None:
     links = [_link(state, lk, f"{key}.links.{i}") for i, lk in enumerate(ev.links)]
+    state.interval(ev.start_s, ev.end_s, Call(_storm_on, state, links, ev), Call(_storm_off, state, links, ev))
 
-    def on() -> None:
-        for link in links:
-            state.extra_loss_db.setdefault(link, []).append(ev.extra_loss_db)
-            state.record(f"storm +{ev.extra_loss_db:g} dB", "", ev.start_s, ev.end_s, link=link)
 
-    def off() -> None:
-        for link in links:
-            state.extra_loss_db[link].remove(ev.extra_loss_db)
+def _storm_on(state: FaultState, links: list[Link], ev: StormFault) -> None:
+    for link in links:
+        state.extra_loss_db.setdefault(link, []).append(ev.extra_loss_db)
+        state.record(f"storm +{ev.extra_loss_db:g} dB", "", ev.start_s, ev.end_s, link=link)
 
-    state.interval(ev.start_s, ev.end_s, on, off)
+
+def _storm_off(state: FaultState, links: list[Link], ev: StormFault) -> None:
+    for link in links:
+        state.extra_loss_db[link].remove(ev.extra_loss_db)

@@ -31,7 +31,7 @@ from nmoe_sim.fl.aggregate import fedavg
 from nmoe_sim.fl.candidates import candidate_masks, candidate_sets
 from nmoe_sim.fl.exchange import EXCHANGES, GateData
 from nmoe_sim.fl.schedule import sgd_args
-from nmoe_sim.engine.checkpoint import checkpoints_of
+from nmoe_sim.engine.checkpoint import ROUND, checkpoints_of
 from nmoe_sim.fl.rounds import BS, CostScope, Failure, LocalResult, RoundAlgorithm, RoundDriver, sample_participants
 from nmoe_sim.fl.routing import GateRouter, QueryBank, RandomRouter, Router
 from nmoe_sim.models import DittoGates, Expert, FeatureExtractor, Gate, gate_train_flops_per_sample
@@ -232,40 +232,49 @@ def run_fedgate(world: World, sim: Sim, parts: NMoEParts, scope: CostScope, stag
 
 
 def run_rollgate(world: World, sim: Sim, parts: NMoEParts, scope: CostScope, stage: str) -> Generator[simpy.Event, Any, Router]:
-    cfg, n = world.cfg.stage3, world.n_clients
-    cands = candidate_sets(world, sim)
-    allowed = candidate_masks(cands, n)
-    data = yield from exchange_expert_outputs(world, sim, parts, stage, cands)
-    gate = make_gate(world.cfg, n, world.streams, stage)
-    gate_bytes = world.param_bytes(gate)
-    flops = gate_train_flops_per_sample(gate, world.cfg.model.feature_dim)
-    gen = world.streams.torch(f"{stage}/gate")
-    rng = world.streams.numpy(f"{stage}/participation")
-    holder, k = 0, world.cfg.model.top_k
-    for lap in range(cfg.rounds):
-        start_s, failures = sim.env.now, 0
-        visit = sample_participants(n, cfg.participation, rng)  # ring order = client index order
-        for pos, c in enumerate(visit):
-            if cfg.deadline_s is not None and sim.env.now - start_s > cfg.deadline_s:
-                failures += len(visit) - pos  # the lap ran out of time: the rest are skipped
-                break
-            if c != holder:
-                rec = yield sim.net.transfer(holder, c, gate_bytes, stage=stage, tag=f"lap{lap}/{holder}->{c}")
-                if not rec.delivered:
-                    failures += 1
-                    continue
-            # A hand-over chain: each client trains the gate the previous one sent, so its
-            # task runs as soon as it is charged, never batched with the lap's others.
-            job = sim.executor.submit(gate_task(c, gate, clone_state(gate.state_dict()), data[c], cfg, lap, gen, flops, 0),
-                                      stage=stage, tag=f"lap{lap}/train")
-            yield job.charged
-            gate.load_state_dict(sim.executor.gather([job])[0].state)
-            holder = c
-        s = parts.bank.evaluate(GateRouter([gate] * n, k, allowed))
-        sim.record_round(scope, stage, lap, cfg.rounds, start_s, len(visit), failures, (s.f1_macro, s.accuracy))
-    # The last holder hands the finished gate to everyone else over the network.
-    others = [c for c in range(n) if c != holder]
-    recs = yield sim.env.all_of([sim.net.transfer(holder, c, gate_bytes, stage=stage, tag="final") for c in others])
+    cfg, n, k = world.cfg.stage3, world.n_clients, world.cfg.model.top_k
+    ck = checkpoints_of(sim)
+    # A lap is a round: the frame (engine/checkpoint.py) keeps the gate, its generators, who
+    # holds it and the next lap, so a run saved after a lap's record goes on at the next.
+    with ck.frame("rollgate", dict) as fr:
+        if not hasattr(fr, "gate"):
+            cands = candidate_sets(world, sim)
+            fr.allowed = candidate_masks(cands, n)
+            fr.data = yield from exchange_expert_outputs(world, sim, parts, stage, cands)
+            fr.gate = make_gate(world.cfg, n, world.streams, stage)
+            fr.gen = world.streams.torch(f"{stage}/gate")
+            fr.rng = world.streams.numpy(f"{stage}/participation")
+            fr.holder, fr.next_lap = 0, 0
+        gate, data, gen, allowed = fr.gate, fr.data, fr.gen, fr.allowed
+        gate_bytes = world.param_bytes(gate)
+        flops = gate_train_flops_per_sample(gate, world.cfg.model.feature_dim)
+        for lap in range(fr.next_lap, cfg.rounds):
+            start_s, failures = sim.env.now, 0
+            visit = sample_participants(n, cfg.participation, fr.rng)  # ring order = client index order
+            for pos, c in enumerate(visit):
+                if cfg.deadline_s is not None and sim.env.now - start_s > cfg.deadline_s:
+                    failures += len(visit) - pos  # the lap ran out of time: the rest are skipped
+                    break
+                if c != fr.holder:
+                    rec = yield sim.net.transfer(fr.holder, c, gate_bytes, stage=stage, tag=f"lap{lap}/{fr.holder}->{c}")
+                    if not rec.delivered:
+                        failures += 1
+                        continue
+                # A hand-over chain: each client trains the gate the previous one sent, so its
+                # task runs as soon as it is charged, never batched with the lap's others.
+                job = sim.executor.submit(gate_task(c, gate, clone_state(gate.state_dict()), data[c], cfg, lap, gen,
+                                                    flops, 0), stage=stage, tag=f"lap{lap}/train")
+                yield job.charged
+                gate.load_state_dict(sim.executor.gather([job])[0].state)
+                fr.holder = c
+            s = parts.bank.evaluate(GateRouter([gate] * n, k, allowed))
+            sim.record_round(scope, stage, lap, cfg.rounds, start_s, len(visit), failures, (s.f1_macro, s.accuracy))
+            fr.next_lap = lap + 1
+            ck.save(f"{sim.system} {stage} round {lap}", ROUND)
+        holder = fr.holder
+        # The last holder hands the finished gate to everyone else over the network.
+        others = [c for c in range(n) if c != holder]
+        recs = yield sim.env.all_of([sim.net.transfer(holder, c, gate_bytes, stage=stage, tag="final") for c in others])
     got = {c: rec.delivered for c, rec in zip(others, recs.values())}
     untrained = make_gate(world.cfg, n, world.streams, stage)  # what a client holds if the gate never arrives
     return GateRouter([gate if c == holder or got[c] else untrained for c in range(n)], k, allowed)

@@ -15,6 +15,15 @@ ranks the experts (the NMoE, by gate score), retried once at the best-ranked exp
 yet tried that is the client's own or reachable now (up, with a route of hops that are
 up), and at its own if that one does not answer either; each abandoned try costs the
 query the full timeout.
+
+A crashed client serves no one, itself included. A query that arrives while its client is
+down is not issued: the device is off, so nothing is computed, sent or recorded, and the
+query is left out of every score (the arrival times of its later queries do not move:
+they come from the same draws). A query issued while its client was up that cannot finish
+because the client crashed (its local part refused or cut short, or the client down when
+the answer would be ready) is *lost*: recorded with no experts and not delivered, scored
+as wrong (no answer) and left out of LR and the gating counts. So issued = the query
+records, answered = those delivered, failed = the rest (``failed_queries``).
 """
 
 from __future__ import annotations
@@ -61,9 +70,9 @@ class InferenceOutcome:
     scores: Scores
     stage: str
     failed_queries: int
-    # Under faults: the scores of the queries that arose while their client was up (a
-    # crashed client's own queries are answered from its own expert after the timeouts),
-    # and how many there were. None without faults.
+    # Under faults: the scores of the queries that arose while their client was up, and how
+    # many there were (a query arising at a crashed client is not issued, so these are
+    # every issued query's). None without faults.
     up_scores: Scores | None = None
     up_queries: int = 0
 
@@ -77,7 +86,11 @@ def run_inference(world: World, sim: Sim, spec: InferenceSpec) -> Generator[simp
     # The expert that answered each leg: the planned one unless a fallback replaced it.
     answered = ([torch.as_tensor(np.asarray(r), dtype=torch.long).clone() for r in spec.routes]
                 if fallback else [])
-    up = [np.ones(len(c.y_query), dtype=bool) for c in world.clients]  # client up when the query arose
+    up = [np.ones(len(c.y_query), dtype=bool) for c in world.clients]  # client up when the query arose: issued
+    lost = [np.zeros(len(c.y_query), dtype=bool) for c in world.clients]  # issued, cut off by its client's crash
+    # Under faults a computation that did not run (its node down) has the value None, so
+    # one whose output matters returns something: this.
+    ran = None if faults is None else (lambda: True)
 
     def leg(c: int, q: int, i: int, lg: Leg) -> Generator[simpy.Event, Any, bool]:
         inflight: list[simpy.Process] = []
@@ -87,7 +100,9 @@ def run_inference(world: World, sim: Sim, spec: InferenceSpec) -> Generator[simp
                 rec = yield inflight[0]
                 if not rec.delivered:
                     return False
-            yield sim.executor.compute(lg.node, lg.flops, stage=stage, tag=f"q{c}.{q}/serve")
+            served = yield sim.executor.compute(lg.node, lg.flops, stage=stage, tag=f"q{c}.{q}/serve", fn=ran)
+            if faults is not None and served is None:  # its expert's device is down, or crashed serving
+                return False
             if lg.back_bytes:
                 inflight[:] = [sim.net.transfer(lg.node, c, lg.back_bytes, stage=stage, tag=f"q{c}.{q}/back")]
                 rec = yield inflight[0]
@@ -124,26 +139,30 @@ def run_inference(world: World, sim: Sim, spec: InferenceSpec) -> Generator[simp
         nxt = next((int(e) for e in spec.ranking(c, q) if int(e) not in tried
                     and (int(e) == c or faults.path_down(sim.net.route_now(c, int(e))) is None)), c)
         answered[c][q, i] = nxt
-        if nxt == c:  # the client's own expert: computed here, nothing to wait for
-            yield sim.executor.compute(c, lg.flops, stage=stage, tag=f"q{c}.{q}/fallback")
+        if nxt != c and (yield from timed_leg(c, q, i, Leg(nxt, lg.flops, lg.out_bytes, lg.back_bytes))):
             return True
-        if (yield from timed_leg(c, q, i, Leg(nxt, lg.flops, lg.out_bytes, lg.back_bytes))):
-            return True
+        # The client's own expert: computed here, nothing to wait for (unless the client crashed).
         answered[c][q, i] = c
-        yield sim.executor.compute(c, lg.flops, stage=stage, tag=f"q{c}.{q}/fallback")
-        return True
+        return (yield sim.executor.compute(c, lg.flops, stage=stage, tag=f"q{c}.{q}/fallback", fn=ran)) is not None
 
     def query(c: int, q: int) -> Generator[simpy.Event, Any, None]:
         start_s = env.now
-        if faults is not None:
-            up[c][q] = faults.node_down(c) != "crashed"
-        yield sim.executor.compute(c, spec.pre_flops, stage=stage, tag=f"q{c}.{q}/local")
+        local = yield sim.executor.compute(c, spec.pre_flops, stage=stage, tag=f"q{c}.{q}/local", fn=ran)
+        if faults is not None and local is None:  # the client crashed before its features existed
+            lost[c][q] = True
+            sim.recorder.add(QueryRecord(spec.system, c, q, start_s, env.now, (), False))
+            return
         legs = spec.legs(c, q)
         run_leg = leg if faults is None else faulty
         done = yield env.all_of([env.process(run_leg(c, q, i, lg)) for i, lg in enumerate(legs)])
         ok = [bool(v) for v in done.values()]
         for i, v in enumerate(ok):
             delivered[c][q, i] = v
+        if faults is not None and faults.crashed[c]:  # down when its answer would be ready
+            lost[c][q] = True
+            delivered[c][q] = False
+            sim.recorder.add(QueryRecord(spec.system, c, q, start_s, env.now, (), False))
+            return
         routes = answered if fallback else spec.routes
         experts = tuple(int(e) for e in routes[c][q]) if routes is not None else (c,)
         sim.recorder.add(QueryRecord(spec.system, c, q, start_s, env.now, experts, all(ok)))
@@ -152,6 +171,9 @@ def run_inference(world: World, sim: Sim, spec: InferenceSpec) -> Generator[simp
         procs = []
         for q in range(len(world.clients[c].y_query)):
             yield env.timeout(float(rng.exponential(1.0 / rate)))
+            if faults is not None and faults.crashed[c]:  # the device is off: not issued
+                up[c][q] = False
+                continue
             procs.append(env.process(query(c, q)))
         yield env.all_of(procs)
 
@@ -161,20 +183,27 @@ def run_inference(world: World, sim: Sim, spec: InferenceSpec) -> Generator[simp
         preds = [spec.predict_answered(c.idx, delivered[c.idx], answered[c.idx]) for c in world.clients]
     else:
         preds = [spec.predict(c.idx, delivered[c.idx]) for c in world.clients]
-    failed = sum(int((~d).any(1).sum()) for d in delivered) if any(spec.n_legs) else 0
     # LR and gating counts from the experts that answered (fallbacks included) under faults.
     routes = [a.numpy() for a in answered] if fallback else spec.routes
     ys = [c.y_query.numpy() for c in world.clients]
-    scores = score(ys, preds, routes, world.dataset.num_classes, spec.n_experts)
     if faults is None:
+        failed = sum(int((~d).any(1).sum()) for d in delivered) if any(spec.n_legs) else 0
+        scores = score(ys, preds, routes, world.dataset.num_classes, spec.n_experts)
         return InferenceOutcome(scores, stage, failed)
+    # Issued queries only; a lost one has no answer (-1 is no class: always wrong) and no
+    # expert that answered it.
+    preds = [np.where(m, -1, p) for p, m in zip(preds, lost)]
+    failed = sum(int(((~d).any(1).numpy() & m).sum()) if any(spec.n_legs) else int((lo & m).sum())
+                 for d, lo, m in zip(delivered, lost, up))
     n_up = int(sum(m.sum() for m in up))
-    if n_up == 0:  # every query arose at a crashed client
-        return InferenceOutcome(scores, stage, failed, Scores(math.nan, math.nan, math.nan, np.zeros((0, 0))), 0)
-    up_scores = score([y[m] for y, m in zip(ys, up)], [p[m] for p, m in zip(preds, up)],
-                      None if routes is None else [np.asarray(r)[m] for r, m in zip(routes, up)],
-                      world.dataset.num_classes, spec.n_experts)
-    return InferenceOutcome(scores, stage, failed, up_scores, n_up)
+    if n_up == 0:  # every query arose at a crashed client: none was issued
+        nan = Scores(math.nan, math.nan, math.nan, np.zeros((0, 0)))
+        return InferenceOutcome(nan, stage, failed, nan, 0)
+    answered_routes = (None if routes is None
+                       else [np.asarray(r)[m & ~lo] for r, m, lo in zip(routes, up, lost)])
+    scores = score([y[m] for y, m in zip(ys, up)], [p[m] for p, m in zip(preds, up)], answered_routes,
+                   world.dataset.num_classes, spec.n_experts)
+    return InferenceOutcome(scores, stage, failed, scores, n_up)
 
 
 def up_scores(outcome: InferenceOutcome) -> tuple[Scores, int] | None:

@@ -144,8 +144,16 @@ class LocalExecutor:
     def _run_faulty(self, node: Hashable, flops: float, stage: str, tag: str,
                     fn: Callable[[], Any] | None, job: Job | None) -> Generator[simpy.Event, Any, Any]:
         """:meth:`_run` under injected faults (engine/faults.py): a straggler's slowdown
-        applies to computations that start inside its interval, and a crash of the node
-        stops the computation (charged up to the crash; a task's job is marked aborted)."""
+        applies to computations that start inside its interval, and a crashed node computes
+        nothing.
+
+        A computation that would start while its node is down (crashed before its turn, or
+        its turn coming while the node is down) does not run: ``fn`` is not called, nothing
+        is charged, a task's job is marked aborted. A crash during the computation stops it
+        (charged up to the crash). Either way the process's value is None and a task leaves
+        no result: a device that did not finish its work has nothing to hand on, so callers
+        that need the output (``fn`` returning something) read None as "not computed".
+        """
         faults, me = self.faults, self.env.active_process
         assert faults is not None  # _run takes this path only with faults
         faults.watch(node, me)
@@ -154,10 +162,16 @@ class LocalExecutor:
             with self._cpu[node].request() as slot:
                 try:
                     yield slot
-                except simpy.Interrupt:
-                    return None  # crashed before it began: nothing ran, nothing to charge
+                except simpy.Interrupt:  # crashed while waiting for its turn: nothing ran
+                    if job is not None:
+                        job.aborted = True
+                    return None
+                if faults.crashed[node]:  # its turn came while the node is down: refused
+                    if job is not None:
+                        job.aborted = True
+                    return None
                 start_s = self.env.now
-                result = fn() if fn is not None else None
+                result = fn() if fn is not None else None  # a task's fn marks its job started
                 faults.stage = stage
                 duration_s = planned_s = faults.compute_time_s(node, flops, self.profiles[node].flops_per_s)
                 try:
@@ -166,6 +180,7 @@ class LocalExecutor:
                 except simpy.Interrupt:  # the node crashed: charge the part it computed
                     duration_s = self.env.now - start_s
                     flops = flops * duration_s / planned_s
+                    result = None
                     if job is not None:
                         job.aborted = True
                 self._charge(node, flops, stage, tag, start_s, duration_s)

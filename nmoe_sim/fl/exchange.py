@@ -15,6 +15,12 @@ Both give the same probabilities for every pair whose transfers arrived, so what
 learns differs only by what the network dropped. With candidate experts
 (``stage3.candidates``, :mod:`nmoe_sim.fl.candidates`) only the pairs (client, one of its
 candidates) are exchanged: n k instead of n(n-1), and a client's bundle holds k experts.
+
+Under injected crashes (docs/faults.md) an expert that stage 2 did not train (its client was
+down, :func:`~nmoe_sim.fl.stage2.is_trained`) is unavailable to every client, its own
+included: it is neither asked, uploaded nor run, so the gate learns with it masked. An
+expert computation refused or cut short by a crash (the executor's value None) delivers
+nothing either.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import torch
 
 from nmoe_sim.fl.rounds import BS
 from nmoe_sim.fl.routing import StackedExperts
+from nmoe_sim.fl.stage2 import is_trained
 from nmoe_sim.models import Expert, forward_flops_per_sample
 from nmoe_sim.registry import Registry
 
@@ -99,13 +106,16 @@ def exchange_features(world: "World", sim: "Sim", parts: "NMoEParts", stage: str
                 return
         out = yield sim.executor.compute(j, n_c * fwd, stage=stage, tag=f"expert{j}/for{c}",
                                          fn=lambda: expert_probs(parts.experts[j], feats))
+        if out is None:  # only under faults: its device was down, or crashed computing it
+            return
         if j != c:
             rec = yield sim.net.transfer(j, c, world.tensor_bytes(n_c * k_cls), stage=stage, tag=f"probs/{j}->{c}")
             if not rec.delivered:
                 return
         got.put(c, j, out)
 
-    pairs = [(c, j) for c in range(n) for j in (range(n) if candidates is None else candidates[c].tolist())]
+    pairs = [(c, j) for c in range(n) for j in (range(n) if candidates is None else candidates[c].tolist())
+             if is_trained(parts.experts[j])]
     yield sim.env.all_of([sim.env.process(ask(c, j)) for c, j in pairs])
     return got.gate_data(world, parts)
 
@@ -126,8 +136,8 @@ def exchange_expert_weights(world: "World", sim: "Sim", parts: "NMoEParts", stag
         return bool(rec.delivered)
 
     # An expert no other client may use stays on its device.
-    wanted = range(n) if candidates is None else sorted(
-        {int(j) for c, s in enumerate(candidates) for j in s if j != c})
+    wanted = [j for j in (range(n) if candidates is None else sorted(
+        {int(j) for c, s in enumerate(candidates) for j in s if j != c})) if is_trained(parts.experts[j])]
     ups = {j: sim.env.process(upload(j)) for j in wanted}
     yield sim.env.all_of(list(ups.values()))
     at_server = [j for j, p in ups.items() if p.value]
@@ -135,14 +145,18 @@ def exchange_expert_weights(world: "World", sim: "Sim", parts: "NMoEParts", stag
     def fetch_and_run(c: int) -> Generator[simpy.Event, Any, None]:
         allowed = None if candidates is None else set(candidates[c].tolist())
         others = [j for j in at_server if j != c and (allowed is None or j in allowed)]
-        held = [c]
+        held = [c] if is_trained(parts.experts[c]) else []
         if others:
             rec = yield sim.net.transfer(BS, c, len(others) * expert_bytes, stage=stage, tag="experts/down")
             if rec.delivered:
                 held = sorted(held + others)
+        if not held:  # only under faults: nothing arrived and its own expert is untrained
+            return
         feats, n_c = parts.train_feats[c], world.clients[c].num_samples
         outs = yield sim.executor.compute(c, len(held) * n_c * fwd, stage=stage, tag=f"experts/for{c}",
                                           fn=lambda: stacked.probs(feats, held))
+        if outs is None:  # only under faults: the client was down, or crashed computing them
+            return
         for j, out in zip(held, outs):  # outs (len(held), n_c, K)
             got.put(c, j, out)
 

@@ -265,6 +265,9 @@ def run_rollgate(world: World, sim: Sim, parts: NMoEParts, scope: CostScope, sta
                 job = sim.executor.submit(gate_task(c, gate, clone_state(gate.state_dict()), data[c], cfg, lap, gen,
                                                     flops, 0), stage=stage, tag=f"lap{lap}/train")
                 yield job.charged
+                if job.aborted:  # injected faults: c was down, or crashed training; the holder keeps the gate
+                    failures += 1
+                    continue
                 gate.load_state_dict(sim.executor.gather([job])[0].state)
                 fr.holder = c
             s = parts.bank.evaluate(GateRouter([gate] * n, k, allowed))

@@ -228,3 +228,22 @@ def test_a_query_cut_off_by_its_clients_crash_is_lost_and_scored_wrong() -> None
     assert out.scores.accuracy == pytest.approx(right / 8, rel=1e-12)
     # It is left out of LR and the gating counts: only client 0's second query went to 1.
     assert out.scores.gating_counts[0].tolist() == [0, 1, 0, 0]
+
+
+def test_routers_never_send_a_query_to_an_expert_stage2_left_untrained() -> None:
+    from nmoe_sim.fl.candidates import candidate_masks, serving_sets
+    from nmoe_sim.fl.routing import GateRouter, RandomRouter
+    from nmoe_sim.models.build import make_gate
+
+    world = crashes("{kind: crash, clients: [2], at_s: 0.0}", extra=("model.top_k=2",))
+    experts = [make_expert(world.cfg, 10, world.streams, f"e{i}") for i in range(4)]
+    assert serving_sets(world, experts, None) is None  # all trained: no restriction, today's routers
+    setattr(experts[2], "stage2_trained", False)  # what stage 2 does for a client down then
+    sets = serving_sets(world, experts, None)
+    assert [s.tolist() for s in sets] == [[0, 1, 3], [0, 1, 3], [0, 1, 2, 3], [0, 1, 3]]  # its own kept
+    feats = torch.randn(300, world.cfg.model.feature_dim, generator=torch.Generator().manual_seed(0))
+    gate = make_gate(world.cfg, 4, world.streams, "g")
+    for router in (GateRouter([gate] * 4, 2, candidate_masks(sets, 4)), RandomRouter(4, 2, np.random.default_rng(0), sets)):
+        for c in (0, 1, 3):
+            _, idx = router.route(c, feats)
+            assert 2 not in idx.flatten().tolist() and idx.shape == (300, 2)

@@ -20,10 +20,11 @@ summary of every client's data, i.e. more communication, and are left for later.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 import torch
+from torch import nn
 
 from nmoe_sim.registry import Registry
 
@@ -69,6 +70,20 @@ def candidate_sets(world: "World", sim: "Sim") -> list[np.ndarray] | None:
     if cfg.candidates is None or cfg.candidates >= world.n_clients - 1:
         return None
     return CANDIDATE_RULES.get(cfg.candidate_rule, "stage3.candidate_rule")(world, sim, cfg.candidates)
+
+
+def serving_sets(world: "World", experts: Sequence[nn.Module], sets: list[np.ndarray] | None) -> list[np.ndarray] | None:
+    """The experts each client's router may send a query to: its candidates (all when
+    ``sets`` is None) without the experts stage 2 never trained (their client was down then,
+    docs/faults.md), its own always kept. None when that is every expert for everyone."""
+    from nmoe_sim.fl.stage2 import is_trained
+
+    untrained = {j for j, e in enumerate(experts) if not is_trained(e)}
+    if not untrained:
+        return sets
+    n = world.n_clients
+    return [np.array([j for j in (range(n) if sets is None else s.tolist()) if j == c or j not in untrained])
+            for c, s in enumerate([None] * n if sets is None else sets)]
 
 
 def candidate_masks(sets: list[np.ndarray] | None, n_experts: int) -> list[torch.Tensor] | None:

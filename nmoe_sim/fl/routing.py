@@ -61,7 +61,8 @@ class RandomRouter:
         else:
             pool = self.allowed[client]
             idx = pool[np.argsort(self.rng.random((q, len(pool))), axis=1)[:, : self.k]]
-        return torch.full((q, self.k), 1.0 / self.k), torch.as_tensor(idx, dtype=torch.long)
+        k = idx.shape[1]  # fewer than k when the client may use fewer experts (crashes, faults)
+        return torch.full((q, k), 1.0 / k), torch.as_tensor(idx, dtype=torch.long)
 
 
 def combine(probs: torch.Tensor, weights: torch.Tensor, idx: torch.Tensor, delivered: torch.Tensor) -> torch.Tensor:

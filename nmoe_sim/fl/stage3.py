@@ -28,7 +28,7 @@ from nmoe_sim.config import Stage3Config
 from nmoe_sim.engine.losses import draw_generator_state
 from nmoe_sim.engine.tasks import TaskResult, TrainTask, clone_state, draw_plan
 from nmoe_sim.fl.aggregate import fedavg
-from nmoe_sim.fl.candidates import candidate_masks, candidate_sets
+from nmoe_sim.fl.candidates import candidate_masks, candidate_sets, serving_sets
 from nmoe_sim.fl.exchange import EXCHANGES, GateData
 from nmoe_sim.fl.schedule import sgd_args
 from nmoe_sim.engine.checkpoint import ROUND, checkpoints_of
@@ -224,7 +224,8 @@ def run_fedgate(world: World, sim: Sim, parts: NMoEParts, scope: CostScope, stag
         if not hasattr(fr, "algo"):
             cands = candidate_sets(world, sim)
             data = yield from exchange_expert_outputs(world, sim, parts, stage, cands)
-            fr.algo = FedGate(world, parts, data, stage, candidate_masks(cands, world.n_clients))
+            fr.algo = FedGate(world, parts, data, stage,
+                              candidate_masks(serving_sets(world, parts.experts, cands), world.n_clients))
             fr.driver = RoundDriver(sim, world.n_clients, world.streams.numpy(f"{stage}/participation"))
         yield from fr.driver.run(fr.algo, world.cfg.stage3, scope)
         router = yield from fr.algo.finalize(sim)
@@ -239,7 +240,7 @@ def run_rollgate(world: World, sim: Sim, parts: NMoEParts, scope: CostScope, sta
     with ck.frame("rollgate", dict) as fr:
         if not hasattr(fr, "gate"):
             cands = candidate_sets(world, sim)
-            fr.allowed = candidate_masks(cands, n)
+            fr.allowed = candidate_masks(serving_sets(world, parts.experts, cands), n)
             fr.data = yield from exchange_expert_outputs(world, sim, parts, stage, cands)
             fr.gate = make_gate(world.cfg, n, world.streams, stage)
             fr.gen = world.streams.torch(f"{stage}/gate")
@@ -285,7 +286,7 @@ def run_rollgate(world: World, sim: Sim, parts: NMoEParts, scope: CostScope, sta
 
 def run_rangate(world: World, sim: Sim, parts: NMoEParts, scope: CostScope, stage: str) -> Generator[simpy.Event, Any, Router]:
     # RanGate exchanges nothing: a client's candidates are only the experts it may pick.
-    cands = candidate_sets(world, sim)
+    cands = serving_sets(world, parts.experts, candidate_sets(world, sim))
     router = RandomRouter(world.n_clients, world.cfg.model.top_k, world.streams.numpy(f"{stage}/eval"), cands)
     s = parts.bank.evaluate(router)
     sim.record_round(scope, stage, 0, 1, sim.env.now, world.n_clients, 0, (s.f1_macro, s.accuracy))

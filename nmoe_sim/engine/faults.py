@@ -275,31 +275,26 @@ def _dropout(state: FaultState, ev: DropoutFault, key: str) -> None:
 @APPLIERS.register("link_down")
 def _link_down(state: FaultState, ev: LinkDownFault, key: str) -> None:
     link = _link(state, ev.link, f"{key}.link")
-    state.interval(ev.start_s, ev.end_s, Call(_link_down_on, state, link, ev), Call(_link_down_off, state, link))
-
-
-def _link_down_on(state: FaultState, link: Link, ev: LinkDownFault) -> None:
-    state.link_down[link] += 1
-    state.record("link_down", FailureReason.LINK_DOWN, ev.start_s, ev.end_s, link=link)
-
-
-def _link_down_off(state: FaultState, link: Link) -> None:
-    state.link_down.subtract([link])
+    state.interval(ev.start_s, ev.end_s, Call(_count_down, state, "link_down", link, ev, {"link": link}),
+                   Call(_count_up, state, "link_down", link))
 
 
 @APPLIERS.register("radio_down")
 def _radio_down(state: FaultState, ev: RadioDownFault, key: str) -> None:
     node = _node(state, ev.node, f"{key}.node")
-    state.interval(ev.start_s, ev.end_s, Call(_radio_down_on, state, node, ev), Call(_radio_down_off, state, node))
+    state.interval(ev.start_s, ev.end_s, Call(_count_down, state, "radio_down", node, ev, {"node": node}),
+                   Call(_count_up, state, "radio_down", node))
 
 
-def _radio_down_on(state: FaultState, node: Hashable, ev: RadioDownFault) -> None:
-    state.radio_down[node] += 1
-    state.record("radio_down", FailureReason.LINK_DOWN, ev.start_s, ev.end_s, node=node)
+def _count_down(state: FaultState, table: str, what: Hashable, ev: LinkDownFault | RadioDownFault,
+                where: dict[str, Any]) -> None:
+    """A link or a radio goes down: one more fault holds it (``state.<table>``), recorded."""
+    getattr(state, table)[what] += 1
+    state.record(ev.kind, FailureReason.LINK_DOWN, ev.start_s, ev.end_s, **where)
 
 
-def _radio_down_off(state: FaultState, node: Hashable) -> None:
-    state.radio_down.subtract([node])
+def _count_up(state: FaultState, table: str, what: Hashable) -> None:
+    getattr(state, table).subtract([what])
 
 
 @APPLIERS.register("bs_outage")

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from nmoe_sim.fl.baselines import CentralMoE
-from nmoe_sim.models import Expert, gate_train_flops_per_sample, train_flops_per_sample
+from nmoe_sim.models import gate_train_flops_per_sample, train_flops_per_sample
 from nmoe_sim.runner import run
 from nmoe_sim.seeds import SeedStreams
 from nmoe_sim.world import build_world
@@ -61,7 +61,7 @@ def test_m_of_n_experts_charges_m_experts_and_still_learns(tmp_path: Path) -> No
         world = build_world(cfg, SeedStreams(0))
         model = CentralMoE(world)
         per = (train_flops_per_sample(model.fe, world.dataset.input_shape)
-               + 2 * train_flops_per_sample(Expert(*model.expert_args), (cfg.model.feature_dim,))
+               + 2 * train_flops_per_sample(model.expert_shell(), (cfg.model.feature_dim,))
                + gate_train_flops_per_sample(model.gate, cfg.model.feature_dim))
         flops = m["stages"]["baseline_centralized"]["flops"]
         assert flops == cfg.baselines.centralized.epochs * sum(c.num_samples for c in world.clients) * per

@@ -105,13 +105,19 @@ class CentralMoE(torch.nn.Module):
         else:
             self.experts = torch.nn.ModuleList(experts)
 
+    def expert_shell(self) -> Expert:
+        """An expert of this architecture whose weights are to be loaded or only counted;
+        its throw-away initialisation must not move the global RNG."""
+        with torch.random.fork_rng(devices=[]):
+            return Expert(*self.expert_args)
+
     def expert_modules(self) -> list[Expert]:
         """The n experts as modules (from the stacked weights when sparse)."""
         if not self.sparse:
             return list(self.experts)
         out = []
         for j in range(self.w1.shape[0]):
-            e = Expert(*self.expert_args)
+            e = self.expert_shell()
             e.load_state_dict({"net.0.weight": self.w1[j].detach(), "net.0.bias": self.b1[j].detach(),
                                "net.2.weight": self.w2[j].detach(), "net.2.bias": self.b2[j].detach()})
             out.append(e.eval())
@@ -156,7 +162,7 @@ def centralized(world: World, sim: Sim, parts: NMoEParts) -> Generator[simpy.Eve
     y = torch.cat([c.y_train for c in keep]) if keep else world.clients[0].y_train[:0]
     gen = world.streams.torch(f"{stage}/train")
     flops_per = train_flops_per_sample(model.fe, world.dataset.input_shape) + model.mixture_experts * train_flops_per_sample(
-        Expert(*model.expert_args), (world.cfg.model.feature_dim,)) + gate_train_flops_per_sample(model.gate, world.cfg.model.feature_dim)
+        model.expert_shell(), (world.cfg.model.feature_dim,)) + gate_train_flops_per_sample(model.gate, world.cfg.model.feature_dim)
 
     # One task on the server's pooled data; the gate noise is drawn with the plan from the
     # same generator that shuffles, in the order a loop drawing it in place would.
@@ -177,7 +183,7 @@ def centralized(world: World, sim: Sim, parts: NMoEParts) -> Generator[simpy.Eve
     routes = [r.indices for r in routed]
     d = world.cfg.model.feature_dim
     serve = (forward_flops_per_sample(model.fe, world.dataset.input_shape)
-             + forward_flops_per_sample(model.gate, (d,)) + k * forward_flops_per_sample(Expert(*model.expert_args), (d,)))
+             + forward_flops_per_sample(model.gate, (d,)) + k * forward_flops_per_sample(model.expert_shell(), (d,)))
     back = world.tensor_bytes(world.dataset.num_classes)
 
     def predict(c: int, delivered: torch.Tensor) -> np.ndarray:

@@ -218,14 +218,15 @@ def auto_torch_threads(cfg: Any, input_shape: tuple[int, int, int]) -> int:
 
 
 # Below this many training FLOPs per byte a gather moves (tasks there, states back) the
-# pool loses: pickling and copying cost more than the second core wins. Measured with one
+# pool stops paying: pickling and copying cost what the second core wins. Measured with one
 # round of FedGate's Ditto gate tasks (Fashion-MNIST scenario, 60 samples a client, gates
-# over n experts: about 32 FLOP/byte): 30 clients 0.4-0.5 s through two workers against
-# 0.1 s here, 300 clients 5.1 s against 1.9 s, 1,000 clients 30.4 s against 12.5 s; the
-# quickstart's gates (93 FLOP/byte) 0.2 s against 0.1 s. Every FE task measured is above
-# 700 (FedSC, 1,100 in the quickstart) and keeps the pool, which made the quickstart 12 %
-# faster (A/B wall 0.88). Measured while other jobs loaded the machine, which favours
-# running here; the threshold sits between the two kinds of task, not at a break-even.
+# over n experts: about 32 FLOP/byte), through two workers against here: on a quiet
+# machine even (300 clients 0.99 against 1.00 s, 1,000 clients 6.09 against 6.27 s); with
+# other jobs on the cores the pool loses (300 clients 5.1 against 1.9 s, 1,000 clients
+# 30.4 against 12.5 s), since its workers wait for a core and the hand-over is extra work.
+# The quickstart's gates (93 FLOP/byte) are even on a quiet machine (0.09-0.10 s either
+# way); at 371 the pool wins a little (0.30 against 0.35 s). Every FE task measured is
+# above 700 (FedSC, 1,100 in the quickstart) and keeps the pool.
 POOL_MIN_FLOPS_PER_BYTE = 150.0
 
 

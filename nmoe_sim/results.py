@@ -42,8 +42,10 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
-def atomic_write_text(path: Path, text: str) -> None:
+def atomic_write_text(path: Path, text: str) -> Path:
+    """:func:`atomic_write_bytes` of UTF-8 text; returns ``path``."""
     atomic_write_bytes(path, text.encode("utf-8"))
+    return path
 
 
 def _clean(obj: Any) -> Any:

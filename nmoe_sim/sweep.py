@@ -27,7 +27,8 @@ import yaml
 
 from nmoe_sim.config import Scenario, build_scenario, dump_yaml, expand, scenario_from_raw
 from nmoe_sim.errors import ConfigError
-from nmoe_sim.table import write_tables, write_text_atomic
+from nmoe_sim.results import atomic_write_text
+from nmoe_sim.table import write_tables
 
 log = logging.getLogger(__name__)
 
@@ -188,7 +189,7 @@ def write_points(sweep_dir: Path, points: Sequence[SweepPoint], status: dict[Swe
             entry["reason"] = reasons[p]
         entries.append(entry)
     text = json.dumps({"points": entries}, indent=2) + "\n"
-    return write_text_atomic(Path(sweep_dir) / "points.json", text)
+    return atomic_write_text(Path(sweep_dir) / "points.json", text)
 
 
 def load_points(sweep_dir: Path) -> list[SweepPoint]:
@@ -250,7 +251,7 @@ def run_sweep(
     rerun = _check_reuse(sweep_dir, points, hashes, rerun_changed)
     # Only now is this config the one being run: write it (never on a refusal above).
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(sweep_dir / "config.yaml", dump_yaml(scenario))
+    atomic_write_text(sweep_dir / "config.yaml", dump_yaml(scenario))
     level = logging.INFO if progress else logging.DEBUG
     status: dict[SweepPoint, str] = {}
     reasons: dict[SweepPoint, str] = {}
@@ -286,7 +287,7 @@ def run_sweep(
             status[point] = "interrupted"
             save()
             raise
-        write_text_atomic(run_dir / CONFIG_HASH_FILE, hashes[point] + "\n")
+        atomic_write_text(run_dir / CONFIG_HASH_FILE, hashes[point] + "\n")
         status[point] = "ran"
         save()
     save()  # the skipped ones too

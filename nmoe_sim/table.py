@@ -15,11 +15,12 @@ import io
 import json
 import logging
 import math
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import numpy as np
+
+from nmoe_sim.results import atomic_write_text
 
 if TYPE_CHECKING:  # sweep imports this module; a runtime import would be circular
     from nmoe_sim.sweep import SweepPoint
@@ -154,17 +155,6 @@ def aggregate_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 # --------------------------------------------------------------------------- writing
-def write_text_atomic(path: Path, text: str) -> Path:
-    """Write to a temporary name in the same folder, then rename: complete or absent."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)  # only left over when writing failed
-    return path
-
-
 def rows_to_csv(rows: Sequence[dict[str, Any]]) -> str:
     columns: dict[str, None] = {}
     for row in rows:
@@ -225,9 +215,9 @@ def write_tables(sweep_dir: Path, points: Sequence["SweepPoint"]) -> tuple[Path,
     sweep_dir = Path(sweep_dir)
     rows = collect_rows(sweep_dir, points)
     agg = aggregate_rows(rows)
-    write_text_atomic(sweep_dir / "table_raw.csv", rows_to_csv(rows))
-    csv_path = write_text_atomic(sweep_dir / "table.csv", rows_to_csv(agg))
-    md_path = write_text_atomic(sweep_dir / "table.md", table_markdown(agg))
+    atomic_write_text(sweep_dir / "table_raw.csv", rows_to_csv(rows))
+    csv_path = atomic_write_text(sweep_dir / "table.csv", rows_to_csv(agg))
+    md_path = atomic_write_text(sweep_dir / "table.md", table_markdown(agg))
     return csv_path, md_path
 
 

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from nmoe_sim.fl.stage2 import is_trained
 from nmoe_sim.registry import Registry
 
 if TYPE_CHECKING:
@@ -76,8 +77,6 @@ def serving_sets(world: "World", experts: Sequence[nn.Module], sets: list[np.nda
     """The experts each client's router may send a query to: its candidates (all when
     ``sets`` is None) without the experts stage 2 never trained (their client was down then,
     docs/faults.md), its own always kept. None when that is every expert for everyone."""
-    from nmoe_sim.fl.stage2 import is_trained
-
     untrained = {j for j, e in enumerate(experts) if not is_trained(e)}
     if not untrained:
         return sets

@@ -313,7 +313,7 @@ class Network(FaultHooks):
             # A fault that begins mid-flow breaks it (or re-rates it, a storm) through
             # `ended`, exactly as a coherence block in outage does.
             ended = self.env.event()
-            flow.done.callbacks.append(lambda _ev: None if ended.triggered else ended.succeed(True))
+            flow.done.callbacks.append(Call(_end_once, ended))
             self._fault_flows[flow.seq] = [hop, link, flow, ended]  # the storm loss is in hop.snrs_db[-1]
             if link.cfg.rate_adaptation == "per_block" and link.varies_in_time:
                 self._join_clock(hop, link, flow, ended)

@@ -5,7 +5,7 @@ stabilisers (gradient clipping, cosine schedule) and the one-channel views."""
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any
 
 import pytest
 import torch
@@ -13,8 +13,8 @@ import torch
 from nmoe_sim.config import AugmentConfig, MonoViewsConfig, TrainConfig
 from nmoe_sim.data.augment import make_views
 from nmoe_sim.data.mono_views import MonoViews
-from nmoe_sim.engine.tasks import TaskResult, TrainTask, execute
-from nmoe_sim.fl.rounds import Failure, LocalResult
+from nmoe_sim.engine.tasks import TrainTask, execute
+from nmoe_sim.fl.rounds import Failure
 from nmoe_sim.fl.schedule import LR_SCHEDULES, round_lr
 from nmoe_sim.fl.stage1 import FedSC
 from nmoe_sim.models import forward_flops_per_sample

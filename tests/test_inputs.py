@@ -14,6 +14,7 @@ from nmoe_sim.cli import main
 from nmoe_sim.config import CHANNEL_PRESETS_DIR, ChannelConfig, load_scenario
 from nmoe_sim.errors import ConfigError, TrainingDiverged
 from nmoe_sim.registry import Registry
+from nmoe_sim.record import RoundRecord
 from nmoe_sim.yaml_read import MAX_EXPANDED_NODES, MAX_FILE_BYTES
 
 from conftest import TINY, one_error_line, tiny_cfg
@@ -332,9 +333,7 @@ def test_every_literal_that_names_a_registry_lists_exactly_its_keys() -> None:
 
 
 # --------------------------------------------------------------------------- a stage that learned nothing
-def _round(stage: str, rnd: int, participants: int, failures: int) -> "RoundRecord":
-    from nmoe_sim.record import RoundRecord
-
+def _round(stage: str, rnd: int, participants: int, failures: int) -> RoundRecord:
     return RoundRecord("nmoe", stage, rnd, 2, 0.0, 1.0, participants, failures, 0, 0, 1.0, 0.0)
 
 

@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field, ValidationError, ValidationInfo, field_va
 
 from nmoe_sim.engine.fault_config import FaultsConfig
 from nmoe_sim.errors import ConfigError
+from nmoe_sim.serving.config import InferenceConfig
 from nmoe_sim.fl.alignment.config import AlignmentConfig
 from nmoe_sim.strict import Strict
 from nmoe_sim.yaml_read import parse_yaml_text, read_yaml_file
@@ -211,11 +212,6 @@ class BaselinesConfig(Strict):
     )
     centralized: CentralizedConfig = CentralizedConfig()
     fedavg: TrainConfig = TrainConfig()
-
-
-class InferenceConfig(Strict):
-    max_queries_per_client: Optional[int] = Field(None, ge=1)
-    arrival_rate_hz: float = Field(5.0, gt=0, description="Poisson query arrivals per client")
 
 
 # --------------------------------------------------------------------------- network
@@ -450,6 +446,9 @@ class Scenario(Strict):
         if k_cand is not None and k_cand < self.data.clients - 1 and self.model.top_k > k_cand + 1:
             raise ValueError(f"model.top_k={self.model.top_k} exceeds the {k_cand + 1} experts a gate may "
                              f"choose with stage3.candidates={k_cand} (its own and {k_cand} others)")
+        if self.inference.routing == "budgeted" and self.faults.active:
+            raise ValueError("inference.routing: budgeted cannot run with faults yet: its budget and "
+                             "faults.query_timeout_s would both cut a leg short; use one of them")
         if self.system == "alignment" and self.alignment is None:
             raise ValueError("system: 'alignment' needs an 'alignment:' section (see docs/alignment.md)")
         return self

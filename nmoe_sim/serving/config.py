@@ -41,8 +41,8 @@ class BudgetedConfig(Strict):
     energy_budget_j: Optional[float] = Field(
         None, gt=0, description="per-query expected device energy budget (radios and expert compute)")
     min_gain: float = Field(
-        0.1, ge=0, lt=1, description="skip a remote expert whose gate weight is below this (SiftMoE's "
-        "expert skipping): its expected gain does not pay for the link")
+        0.1, ge=0, lt=1, description="skip an expert whose gate weight is below this (SiftMoE's "
+        "expert skipping): its expected gain does not pay for its cost; the own expert remains the fallback")
 
     @model_validator(mode="after")
     def _some_budget(self) -> "BudgetedConfig":

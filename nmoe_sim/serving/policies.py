@@ -19,7 +19,7 @@ logits, as top-k gating does): a penalty decides *who* serves, never how much ea
   flight to it) x (its transfer + its compute time at its device's speed), a
   processor-sharing estimate (the expert's radio and CPU are shared by its open queries).
 * ``budgeted``: the best experts in gate order that meet a latency budget and/or an expected
-  energy budget, skipping remote experts whose gate weight is below ``min_gain`` (SiftMoE,
+  energy budget, skipping experts whose gate weight is below ``min_gain`` (SiftMoE,
   arXiv 2603.23888, skips experts of small expected gain under latency constraints; DES /
   JESA, arXiv 2503.13421, select experts under an energy objective), the client's own
   expert when none fits. Greedy in gate order, not an exact knapsack: with k <= 3 experts
@@ -117,8 +117,8 @@ def budgeted(q: Query, costs: Costs, cfg: InferenceConfig) -> Choice:
     for j in ranked:
         if len(chosen) == q.k:
             break
-        if j != q.own and q.probs[j] < b.min_gain:
-            continue  # its expected gain does not pay for the link
+        if q.probs[j] < b.min_gain:
+            continue  # its expected gain does not pay for its cost (the own expert: the fallback)
         if costs.delay_s[j] > time_s or costs.energy_j[j] > energy_left_j:
             continue
         chosen.append(j)

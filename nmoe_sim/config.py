@@ -337,6 +337,32 @@ class DevicesConfig(Strict):
         return self
 
 
+class MobilityConfig(Strict):
+    """Clients that move (docs/channel.md, "Mobility"); positions are a pure function of time and seed."""
+
+    kind: Literal["random_waypoint", "trajectory"] = Field(
+        "random_waypoint", description="random_waypoint: straight legs to uniform points of the clients' "
+        "bounding box (Johnson & Maltz 1996); trajectory: each moving client follows waypoints_m")
+    speed_m_per_s: float = Field(gt=0, le=100, description="walking ~1.4, cycling ~5, driving ~14")
+    clients: Optional[tuple[int, ...]] = Field(None, description="the clients that move; null: all")
+    pause_s: float = Field(0.0, ge=0, description="random_waypoint: the wait at each waypoint")
+    waypoints_m: Optional[tuple[tuple[tuple[float, float], ...], ...]] = Field(
+        None, description="trajectory: per moving client, the points it walks through from its start "
+        "position (it stays at the last)")
+    update_s: Optional[float] = Field(
+        None, gt=0, description="how often link geometry follows the positions; null: each link's "
+        "coherence time (the fading's own time step)")
+    shadowing_decorrelation_m: float = Field(
+        20.0, gt=0, description="shadowing correlation distance: exp(-d / this) between two positions "
+        "(Gudmundson 1991; ~20 m in urban cells)")
+
+    @model_validator(mode="after")
+    def _trajectory_given(self) -> "MobilityConfig":
+        if self.kind == "trajectory" and not self.waypoints_m:
+            raise ValueError("kind: trajectory needs waypoints_m (one list of [x_m, y_m] per moving client)")
+        return self
+
+
 class NetworkConfig(Strict):
     topology: TopologyConfig = TopologyConfig()
     channel: LinkChannels = LinkChannels()
@@ -348,6 +374,7 @@ class NetworkConfig(Strict):
         "(a link in outage loses to a good relay); direct_first: a direct link whenever one "
         "exists",
     )
+    mobility: Optional[MobilityConfig] = Field(None, description="null: clients stay where the topology puts them")
 
 
 # --------------------------------------------------------------------------- experiments

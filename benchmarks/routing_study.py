@@ -1,0 +1,91 @@
+#!/usr/bin/env python
+"""What each routing policy buys and costs: one row per point of a finished sweep, and a
+latency-vs-F1 and energy-vs-F1 Pareto figure (docs/results.md section 9; not a test).
+
+Reads each run's metrics.json (the NMoE's macro-F1, LR, latency percentiles, failed
+queries, and its inference stage's device energy and delivered bytes) and config.yaml (the
+point's routing policy, its weight, the channel presets and the arrival rate). Energy and
+bytes are per query: the inference stage's totals over the queries issued.
+
+    python benchmarks/routing_study.py /tmp/rs/routing_study/sweep --figure docs/figures/routing_pareto.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+COLUMNS = ("channel", "rate_hz", "policy", "weight", "f1", "lr", "p50_ms", "p95_ms", "p99_ms", "failed",
+           "queries", "device_mj_per_query", "kb_per_query")
+
+
+def row(run: Path) -> dict[str, Any]:
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    m = json.loads((run / "metrics.json").read_text())
+    s, inf = m["systems"]["nmoe"], m["stages"]["inference_nmoe"]
+    ch, pol = cfg["network"]["channel"], cfg["inference"]["routing"]
+    bs = ch["bs"]
+    # A preset is stored expanded: name it by what tells the two apart.
+    channel = "harsh" if bs.get("fading") == "nakagami" else "urban_micro"
+    weight = {"channel_aware": cfg["inference"]["channel_aware"]["weight_per_s"],
+              "load_aware": cfg["inference"]["load_aware"]["weight_per_s"]}.get(pol, "")
+    q = max(s["queries"], 1)
+    lat = s["latency_s"]
+    return {"channel": channel, "rate_hz": cfg["inference"]["arrival_rate_hz"], "policy": pol, "weight": weight,
+            "f1": s["f1_macro"], "lr": s["local_ratio"], "p50_ms": 1e3 * lat["p50"], "p95_ms": 1e3 * lat["p95"],
+            "p99_ms": 1e3 * lat["p99"], "failed": s["failed_queries"], "queries": s["queries"],
+            "device_mj_per_query": 1e3 * inf["device_energy_j"] / q, "kb_per_query": inf["bytes_delivered"] / q / 1e3}
+
+
+def text(v: Any) -> str:
+    return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+
+def figure(rows: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    markers = {"topk": "o", "channel_aware": "s", "load_aware": "^", "budgeted": "D"}
+    colors = {}
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, x, label in ((axes[0], "p95_ms", "p95 query latency (ms)"),
+                         (axes[1], "device_mj_per_query", "device energy per query (mJ)")):
+        for r in rows:
+            cond = f"{r['channel']}, {r['rate_hz']:g}/s"
+            color = colors.setdefault(cond, f"C{len(colors)}")
+            ax.scatter(r[x], r["f1"], marker=markers.get(r["policy"], "x"), color=color, s=50)
+        ax.set_xlabel(label)
+        ax.set_ylabel("macro-F1")
+        ax.grid(alpha=0.3)
+    handles = [plt.Line2D([], [], marker=m, ls="", color="k", label=p) for p, m in markers.items()]
+    handles += [plt.Line2D([], [], marker="o", ls="", color=c, label=cond) for cond, c in colors.items()]
+    axes[1].legend(handles=handles, fontsize=8, loc="best")
+    fig.suptitle("Routing policies: what latency and energy cost in F1 (top-left is better)")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("sweep_dir", type=Path)
+    ap.add_argument("--figure", type=Path, help="write the Pareto figure here")
+    args = ap.parse_args()
+    rows = [row(run) for run in sorted(args.sweep_dir.glob("*/seed*")) if (run / "metrics.json").exists()]
+    rows.sort(key=lambda r: (r["channel"] != "urban_micro", r["rate_hz"], list(COLUMNS).index("policy"),
+                             ["topk", "channel_aware", "load_aware", "budgeted"].index(r["policy"]), str(r["weight"])))
+    print("| " + " | ".join(COLUMNS) + " |")
+    print("|" + "---|" * len(COLUMNS))
+    for r in rows:
+        print("| " + " | ".join(text(r[c]) for c in COLUMNS) + " |")
+    if args.figure is not None:
+        figure(rows, args.figure)
+
+
+if __name__ == "__main__":
+    main()

@@ -140,12 +140,12 @@ def test_budgeted_skips_small_gains_and_falls_back_to_the_own_expert() -> None:
     cfg = tiny_cfg("inference.routing=budgeted", "inference.budgeted={budget_s: 0.01, min_gain: 0.2}").inference
     probs = np.array([0.05, 0.6, 0.15, 0.2])
     allowed = np.ones(4, dtype=bool)
-    costs = Costs(np.array([1e-6, 0.02, 0.001, 0.001]), np.zeros(4))
+    costs = Costs(np.array([0.0, 0.02, 0.001, 0.001]), np.full(4, 1e-6), np.zeros(4), np.zeros(4))
     # Expert 1 (best) is too slow, 2 gains too little, 3 fits: asked alone.
     got = budgeted(Query(probs, allowed, 0, 2), costs, cfg)
     assert got.idx.tolist() == [3, -1] and got.weights.tolist() == [1.0, 0.0]
     # Nothing fits: the own expert, whatever its gate weight.
-    slow = Costs(np.array([1e-6, 0.02, 0.02, 0.02]), np.zeros(4))
+    slow = Costs(np.array([0.0, 0.02, 0.02, 0.02]), np.full(4, 1e-6), np.zeros(4), np.zeros(4))
     got = budgeted(Query(probs, allowed, 0, 2), slow, cfg)
     assert got.idx.tolist() == [0, -1] and got.weights.tolist() == [1.0, 0.0]
 

@@ -9,15 +9,17 @@ logits, as top-k gating does): a penalty decides *who* serves, never how much ea
 
 * ``topk`` (the reference): the gate's top k, planned before inference starts, exactly as
   before policies existed (:data:`PolicySpec.dynamic` False: nothing here runs for it).
-* ``channel_aware``: score_j = log p_j - w * T_j, T_j the expected time to get expert j's
-  answer over the route's links (and its compute), from the channel state the client knows
-  (``csi``). Channel-aware gating (arXiv 2504.00819) penalises the gate by the link's
+* ``channel_aware``: score_j = log p_j - w * T_j, T_j the expected time to carry the query's
+  features to expert j and its answer back over the route's links, from the channel state
+  the client knows (``csi``); 0 for the client's own expert. Channel-aware gating (arXiv 2504.00819) penalises the gate by the link's
   quality in the same spirit; the additive log-domain form and the weight ``w`` (1/s) are
   ours. A link in outage costs ~1e3 s/bit, so ``w > 0`` drops it whenever another expert
   is reachable.
-* ``load_aware``: the same form, T_j the expected wait at expert j: (1 + legs already in
-  flight to it) x (its transfer + its compute time at its device's speed), a
-  processor-sharing estimate (the expert's radio and CPU are shared by its open queries).
+* ``load_aware``: the same form, T_j the expert's compute time at its device's speed plus
+  the wait behind the legs already in flight to it, (legs in flight) x (its transfer + its
+  compute), a processor-sharing estimate (its radio and CPU are shared by its open legs).
+  The link itself is not penalised: an idle network routes as topk does, up to the experts'
+  speeds.
 * ``budgeted``: the best experts in gate order that meet a latency budget and/or an expected
   energy budget, skipping experts whose gate weight is below ``min_gain`` (SiftMoE,
   arXiv 2603.23888, skips experts of small expected gain under latency constraints; DES /
@@ -40,10 +42,18 @@ from nmoe_sim.serving.config import InferenceConfig
 
 @dataclass(frozen=True)
 class Costs:
-    """What the client expects of each expert for this query: (E,) arrays."""
+    """What the client expects of each expert for this query: (E,) arrays of its parts.
 
-    delay_s: np.ndarray  # from the legs' start to the answer back at the client
+    The expected time to an expert's answer is ``link_s + service_s + queue_s``."""
+
+    link_s: np.ndarray  # features out and probabilities back over the route (0 for the own expert)
+    service_s: np.ndarray  # the expert's compute at its device's speed
+    queue_s: np.ndarray  # the wait behind the legs already in flight to it (0 when load is not seen)
     energy_j: np.ndarray  # device energy (radios of client devices on the route, expert compute)
+
+    @property
+    def delay_s(self) -> np.ndarray:
+        return self.link_s + self.service_s + self.queue_s
 
 
 @dataclass(frozen=True)
@@ -99,11 +109,11 @@ def penalised_topk(q: Query, penalty: np.ndarray) -> Choice:
 
 
 def channel_aware(q: Query, costs: Costs, cfg: InferenceConfig) -> Choice:
-    return penalised_topk(q, cfg.channel_aware.weight_per_s * costs.delay_s)
+    return penalised_topk(q, cfg.channel_aware.weight_per_s * costs.link_s)
 
 
 def load_aware(q: Query, costs: Costs, cfg: InferenceConfig) -> Choice:
-    return penalised_topk(q, cfg.load_aware.weight_per_s * costs.delay_s)
+    return penalised_topk(q, cfg.load_aware.weight_per_s * (costs.service_s + costs.queue_s))
 
 
 def budgeted(q: Query, costs: Costs, cfg: InferenceConfig) -> Choice:

@@ -12,8 +12,9 @@ The client's knowledge is stated, not implied (docs/algorithms.md):
   Observing a link samples its current block, the value a transfer in that block would see
   anyway; it changes how later blocks are drawn (one AR(1) jump fewer), not their law.
 * load: the legs of this inference stage in flight to each expert when the query decides
-  (experts advertise their open requests, fresh); a processor-sharing estimate multiplies
-  the expert's transfer and compute time by (1 + that count).
+  (experts advertise their open requests, fresh); a processor-sharing estimate: each leg in
+  flight makes the new one wait its transfer and compute time once more (``queue_s``).
+* the experts' speeds: each device's FLOP/s, from the device profiles (static).
 
 Routes are the network's (least expected airtime); a relay's store-and-forward is the sum
 of its hops. Under faults the view does not know which nodes are down: the query's timeout
@@ -75,18 +76,17 @@ class ExpertView:
         return time_s, energy_j
 
     def costs(self, client: int, csi: str, load: bool) -> Costs:
-        delay = np.zeros(self.n)
-        energy = np.zeros(self.n)
+        link, service, queue, energy = (np.zeros(self.n) for _ in range(4))
         for j in range(self.n):
             prof = self.profiles[j]
-            service_s = self.flops / prof.flops_per_s
-            compute_j = prof.compute_power_w * service_s
+            service[j] = self.flops / prof.flops_per_s
+            energy[j] = prof.compute_power_w * service[j]
             if j == client:  # computed here: no link, no queue of others' legs
-                delay[j], energy[j] = service_s, compute_j
                 continue
             out_s, out_j = self._way(self.sim.net.route(client, j), self.out_bits, csi)
             back_s, back_j = self._way(self.sim.net.route(j, client), self.back_bits, csi)
-            busy = 1 + self.inflight[j] if load else 1
-            delay[j] = busy * (out_s + service_s + back_s)
-            energy[j] = out_j + back_j + compute_j
-        return Costs(delay, energy)
+            link[j] = out_s + back_s
+            energy[j] += out_j + back_j
+            if load:  # processor sharing: each leg in flight takes as long again
+                queue[j] = self.inflight[j] * (link[j] + service[j])
+        return Costs(link, service, queue, energy)

@@ -129,8 +129,7 @@ def nmoe_spec(world: World, parts: NMoEParts, router: Router, sim: Sim | None = 
     out_b, back_b = world.tensor_bytes(d), world.tensor_bytes(world.dataset.num_classes)
     planned = [router.route(c, f) for c, f in enumerate(bank.feats)]  # per client (weights, idx)
 
-    choose = None if sim is None else policy_chooser(world, sim, router, bank.feats, planned, pre,
-                                                        (out_b, back_b, expert_flops))
+    choose = policy_chooser(world, sim, router, bank.feats, planned, pre, (out_b, back_b, expert_flops))
 
     def legs(c: int, q: int) -> list[Leg]:
         if choose is not None:

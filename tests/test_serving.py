@@ -189,11 +189,3 @@ def test_budgeted_refuses_faults() -> None:
     with pytest.raises(ConfigError, match="budgeted"):
         tiny_cfg("inference.routing=budgeted", "inference.budgeted={budget_s: 0.1}",
                  "faults={events: [{kind: crash, clients: [1], at_s: 0.0}]}")
-
-
-def test_the_schema_names_every_registered_policy() -> None:
-    from typing import get_args
-
-    from nmoe_sim.serving.config import PolicyName
-    from nmoe_sim.serving.policies import POLICIES
-    assert sorted(get_args(PolicyName)) == POLICIES.names()

@@ -59,9 +59,13 @@ class PolicyChooser:
         w[q] = torch.as_tensor(choice.weights, dtype=w.dtype)
 
 
-def policy_chooser(world: "World", sim: "Sim", router: "Router", feats: Sequence[torch.Tensor],
+def policy_chooser(world: "World", sim: "Sim | None", router: "Router", feats: Sequence[torch.Tensor],
                    planned: list[tuple[torch.Tensor, torch.Tensor]], pre_flops: float,
                    sizes: tuple[int, int, float]) -> PolicyChooser | None:
     """The chooser of ``inference.routing``, or None for a policy planned up front (topk)."""
     spec = POLICIES.get(world.cfg.inference.routing, "inference.routing")
-    return None if spec.choose is None else PolicyChooser(world, sim, spec, router, feats, planned, pre_flops, sizes)
+    if spec.choose is None:
+        return None
+    if sim is None:  # a caller that cannot show the client its network would get topk silently
+        raise ValueError(f"inference.routing={world.cfg.inference.routing} needs the Sim the queries run in")
+    return PolicyChooser(world, sim, spec, router, feats, planned, pre_flops, sizes)

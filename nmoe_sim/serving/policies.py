@@ -16,8 +16,9 @@ logits, as top-k gating does): a penalty decides *who* serves, never how much ea
   ours. A link in outage costs ~1e3 s/bit, so ``w > 0`` drops it whenever another expert
   is reachable.
 * ``load_aware``: the same form, T_j the expert's compute time at its device's speed plus
-  the wait behind the legs already in flight to it, (legs in flight) x (its transfer + its
-  compute), a processor-sharing estimate (its radio and CPU are shared by its open legs).
+  the wait behind the legs already in flight to it, (legs in flight) x (its airtime + its
+  compute), a processor-sharing estimate (its radio and CPU are shared by its open legs;
+  a hop's fixed protocol latency is not).
   The link itself is not penalised: an idle network routes as topk does, up to the experts'
   speeds.
 * ``budgeted``: the best experts in gate order that meet a latency budget and/or an expected

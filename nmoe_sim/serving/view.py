@@ -13,7 +13,8 @@ The client's knowledge is stated, not implied (docs/algorithms.md):
   anyway; it changes how later blocks are drawn (one AR(1) jump fewer), not their law.
 * load: the legs of this inference stage in flight to each expert when the query decides
   (experts advertise their open requests, fresh); a processor-sharing estimate: each leg in
-  flight makes the new one wait its transfer and compute time once more (``queue_s``).
+  flight makes the new one wait its airtime and compute time once more (``queue_s``); a
+  hop's fixed protocol latency is no shared resource and is not multiplied.
 * the experts' speeds: each device's FLOP/s, from the device profiles (static).
 
 Routes are the network's (least expected airtime); a relay's store-and-forward is the sum
@@ -62,18 +63,19 @@ class ExpertView:
         # In outage now: one failed attempt's timeout, then (roughly) a fresh draw of the fading.
         return mean, link.cfg.latency_s + link.cfg.retx_timeout_s
 
-    def _way(self, path: list[Hashable], bits: float, csi: str) -> tuple[float, float]:
-        """(seconds, device joules) to carry ``bits`` along ``path``."""
-        net, time_s, energy_j = self.sim.net, 0.0, 0.0
+    def _way(self, path: list[Hashable], bits: float, csi: str) -> tuple[float, float, float]:
+        """(seconds, of which airtime, device joules) to carry ``bits`` along ``path``."""
+        net, time_s, total_air_s, energy_j = self.sim.net, 0.0, 0.0, 0.0
         for u, v in zip(path, path[1:]):
             spb, extra_s = self._hop(u, v, csi)
             air_s = bits * spb
             time_s += air_s + extra_s
+            total_air_s += air_s
             if u not in net.infrastructure:
                 energy_j += dbm_to_w(net.tx_power_dbm(u)) * air_s
             if v not in net.infrastructure:
                 energy_j += self.profiles[v].rx_power_w * air_s
-        return time_s, energy_j
+        return time_s, total_air_s, energy_j
 
     def costs(self, client: int, csi: str, load: bool) -> Costs:
         link, service, queue, energy = (np.zeros(self.n) for _ in range(4))
@@ -83,10 +85,10 @@ class ExpertView:
             energy[j] = prof.compute_power_w * service[j]
             if j == client:  # computed here: no link, no queue of others' legs
                 continue
-            out_s, out_j = self._way(self.sim.net.route(client, j), self.out_bits, csi)
-            back_s, back_j = self._way(self.sim.net.route(j, client), self.back_bits, csi)
+            out_s, out_air_s, out_j = self._way(self.sim.net.route(client, j), self.out_bits, csi)
+            back_s, back_air_s, back_j = self._way(self.sim.net.route(j, client), self.back_bits, csi)
             link[j] = out_s + back_s
             energy[j] += out_j + back_j
-            if load:  # processor sharing: each leg in flight takes as long again
-                queue[j] = self.inflight[j] * (link[j] + service[j])
+            if load:  # processor sharing of what is shared: airtime and the CPU, not a hop's fixed latency
+                queue[j] = self.inflight[j] * (out_air_s + back_air_s + service[j])
         return Costs(link, service, queue, energy)

@@ -7,7 +7,8 @@ queries, and its inference stage's device energy and delivered bytes) and config
 point's routing policy, its weight, the channel presets and the arrival rate). Energy and
 bytes are per query: the inference stage's totals over the queries issued.
 
-    python benchmarks/routing_study.py /tmp/rs/routing_study/sweep --figure docs/figures/routing_pareto.png
+    python benchmarks/routing_study.py /tmp/rs/routing_study/sweep /tmp/rs/routing_weights/sweep \
+        --figure docs/figures/routing_pareto.png
 """
 
 from __future__ import annotations
@@ -58,8 +59,11 @@ def figure(rows: list[dict[str, Any]], path: Path) -> None:
         for r in rows:
             cond = f"{r['channel']}, {r['rate_hz']:g}/s"
             color = colors.setdefault(cond, f"C{len(colors)}")
-            ax.scatter(r[x], r["f1"], marker=markers.get(r["policy"], "x"), color=color, s=50)
-        ax.set_xlabel(label)
+            ax.scatter(r[x], r["f1"], marker=markers.get(r["policy"], "x"), color=color, s=50, alpha=0.8)
+            if r["policy"] == "channel_aware":  # the weight sweep: label each point by its weight
+                ax.annotate(f"{r['weight']:g}", (r[x], r["f1"]), fontsize=7, xytext=(4, 3), textcoords="offset points")
+        ax.set_xscale("log")  # topk under harsh costs 10-100x what the cautious policies do
+        ax.set_xlabel(label + " (log)")
         ax.set_ylabel("macro-F1")
         ax.grid(alpha=0.3)
     handles = [plt.Line2D([], [], marker=m, ls="", color="k", label=p) for p, m in markers.items()]
@@ -73,12 +77,13 @@ def figure(rows: list[dict[str, Any]], path: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("sweep_dir", type=Path)
+    ap.add_argument("sweep_dir", type=Path, nargs="+", help="one or more finished sweeps (their rows together)")
     ap.add_argument("--figure", type=Path, help="write the Pareto figure here")
     args = ap.parse_args()
-    rows = [row(run) for run in sorted(args.sweep_dir.glob("*/seed*")) if (run / "metrics.json").exists()]
-    rows.sort(key=lambda r: (r["channel"] != "urban_micro", r["rate_hz"], list(COLUMNS).index("policy"),
-                             ["topk", "channel_aware", "load_aware", "budgeted"].index(r["policy"]), str(r["weight"])))
+    rows = [row(run) for d in args.sweep_dir for run in sorted(d.glob("*/seed*")) if (run / "metrics.json").exists()]
+    rows.sort(key=lambda r: (r["channel"] != "urban_micro", r["rate_hz"],
+                             ["topk", "channel_aware", "load_aware", "budgeted"].index(r["policy"]),
+                             float(r["weight"] or 0)))
     print("| " + " | ".join(COLUMNS) + " |")
     print("|" + "---|" * len(COLUMNS))
     for r in rows:

@@ -42,11 +42,15 @@ class DataConfig(Strict):
     root: Optional[str] = Field(None, description="folder of the dataset files")
     clients: int = Field(10, ge=1, le=1000)
     partition: PartitionConfig = PartitionConfig()
-    queries: Literal["global", "local"] = Field(
+    queries: Literal["global", "local", "mixed"] = Field(
         "global",
         description="global: each client gets a share of the global test set; "
-        "local: a client's queries follow its own training label distribution",
+        "local: a client's queries follow its own training label distribution; "
+        "mixed: queries_global_share of them global, the rest local",
     )
+    queries_global_share: float = Field(
+        0.5, ge=0, le=1, description="queries: mixed: the share of each client's queries from the global "
+        "test set (the rest follow its own label distribution)")
     test_fraction: float = Field(0.25, gt=0, lt=1, description="held out where no test split")
     max_train_samples: Optional[int] = Field(None, ge=10)
     max_test_samples: Optional[int] = Field(None, ge=10)

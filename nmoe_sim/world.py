@@ -130,7 +130,7 @@ def build_world(cfg: Scenario, streams: SeedStreams) -> World:
     parts = partition(y_train, cfg.data.partition, n, streams.numpy("data/partition"))
     queries = query_split(
         dataset.y_test.numpy(), [y_train[p] for p in parts], cfg.data.queries, n,
-        dataset.num_classes, streams.numpy("data/queries"),
+        dataset.num_classes, streams.numpy("data/queries"), cfg.data.queries_global_share,
     )
     limit = cfg.inference.max_queries_per_client
     devices = cfg.network.devices

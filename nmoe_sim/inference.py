@@ -8,6 +8,12 @@ expert whose transfer failed is dropped from the mixture, and a query with no de
 expert falls back to the client's own expert (it always holds one). The learned math
 (routes, probabilities) is computed up front on the host; the network decides delivery.
 
+Which experts a query asks is its routing policy's (``inference.routing``, nmoe_sim/serving):
+topk plans every route up front; the others choose when the query's legs leave, from what
+the client then knows, and may leave slots empty (-1). Under ``routing: budgeted`` the
+query's remote legs are abandoned at arrival + ``budget_s`` and a query left with no
+answer computes its own expert after that (``.../fallback``).
+
 With injected faults (``faults:``, docs/faults.md) a client waits at most
 ``faults.query_timeout_s`` for a leg's answer. A leg not answered by then (its expert
 crashed, a hop down, retries still running or spent) is abandoned and, where the spec

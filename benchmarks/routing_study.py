@@ -8,7 +8,7 @@ point's routing policy, its weight, the channel presets and the arrival rate). E
 bytes are per query: the inference stage's totals over the queries issued.
 
     python benchmarks/routing_study.py /tmp/rs/routing_study/sweep /tmp/rs/routing_weights/sweep \
-        --figure docs/figures/routing_pareto.png
+        /tmp/rs/routing_mixed/sweep --figure docs/figures/routing_pareto.png
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-COLUMNS = ("channel", "rate_hz", "policy", "weight", "f1", "lr", "p50_ms", "p95_ms", "p99_ms", "failed",
+COLUMNS = ("channel", "query_mix", "rate_hz", "policy", "weight", "f1", "lr", "p50_ms", "p95_ms", "p99_ms", "failed",
            "queries", "device_mj_per_query", "kb_per_query")
 
 
@@ -36,7 +36,10 @@ def row(run: Path) -> dict[str, Any]:
               "load_aware": cfg["inference"]["load_aware"]["weight_per_s"]}.get(pol, "")
     q = max(s["queries"], 1)
     lat = s["latency_s"]
-    return {"channel": channel, "rate_hz": cfg["inference"]["arrival_rate_hz"], "policy": pol, "weight": weight,
+    mix = cfg["data"]["queries"]
+    if mix == "mixed":
+        mix = f"mixed {cfg['data']['queries_global_share']:g}"
+    return {"channel": channel, "query_mix": mix, "rate_hz": cfg["inference"]["arrival_rate_hz"], "policy": pol, "weight": weight,
             "f1": s["f1_macro"], "lr": s["local_ratio"], "p50_ms": 1e3 * lat["p50"], "p95_ms": 1e3 * lat["p95"],
             "p99_ms": 1e3 * lat["p99"], "failed": s["failed_queries"], "queries": s["queries"],
             "device_mj_per_query": 1e3 * inf["device_energy_j"] / q, "kb_per_query": inf["bytes_delivered"] / q / 1e3}
@@ -53,11 +56,11 @@ def figure(rows: list[dict[str, Any]], path: Path) -> None:
 
     markers = {"topk": "o", "channel_aware": "s", "load_aware": "^", "budgeted": "D"}
     colors = {}
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.2))
     for ax, x, label in ((axes[0], "p95_ms", "p95 query latency (ms)"),
                          (axes[1], "device_mj_per_query", "device energy per query (mJ)")):
         for r in rows:
-            cond = f"{r['channel']}, {r['rate_hz']:g}/s"
+            cond = f"{r['channel']}, {r['rate_hz']:g}/s" + ("" if r["query_mix"] == "global" else f", {r['query_mix']}")
             color = colors.setdefault(cond, f"C{len(colors)}")
             ax.scatter(r[x], r["f1"], marker=markers.get(r["policy"], "x"), color=color, s=50, alpha=0.8)
             if r["policy"] == "channel_aware":  # the weight sweep: label each point by its weight
@@ -68,7 +71,7 @@ def figure(rows: list[dict[str, Any]], path: Path) -> None:
         ax.grid(alpha=0.3)
     handles = [plt.Line2D([], [], marker=m, ls="", color="k", label=p) for p, m in markers.items()]
     handles += [plt.Line2D([], [], marker="o", ls="", color=c, label=cond) for cond, c in colors.items()]
-    axes[1].legend(handles=handles, fontsize=8, loc="best")
+    axes[1].legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     fig.suptitle("Routing policies: what latency and energy cost in F1 (top-left is better)")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -81,7 +84,7 @@ def main() -> None:
     ap.add_argument("--figure", type=Path, help="write the Pareto figure here")
     args = ap.parse_args()
     rows = [row(run) for d in args.sweep_dir for run in sorted(d.glob("*/seed*")) if (run / "metrics.json").exists()]
-    rows.sort(key=lambda r: (r["channel"] != "urban_micro", r["rate_hz"],
+    rows.sort(key=lambda r: (r["query_mix"], r["channel"] != "urban_micro", r["rate_hz"],
                              ["topk", "channel_aware", "load_aware", "budgeted"].index(r["policy"]),
                              float(r["weight"] or 0)))
     print("| " + " | ".join(COLUMNS) + " |")

@@ -103,15 +103,16 @@ class Mobility:
         if unknown:
             raise ConfigError(f"network.mobility.clients: no client {unknown[0]}; clients are 0..{len(clients) - 1}")
         pos = {n: tuple(map(float, graph.nodes[n]["pos"])) for n in graph.nodes}
+        if cfg.kind == "trajectory" and len(cfg.waypoints_m or ()) != len(moving):
+            raise ConfigError(f"network.mobility.waypoints_m: {len(cfg.waypoints_m or ())} trajectories for "
+                              f"{len(moving)} moving clients; give one list of [x_m, y_m] per moving client")
         xs, ys = [pos[c][0] for c in clients], [pos[c][1] for c in clients]
         box = ((min(xs), min(ys)), (max(xs), max(ys)))
         self.pos = pos
         self.tracks: dict[Hashable, Track] = {}
         for i, c in enumerate(sorted(moving)):
             if cfg.kind == "trajectory":
-                ways = cfg.waypoints_m or ()
-                self.tracks[c] = Track(pos[c], cfg.speed_m_per_s, 0.0, None, None,
-                                       tuple(ways[i]) if i < len(ways) else ())
+                self.tracks[c] = Track(pos[c], cfg.speed_m_per_s, 0.0, None, None, tuple((cfg.waypoints_m or ())[i]))
             else:
                 self.tracks[c] = Track(pos[c], cfg.speed_m_per_s, cfg.pause_s,
                                        streams.numpy(f"mobility/track{c}"), box)

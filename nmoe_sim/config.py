@@ -477,6 +477,15 @@ class Scenario(Strict):
         if k_cand is not None and k_cand < self.data.clients - 1 and self.model.top_k > k_cand + 1:
             raise ValueError(f"model.top_k={self.model.top_k} exceeds the {k_cand + 1} experts a gate may "
                              f"choose with stage3.candidates={k_cand} (its own and {k_cand} others)")
+        mob = self.network.mobility
+        if mob is not None:
+            moving = mob.clients if mob.clients is not None else tuple(range(self.data.clients))
+            if any(not 0 <= c < self.data.clients for c in moving):
+                raise ValueError(f"network.mobility.clients: {list(moving)} names a client outside "
+                                 f"0..{self.data.clients - 1}")
+            if mob.kind == "trajectory" and len(mob.waypoints_m or ()) != len(moving):
+                raise ValueError(f"network.mobility.waypoints_m: {len(mob.waypoints_m or ())} trajectories for "
+                                 f"{len(moving)} moving clients; give one list of [x_m, y_m] per moving client")
         if self.inference.routing == "budgeted" and self.faults.active:
             raise ValueError("inference.routing: budgeted cannot run with faults yet: its budget and "
                              "faults.query_timeout_s would both cut a leg short; use one of them")

@@ -82,10 +82,9 @@ def test_mobility_is_off_by_default_and_bad_settings_name_their_key() -> None:
     with pytest.raises(ConfigError, match="network.mobility.speed_m_per_s"):
         tiny_cfg("network.mobility={speed_m_per_s: 0}")
     with pytest.raises(ConfigError, match="network.mobility.waypoints_m: 1 trajectories for 4 moving"):
-        Sim(build_world(tiny_cfg(*NET, "network.mobility={kind: trajectory, speed_m_per_s: 1.0, "
-                                 "waypoints_m: [[[0, 0]]]}"), SeedStreams(0)), "x")
+        tiny_cfg("network.mobility={kind: trajectory, speed_m_per_s: 1.0, waypoints_m: [[[0, 0]]]}")
     with pytest.raises(ConfigError, match="network.mobility.clients"):
-        Sim(build_world(tiny_cfg(*NET, "network.mobility={speed_m_per_s: 1.0, clients: [7]}"), SeedStreams(0)), "x")
+        tiny_cfg("network.mobility={speed_m_per_s: 1.0, clients: [7]}")
 
 
 def test_a_run_with_moving_clients_and_channel_aware_routing_resumes_as_if_never_stopped(

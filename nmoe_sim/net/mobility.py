@@ -33,7 +33,6 @@ import numpy as np
 import simpy
 
 from nmoe_sim.config import MobilityConfig
-from nmoe_sim.errors import ConfigError
 from nmoe_sim.net import channel
 from nmoe_sim.net.sharing import Call
 from nmoe_sim.seeds import SeedStreams
@@ -98,14 +97,9 @@ class Mobility:
                  streams: SeedStreams) -> None:
         self.env, self.net, self.cfg = env, net, cfg
         clients = [n for n in graph.nodes if graph.nodes[n]["kind"] == "client"]
+        # Validated with the scenario (config.py): known clients, one trajectory per moving one.
         moving = list(cfg.clients) if cfg.clients is not None else clients
-        unknown = sorted(set(moving) - set(clients))
-        if unknown:
-            raise ConfigError(f"network.mobility.clients: no client {unknown[0]}; clients are 0..{len(clients) - 1}")
         pos = {n: tuple(map(float, graph.nodes[n]["pos"])) for n in graph.nodes}
-        if cfg.kind == "trajectory" and len(cfg.waypoints_m or ()) != len(moving):
-            raise ConfigError(f"network.mobility.waypoints_m: {len(cfg.waypoints_m or ())} trajectories for "
-                              f"{len(moving)} moving clients; give one list of [x_m, y_m] per moving client")
         xs, ys = [pos[c][0] for c in clients], [pos[c][1] for c in clients]
         box = ((min(xs), min(ys)), (max(xs), max(ys)))
         self.pos = pos

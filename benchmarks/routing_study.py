@@ -28,18 +28,20 @@ def row(run: Path) -> dict[str, Any]:
     cfg = yaml.safe_load((run / "config.yaml").read_text())
     m = json.loads((run / "metrics.json").read_text())
     s, inf = m["systems"]["nmoe"], m["stages"]["inference_nmoe"]
-    ch, pol = cfg["network"]["channel"], cfg["inference"]["routing"]
+    # config.yaml leaves out routing keys at their defaults (Scenario.to_dict): topk, 100/s.
+    icfg = cfg["inference"]
+    ch, pol = cfg["network"]["channel"], icfg.get("routing", "topk")
     bs = ch["bs"]
     # A preset is stored expanded: name it by what tells the two apart.
     channel = "harsh" if bs.get("fading") == "nakagami" else "urban_micro"
-    weight = {"channel_aware": cfg["inference"]["channel_aware"]["weight_per_s"],
-              "load_aware": cfg["inference"]["load_aware"]["weight_per_s"]}.get(pol, "")
+    weight = {"channel_aware": icfg.get("channel_aware", {}).get("weight_per_s", 100.0),
+              "load_aware": icfg.get("load_aware", {}).get("weight_per_s", 100.0)}.get(pol, "")
     q = max(s["queries"], 1)
     lat = s["latency_s"]
     mix = cfg["data"]["queries"]
     if mix == "mixed":
-        mix = f"mixed {cfg['data']['queries_global_share']:g}"
-    return {"channel": channel, "query_mix": mix, "rate_hz": cfg["inference"]["arrival_rate_hz"], "policy": pol, "weight": weight,
+        mix = f"mixed {cfg['data'].get('queries_global_share', 0.5):g}"
+    return {"channel": channel, "query_mix": mix, "rate_hz": icfg["arrival_rate_hz"], "policy": pol, "weight": weight,
             "f1": s["f1_macro"], "lr": s["local_ratio"], "p50_ms": 1e3 * lat["p50"], "p95_ms": 1e3 * lat["p95"],
             "p99_ms": 1e3 * lat["p99"], "failed": s["failed_queries"], "queries": s["queries"],
             "device_mj_per_query": 1e3 * inf["device_energy_j"] / q, "kb_per_query": inf["bytes_delivered"] / q / 1e3}

@@ -494,8 +494,26 @@ class Scenario(Strict):
         return self
 
     def to_dict(self) -> dict[str, Any]:
-        # No faults: no faults section, so a resolved config.yaml reads as it did before them.
-        return self.model_dump(mode="json", exclude={"faults"} if self.faults == FaultsConfig() else None)
+        # Keys added after results existed are left out while at their defaults, so that a
+        # resolved config.yaml reads, and a sweep point's config hash stays, as before them:
+        # no faults section; no routing, bursts, mobility or query share (nmoe_sim/serving).
+        exclude: dict[str, Any] = {}
+        if self.faults == FaultsConfig():
+            exclude["faults"] = True
+        for section, keys in _LATER_KEYS.items():
+            node, default = getattr(self, section), type(getattr(self, section))()
+            late = {k for k in keys if getattr(node, k) == getattr(default, k)}
+            if late:
+                exclude[section] = late
+        return self.model_dump(mode="json", exclude=exclude or None)
+
+
+# Per section, keys whose default computes what the code did before they existed (to_dict).
+_LATER_KEYS: dict[str, tuple[str, ...]] = {
+    "data": ("queries_global_share",),
+    "inference": ("bursts", "routing", "channel_aware", "load_aware", "budgeted"),
+    "network": ("mobility",),
+}
 
 
 # --------------------------------------------------------------------------- loading

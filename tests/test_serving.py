@@ -189,3 +189,17 @@ def test_budgeted_refuses_faults() -> None:
     with pytest.raises(ConfigError, match="budgeted"):
         tiny_cfg("inference.routing=budgeted", "inference.budgeted={budget_s: 0.1}",
                  "faults={events: [{kind: crash, clients: [1], at_s: 0.0}]}")
+
+
+def test_new_keys_at_their_defaults_stay_out_of_the_resolved_config() -> None:
+    # So a resolved config.yaml, and a sweep point's config hash, read as before these keys
+    # existed; set ones are kept, and either form validates back to the same scenario.
+    from nmoe_sim.config import build_scenario
+    plain = tiny_cfg().to_dict()
+    assert sorted(plain["inference"]) == ["arrival_rate_hz", "max_queries_per_client"]
+    assert "mobility" not in plain["network"] and "queries_global_share" not in plain["data"]
+    assert build_scenario(plain) == tiny_cfg()
+    cfg = tiny_cfg("inference.routing=channel_aware", "network.mobility={speed_m_per_s: 1.0}")
+    full = cfg.to_dict()
+    assert full["inference"]["routing"] == "channel_aware" and full["network"]["mobility"]["speed_m_per_s"] == 1.0
+    assert build_scenario(full) == cfg

@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field, ValidationError, ValidationInfo, field_va
 
 from nmoe_sim.engine.fault_config import FaultsConfig
 from nmoe_sim.errors import ConfigError
+from nmoe_sim.serving.config import InferenceConfig
 from nmoe_sim.fl.alignment.config import AlignmentConfig
 from nmoe_sim.strict import Strict
 from nmoe_sim.yaml_read import parse_yaml_text, read_yaml_file
@@ -41,11 +42,15 @@ class DataConfig(Strict):
     root: Optional[str] = Field(None, description="folder of the dataset files")
     clients: int = Field(10, ge=1, le=1000)
     partition: PartitionConfig = PartitionConfig()
-    queries: Literal["global", "local"] = Field(
+    queries: Literal["global", "local", "mixed"] = Field(
         "global",
         description="global: each client gets a share of the global test set; "
-        "local: a client's queries follow its own training label distribution",
+        "local: a client's queries follow its own training label distribution; "
+        "mixed: queries_global_share of them global, the rest local",
     )
+    queries_global_share: float = Field(
+        0.5, ge=0, le=1, description="queries: mixed: the share of each client's queries from the global "
+        "test set (the rest follow its own label distribution)")
     test_fraction: float = Field(0.25, gt=0, lt=1, description="held out where no test split")
     max_train_samples: Optional[int] = Field(None, ge=10)
     max_test_samples: Optional[int] = Field(None, ge=10)
@@ -213,11 +218,6 @@ class BaselinesConfig(Strict):
     fedavg: TrainConfig = TrainConfig()
 
 
-class InferenceConfig(Strict):
-    max_queries_per_client: Optional[int] = Field(None, ge=1)
-    arrival_rate_hz: float = Field(5.0, gt=0, description="Poisson query arrivals per client")
-
-
 # --------------------------------------------------------------------------- network
 class ChannelConfig(Strict):
     """One class of links (base-station links or D2D links); see docs/channel.md."""
@@ -341,6 +341,32 @@ class DevicesConfig(Strict):
         return self
 
 
+class MobilityConfig(Strict):
+    """Clients that move (docs/channel.md, "Mobility"); positions are a pure function of time and seed."""
+
+    kind: Literal["random_waypoint", "trajectory"] = Field(
+        "random_waypoint", description="random_waypoint: straight legs to uniform points of the clients' "
+        "bounding box (Johnson & Maltz 1996); trajectory: each moving client follows waypoints_m")
+    speed_m_per_s: float = Field(gt=0, le=100, description="walking ~1.4, cycling ~5, driving ~14")
+    clients: Optional[tuple[int, ...]] = Field(None, description="the clients that move; null: all")
+    pause_s: float = Field(0.0, ge=0, description="random_waypoint: the wait at each waypoint")
+    waypoints_m: Optional[tuple[tuple[tuple[float, float], ...], ...]] = Field(
+        None, description="trajectory: per moving client, the points it walks through from its start "
+        "position (it stays at the last)")
+    update_s: Optional[float] = Field(
+        None, gt=0, description="how often link geometry follows the positions; null: each link's "
+        "coherence time (the fading's own time step)")
+    shadowing_decorrelation_m: float = Field(
+        20.0, gt=0, description="shadowing correlation distance: exp(-d / this) between two positions "
+        "(Gudmundson 1991; ~20 m in urban cells)")
+
+    @model_validator(mode="after")
+    def _trajectory_given(self) -> "MobilityConfig":
+        if self.kind == "trajectory" and not self.waypoints_m:
+            raise ValueError("kind: trajectory needs waypoints_m (one list of [x_m, y_m] per moving client)")
+        return self
+
+
 class NetworkConfig(Strict):
     topology: TopologyConfig = TopologyConfig()
     channel: LinkChannels = LinkChannels()
@@ -352,6 +378,7 @@ class NetworkConfig(Strict):
         "(a link in outage loses to a good relay); direct_first: a direct link whenever one "
         "exists",
     )
+    mobility: Optional[MobilityConfig] = Field(None, description="null: clients stay where the topology puts them")
 
 
 # --------------------------------------------------------------------------- experiments
@@ -450,13 +477,43 @@ class Scenario(Strict):
         if k_cand is not None and k_cand < self.data.clients - 1 and self.model.top_k > k_cand + 1:
             raise ValueError(f"model.top_k={self.model.top_k} exceeds the {k_cand + 1} experts a gate may "
                              f"choose with stage3.candidates={k_cand} (its own and {k_cand} others)")
+        mob = self.network.mobility
+        if mob is not None:
+            moving = mob.clients if mob.clients is not None else tuple(range(self.data.clients))
+            if any(not 0 <= c < self.data.clients for c in moving):
+                raise ValueError(f"network.mobility.clients: {list(moving)} names a client outside "
+                                 f"0..{self.data.clients - 1}")
+            if mob.kind == "trajectory" and len(mob.waypoints_m or ()) != len(moving):
+                raise ValueError(f"network.mobility.waypoints_m: {len(mob.waypoints_m or ())} trajectories for "
+                                 f"{len(moving)} moving clients; give one list of [x_m, y_m] per moving client")
+        if self.inference.routing == "budgeted" and self.faults.active:
+            raise ValueError("inference.routing: budgeted cannot run with faults yet: its budget and "
+                             "faults.query_timeout_s would both cut a leg short; use one of them")
         if self.system == "alignment" and self.alignment is None:
             raise ValueError("system: 'alignment' needs an 'alignment:' section (see docs/alignment.md)")
         return self
 
     def to_dict(self) -> dict[str, Any]:
-        # No faults: no faults section, so a resolved config.yaml reads as it did before them.
-        return self.model_dump(mode="json", exclude={"faults"} if self.faults == FaultsConfig() else None)
+        # Keys added after results existed are left out while at their defaults, so that a
+        # resolved config.yaml reads, and a sweep point's config hash stays, as before them:
+        # no faults section; no routing, bursts, mobility or query share (nmoe_sim/serving).
+        exclude: dict[str, Any] = {}
+        if self.faults == FaultsConfig():
+            exclude["faults"] = True
+        for section, keys in _LATER_KEYS.items():
+            node, default = getattr(self, section), type(getattr(self, section))()
+            late = {k for k in keys if getattr(node, k) == getattr(default, k)}
+            if late:
+                exclude[section] = late
+        return self.model_dump(mode="json", exclude=exclude or None)
+
+
+# Per section, keys whose default computes what the code did before they existed (to_dict).
+_LATER_KEYS: dict[str, tuple[str, ...]] = {
+    "data": ("queries_global_share",),
+    "inference": ("bursts", "routing", "channel_aware", "load_aware", "budgeted"),
+    "network": ("mobility",),
+}
 
 
 # --------------------------------------------------------------------------- loading

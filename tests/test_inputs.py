@@ -256,6 +256,7 @@ SCHEMA_REGISTRIES: dict[tuple[str, str], str] = {
     ("TopologyConfig", "kind"): "nmoe_sim.net.topology:TOPOLOGIES",
     ("NetworkConfig", "routing"): "nmoe_sim.net.routing:ROUTING",
     ("RuntimeConfig", "executor"): "nmoe_sim.engine.executors:EXECUTORS",
+    ("InferenceConfig", "routing"): "nmoe_sim.serving.policies:POLICIES",
     ("AlignmentConfig", "assignment"): "nmoe_sim.fl.alignment.assignment:ASSIGNERS",
     ("AlignmentConfig", "compare"): "nmoe_sim.fl.alignment.assignment:ASSIGNERS",
     ("AlignmentConfig", "fitness"): "nmoe_sim.fl.alignment.fitness:FITNESS_SIGNALS",

@@ -93,6 +93,19 @@ class RunResult:
                 return {k: v for k, v in rep.items() if not isinstance(v, dict)}
         return {}
 
+    @cached_property
+    def nodes(self) -> pd.DataFrame:
+        """One row per node of topology.json (index ``id``): kind, position, device."""
+        nodes = (self._data.topology or {}).get("nodes", [])
+        return pd.DataFrame(nodes, columns=["id", "kind", "x_m", "y_m", "device"]).set_index("id")
+
+    @cached_property
+    def links(self) -> pd.DataFrame:
+        """One row per link (metrics.json ``links``): distance, mean SNR both ways, the NMoE's
+        bytes, airtime and utilization; topology.json's edges when metrics.json has none."""
+        rows = self.metrics.get("links") or (self._data.topology or {}).get("edges", [])
+        return pd.DataFrame(rows)
+
     # ------------------------------------------------------------------ tables
     def table(self, name: str) -> pd.DataFrame:
         """The run's ``<name>.csv`` (one of TABLES) as a DataFrame."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from nmoe_sim.config import REPO_ROOT
 from nmoe_sim.errors import ConfigError
 
 SIZES = ("full", "tiny")
@@ -26,5 +27,10 @@ def lab_size() -> str:
 
 
 def lab_out() -> Path:
-    """Where a lab's runs go: ``NMOE_LAB_OUT``, else ``results/labs`` under the working directory."""
-    return Path(os.environ.get("NMOE_LAB_OUT", "results/labs"))
+    """Where a lab's runs go: ``NMOE_LAB_OUT``; else the checkout's ``results/labs`` (git
+    ignores it; a notebook's working directory is docs/labs/), else ``results/labs`` under the
+    working directory (an installed package)."""
+    if "NMOE_LAB_OUT" in os.environ:
+        return Path(os.environ["NMOE_LAB_OUT"])
+    checkout_results = REPO_ROOT / "results"
+    return (checkout_results if checkout_results.is_dir() else Path("results")) / "labs"

@@ -140,8 +140,16 @@ def capacity_figure(table: pd.DataFrame) -> Figure:
 def attempts_figure(table: pd.DataFrame) -> Figure:
     fig = Figure(figsize=(6.4, 4.2), layout="constrained")
     ax = fig.subplots()
-    order = table.sort_values("mean_snr_db")
-    for i, (direction, part) in enumerate(order.groupby("direction", sort=False)):
+    # A link that never delivers (every hop ran into max_attempts) would squash the chart:
+    # it is named in a note instead of drawn.
+    dead = table[table["failed_share"] >= 1.0]
+    order = table[table["failed_share"] < 1.0].sort_values("mean_snr_db")
+    if len(dead):
+        names = ", ".join(f"client {c} {d}link ({s:.1f} dB)" for c, d, s in
+                          zip(dead["client"], dead["direction"], dead["mean_snr_db"]))
+        ax.text(0.98, 0.6, f"never delivered, not drawn:\n{names}", transform=ax.transAxes, ha="right",
+                fontsize="small", bbox={"facecolor": "white", "edgecolor": "gray"})
+    for i, (direction, part) in enumerate(order.groupby("direction", sort=True)):
         ax.plot(part["mean_snr_db"], part["attempts_per_hop"], "os"[i % 2], color=f"C{i}",
                 label=f"measured, {direction}link hops")
     ax.plot(order["mean_snr_db"], order["attempts_if_independent"], "k-", lw=1,

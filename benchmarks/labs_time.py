@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import nbformat
+from jupyter_client.manager import KernelManager
 from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,7 +39,9 @@ def main() -> int:
         for path in paths:
             nb = nbformat.read(path, as_version=4)
             t0 = time.perf_counter()
-            NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": out}}).execute()
+            # IPC sockets: no TCP port to lose to another process between picking and binding it.
+            km = KernelManager(kernel_name="python3", transport="ipc", ip=str(Path(out) / f"kernel-{path.stem}"))
+            NotebookClient(nb, km=km, timeout=600, resources={"metadata": {"path": out}}).execute()
             wall = time.perf_counter() - t0
             print(f"{path.stem}: {wall:.1f} s wall", flush=True)
             if wall >= args.target_s:

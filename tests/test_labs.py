@@ -17,6 +17,7 @@ import pytest
 
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
+from jupyter_client.manager import KernelManager  # noqa: E402  (nbclient's own dependency)
 
 from conftest import REPO_ROOT  # noqa: E402
 from nmoe_sim.config import SCENARIOS_DIR, load_scenario  # noqa: E402
@@ -70,7 +71,10 @@ def test_notebooks_run_at_tiny_size_and_their_figures_are_labelled(tmp_path: Pat
         combined.cells.append(nbformat.v4.new_code_cell(f"%reset -f\nimport builtins; builtins._lab_name = {path.stem!r}"))
         combined.cells += nbformat.read(path, as_version=4).cells
     combined.cells.append(nbformat.v4.new_code_cell(REPORT))
-    client = nbclient.NotebookClient(combined, timeout=300, kernel_name="python3",
+    # IPC sockets, not TCP ports: a port picked free can be taken by another process before
+    # the kernel binds it (seen here: a heartbeat "Address already in use").
+    km = KernelManager(kernel_name="python3", transport="ipc", ip=str(tmp_path / "kernel"))
+    client = nbclient.NotebookClient(combined, km=km, timeout=300,
                                      resources={"metadata": {"path": str(tmp_path)}})  # cwd: not the repo
     client.execute()  # CellExecutionError, with the failing cell and traceback, if any cell fails
     report = "".join(o.get("text", "") for o in combined.cells[-1].outputs)

@@ -67,6 +67,10 @@ def test_run_returns_dataframes(tiny_run: nmoe_sim.RunResult) -> None:
     assert len(tiny_run.events) == len(pd.read_csv(tiny_run.run_dir / "events.csv")) > 0
     for table in ("hops", "queries", "clients", "failures"):
         assert isinstance(getattr(tiny_run, table), pd.DataFrame)
+    # Node ids are text in every table, so they join across files ("3" is "3", not 3 or 3.0).
+    nodes = set(tiny_run.nodes.index)
+    assert "bs" in nodes and set(tiny_run.hops["u"]) | set(tiny_run.hops["v"]) <= nodes
+    assert set(tiny_run.events["node"].dropna()) <= nodes and set(tiny_run.links["u"]) <= nodes
     gating = tiny_run.gating()
     assert gating.shape == (4, 4) and gating.sum(axis=1).round(6).eq(1.0).all()
     with pytest.raises(ConfigError, match="unknown system 'nope'"):

@@ -81,8 +81,9 @@ r = runs["deadline 35 ms"]
 ev = r.events[(r.events.system == "fedavg")]
 compute = ev[ev.kind == "compute"].assign(s=lambda e: e.end_s - e.start_s).groupby("node").s.median()
 up = r.links[r.links.kind == "bs"].set_index("u").mean_snr_db
-pd.DataFrame({"device": missed.device, "uplink_mean_snr_db": up.reindex(missed.index.astype(str)).values,
-              "median_compute_s": compute.reindex(missed.index.astype(float)).values}, index=missed.index)'''),
+clients = missed.index.astype(str)  # node ids are text in every table ("3", "bs")
+pd.DataFrame({"device": missed.device, "uplink_mean_snr_db": up.reindex(clients).values,
+              "median_compute_s": compute.reindex(clients).values}, index=missed.index)'''),
         ("code", '''r.failures[r.failures.system == "fedavg"].groupby(["reason", "phase"]).size()'''),
     ],
     "lab3_stages": [

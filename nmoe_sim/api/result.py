@@ -22,6 +22,10 @@ from nmoe_sim.plots.rundata import RunData, load_run
 
 # The CSV tables of a run directory, by the attribute that reads each.
 TABLES = ("rounds", "events", "hops", "queries", "clients", "failures", "gating", "assignments")
+# Columns naming nodes ("3", "bs") or lists of them ("3 bs", "1 4"): read as text, so that a
+# node id compares equal to topology.json's wherever it appears (pandas would make "3" an
+# int in one file and a float in a column with blanks).
+_TEXT_COLUMNS = ("src", "dst", "node", "u", "v", "route", "experts")
 
 
 def _scalars(entry: dict[str, Any]) -> dict[str, Any]:
@@ -115,7 +119,7 @@ class RunResult:
         if not path.is_file():
             raise ConfigError(f"{path}: not in this run directory (an alignment run alone writes "
                               "assignments.csv; docs/results-format.md lists every file)")
-        return pd.read_csv(path)
+        return pd.read_csv(path, dtype={column: str for column in _TEXT_COLUMNS})
 
     rounds = cached_property(lambda self: self.table("rounds"))
     rounds.__doc__ = "rounds.csv: one row per federated round of every system (for curves)."

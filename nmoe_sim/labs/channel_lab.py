@@ -82,7 +82,7 @@ def attempts_by_link(result: RunResult, cfg: ChannelConfig) -> pd.DataFrame:
         for direction, snr in (("up", link["mean_snr_db"]), ("down", link["mean_snr_db_vu"])):
             client = str(link["u"])
             src, dst = (client, "bs") if direction == "up" else ("bs", client)
-            sel = hops[(hops["direction"] == direction) & (hops["u"].astype(str) == src) & (hops["v"].astype(str) == dst)]
+            sel = hops[(hops["direction"] == direction) & (hops["u"] == src) & (hops["v"] == dst)]
             p_out = channel.rayleigh_outage_probability(cfg.outage_snr_db, float(snr))
             rows.append({"client": client, "direction": direction, "distance_m": link["distance_m"],
                          "mean_snr_db": snr, "hops": len(sel), "attempts_per_hop": sel["attempts"].mean(),

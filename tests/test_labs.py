@@ -88,3 +88,25 @@ def test_notebooks_run_at_tiny_size_and_their_figures_are_labelled(tmp_path: Pat
                        for label in pair if label and label not in CATEGORICAL and not UNITS.search(label)})
     assert not unlabelled and not no_units, (unlabelled, no_units)
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == sorted(FIGURES)  # each lab's own folder
+
+
+def test_lab1_measurements_agree_with_the_closed_forms_they_are_set_against() -> None:
+    """What lab 1 asks students to check holds for the model's own fading process: outage
+    within 4 standard errors of 1 - exp(-g/s), capacity within 1 % of the E1 closed form,
+    and the block correlation of |h|^2 following the AR(1) (rho^2 per block), not Jakes."""
+    import numpy as np
+
+    from nmoe_sim.config import ChannelConfig
+    from nmoe_sim.labs import channel_lab
+
+    bs = load_scenario(SCENARIOS_DIR / "labs" / "lab1_channel.yaml").network.channel.bs
+    n = 20_000
+    table = channel_lab.fading_table(bs, np.array([0.0, 10.0, 20.0]), n=n, seed=3)
+    p = table["outage_closed_form"]
+    assert (abs(table["outage_measured"] - p) <= 4 * np.sqrt(p * (1 - p) / n)).all(), table
+    assert np.allclose(table["capacity_measured_bps_hz"], table["capacity_closed_form_bps_hz"], rtol=0.01)
+    assert (table["capacity_no_fading_bps_hz"] > table["capacity_closed_form_bps_hz"]).all()  # Jensen
+    corr = channel_lab.block_correlation(bs, lags_blocks=(1, 4), n=5_000, seed=3)
+    assert np.allclose(corr["measured"], corr["ar1_model"], atol=0.04), corr
+    assert abs(corr["measured"].iloc[1] - corr["jakes"].iloc[1]) > 0.3  # lag 4: Jakes ~0, the model ~0.47
+    assert isinstance(bs, ChannelConfig) and bs.fading == "rayleigh"

@@ -38,6 +38,8 @@ def capacity_load_figure(result: RunResult) -> Figure:
         ax.bar(x + (i - (len(systems) - 1) / 2) * width, table[f"experts_per_round_{system}"], width,
                color=f"C{i}", label=system)
     ax.plot(x, table["capacity_k"], "k_", ms=28, mew=2, label="capacity k_c")
+    top = max(table[[f"experts_per_round_{s}" for s in systems]].to_numpy().max(), table["capacity_k"].max())
+    ax.set_ylim(0, top * 1.3)  # headroom: the legend sits above the tallest bar
     ax.set_xticks(x, [f"{c}\n{d}" for c, d in zip(table.index, table["device"])])
     ax.set_xlabel("client (index and device)")
     ax.set_ylabel("experts trained per round (count)")

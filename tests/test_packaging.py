@@ -9,6 +9,7 @@ installs the package for real into a fresh virtual environment and runs a scenar
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -79,7 +80,12 @@ def test_pip_install_without_e_runs_the_quickstart_from_anywhere(tmp_path: Path)
     # Python's pip and setuptools (from the system site-packages) build the wheel.
     venv.create(env_dir, system_site_packages=True, with_pip=False)
     py = env_dir / "bin" / "python"
-    subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", str(REPO_ROOT)],
+    # From a copy of the source: pip builds in the source tree, and a build/ folder left there
+    # by an earlier build would ship its stale files (seen: a scenario since deleted).
+    src = tmp_path / "src"
+    shutil.copytree(REPO_ROOT, src, ignore=shutil.ignore_patterns(
+        ".git", "build", "*.egg-info", "results", ".hypothesis", ".pytest_cache", "__pycache__", "data"))
+    subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", str(src)],
                    check=True, capture_output=True, cwd=tmp_path, env=_clean_env())
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()

@@ -99,7 +99,8 @@ def test_load_reads_what_the_cli_wrote(tmp_path: Path, tiny_run: nmoe_sim.RunRes
     # Same scenario, same seed: the CLI and the API compute the same metrics.
     strip = lambda m: {k: v for k, v in m.items() if k not in ("run_id", "wall_time_s")}  # noqa: E731
     assert strip(loaded.metrics) == strip(json.loads((tiny_run.run_dir / "metrics.json").read_text()))
-    pd.testing.assert_frame_equal(loaded.rounds, tiny_run.rounds)
+    for table in ("rounds", "events", "hops", "queries", "clients", "failures", "gating"):
+        pd.testing.assert_frame_equal(loaded.table(table), tiny_run.table(table))
     assert loaded.config == tiny_run.config
     with pytest.raises(ConfigError, match="not a run directory"):
         nmoe_sim.load(tmp_path)

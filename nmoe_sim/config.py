@@ -23,8 +23,25 @@ from nmoe_sim.strict import Strict
 from nmoe_sim.yaml_read import parse_yaml_text, read_yaml_file
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-CHANNEL_PRESETS_DIR = REPO_ROOT / "channel"
-TOPOLOGY_PRESETS_DIR = REPO_ROOT / "topologies"
+# Where the presets and scenarios ship inside an installed package (setup.py maps the
+# repository's top-level channel/, topologies/ and scenarios/ there). A checkout run from
+# the source tree (editable install, PYTHONPATH) has no such folder and reads the top-level
+# ones: one copy of each file either way.
+PACKAGE_ASSETS_DIR = Path(__file__).resolve().parent / "_assets"
+ASSET_FOLDERS = ("channel", "topologies", "scenarios")
+
+
+def asset_dir(name: str) -> Path:
+    """The folder ``name`` (one of ASSET_FOLDERS) of an installed package, else of the checkout."""
+    if name not in ASSET_FOLDERS:
+        raise ValueError(f"unknown asset folder {name!r}; known: {', '.join(ASSET_FOLDERS)}")
+    shipped = PACKAGE_ASSETS_DIR / name
+    return shipped if shipped.is_dir() else REPO_ROOT / name
+
+
+CHANNEL_PRESETS_DIR = asset_dir("channel")
+TOPOLOGY_PRESETS_DIR = asset_dir("topologies")
+SCENARIOS_DIR = asset_dir("scenarios")
 
 PosInt = Field(ge=1)
 
@@ -579,17 +596,30 @@ def _as_mapping(path: tuple[str, ...], node: Any) -> Any:
     return node
 
 
-def apply_override(raw: dict[str, Any], assignment: str) -> None:
-    """Apply one ``dotted.key=value`` override to the user's tree (before preset expansion);
-    the value is parsed as YAML."""
-    if "=" not in assignment:
-        raise ConfigError(f"--set {assignment!r}: expected KEY=VALUE, e.g. stage1.rounds=5")
-    key, _, text = assignment.partition("=")
-    key = key.strip()
-    value = parse_yaml_text(text, f"--set {key}")
+# An override: ``"dotted.key=yaml value"`` as --set takes it, or a ``(dotted.key, value)``
+# pair whose value is already a Python object (the API's ``{"stage1.rounds": 3}``).
+Override = str | tuple[str, Any]
+
+
+def apply_override(raw: dict[str, Any], assignment: Override) -> None:
+    """Apply one override to the user's tree (before preset expansion); the text of a
+    ``KEY=VALUE`` string is parsed as YAML, the value of a pair is taken as it is."""
+    if isinstance(assignment, tuple):
+        key, value = assignment
+        if not isinstance(key, str):
+            raise ConfigError(f"override {key!r}: a key is a dotted string, e.g. stage1.rounds")
+        key = key.strip()
+        shown = key
+    else:
+        if "=" not in assignment:
+            raise ConfigError(f"--set {assignment!r}: expected KEY=VALUE, e.g. stage1.rounds=5")
+        key, _, text = assignment.partition("=")
+        key = key.strip()
+        value = parse_yaml_text(text, f"--set {key}")
+        shown = assignment
     parts = key.split(".")
     if not key or any(not p for p in parts):
-        raise ConfigError(f"--set {assignment!r}: empty key")
+        raise ConfigError(f"--set {shown!r}: empty key")
     node = raw
     for i, part in enumerate(parts[:-1]):
         nxt = _as_mapping(tuple(parts[: i + 1]), node.get(part))
@@ -661,10 +691,28 @@ def build_scenario(raw: Any, source: str = "<scenario>") -> Scenario:
         raise ConfigError(format_validation_error(exc)) from None
 
 
+def find_scenario_file(path: str | Path) -> Path:
+    """``path`` itself, or the shipped scenario it names.
+
+    A relative path that does not exist from the working directory is looked up among the
+    shipped scenarios (``scenarios/quickstart.yaml`` or ``quickstart.yaml``), so that an
+    installed package runs the README's and the labs' commands from any folder. A path
+    that exists always wins; ``..`` never climbs out of the shipped folder.
+    """
+    given = Path(path)
+    if given.is_absolute() or given.exists():
+        return given
+    parts = given.parts[1:] if given.parts[:1] == ("scenarios",) else given.parts
+    if not parts or ".." in parts:
+        return given
+    shipped = SCENARIOS_DIR.joinpath(*parts)
+    return shipped if shipped.is_file() else given
+
+
 def read_scenario_file(path: str | Path) -> dict[str, Any]:
     """The user's tree as written in the file (presets not expanded), checked to be a
-    non-empty mapping."""
-    raw = read_yaml_file(Path(path), "scenario")
+    non-empty mapping; a missing relative path is looked up among the shipped scenarios."""
+    raw = read_yaml_file(find_scenario_file(path), "scenario")
     if raw is None:
         # An empty file would silently run every default: almost surely the wrong file.
         raise ConfigError(f"{path}: the scenario file is empty; a scenario is a YAML mapping "
@@ -674,7 +722,7 @@ def read_scenario_file(path: str | Path) -> dict[str, Any]:
     return raw
 
 
-def expand(raw: dict[str, Any], overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
+def expand(raw: dict[str, Any], overrides: list[Override] | tuple[Override, ...] = ()) -> dict[str, Any]:
     """A copy of the user's tree with ``overrides`` applied, then presets expanded once.
 
     Overrides go first so that one naming a preset (``network.channel.bs.preset=harsh``)
@@ -686,7 +734,7 @@ def expand(raw: dict[str, Any], overrides: list[str] | tuple[str, ...] = ()) -> 
     return resolve_presets(out)
 
 
-def scenario_from_raw(raw: Any, overrides: list[str] | tuple[str, ...] = (),
+def scenario_from_raw(raw: Any, overrides: list[Override] | tuple[Override, ...] = (),
                       source: str = "<scenario>") -> Scenario:
     """The loader: the user's tree (as read from YAML) plus overrides -> a frozen Scenario.
     Raises nothing but ConfigError for any input."""
@@ -695,7 +743,7 @@ def scenario_from_raw(raw: Any, overrides: list[str] | tuple[str, ...] = (),
     return build_scenario(expand(raw, overrides), source)
 
 
-def load_raw(path: str | Path, overrides: list[str] | tuple[str, ...] = (), *,
+def load_raw(path: str | Path, overrides: list[Override] | tuple[Override, ...] = (), *,
              expanded: bool = True) -> dict[str, Any]:
     """Read a scenario file and apply overrides; presets expanded unless ``expanded=False``
     (a sweep keeps the user's tree, so that a point's override can name a preset)."""
@@ -708,7 +756,7 @@ def load_raw(path: str | Path, overrides: list[str] | tuple[str, ...] = (), *,
     return expand(raw, overrides)
 
 
-def load_scenario(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Scenario:
+def load_scenario(path: str | Path, overrides: list[Override] | tuple[Override, ...] = ()) -> Scenario:
     return scenario_from_raw(read_scenario_file(path), overrides, str(path))
 
 

@@ -109,3 +109,25 @@ def test_a_run_with_moving_clients_and_channel_aware_routing_resumes_as_if_never
     still.mkdir()
     run(tiny_cfg(*OVERRIDES, "inference.routing=channel_aware", "baselines.systems=[local]"), still)
     assert run_files(still)["hops.csv"] != want["hops.csv"]
+
+
+def test_routes_follow_a_moving_client_to_a_relay_and_a_standing_network_keeps_its_route() -> None:
+    # Client 0 walks from beside the base station (10 m) out to 600 m along +x, where client 1
+    # stands at 300 m: at the start its direct uplink is best, at the end two 300 m hops
+    # through client 1 cost less expected airtime than one 600 m hop (no shadowing, so the
+    # route depends on distance alone).
+    link = "{model: wireless, path_loss: log_distance, fading: rayleigh, shadowing_std_db: 0.0}"
+    net = (f"network.channel={{bs: {link}, d2d: {link}}}",
+           "network.topology={kind: explicit, positions_m: [[10, 0], [300, 0], [0, 300], [0, -300]], "
+           "d2d_edges: [[0, 1]], bs_position_m: [0, 0]}")
+    walk = "network.mobility={kind: trajectory, speed_m_per_s: 100.0, clients: [0], waypoints_m: [[[600, 0]]]}"
+    sim = Sim(build_world(tiny_cfg(*net, walk), SeedStreams(0)), "nmoe")
+    assert sim.net.route(0, "bs") == [0, "bs"]
+    sim.env.run(until=6.0)  # 590 m at 100 m/s: there at 5.9 s
+    assert sim.net.link(0, "bs").distance_m == pytest.approx(600.0)
+    assert sim.net.route(0, "bs") == [0, 1, "bs"]
+    assert sim.net.route_cost_s_per_bit(0, "bs") < sim.net.link_weight_s_per_bit(0, "bs")
+
+    still = Sim(build_world(tiny_cfg(*net), SeedStreams(0)), "nmoe")
+    still.env.run(until=6.0)
+    assert still.net.route(0, "bs") == [0, "bs"]

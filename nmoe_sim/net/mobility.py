@@ -19,8 +19,10 @@ Off by default (``network.mobility: null``): nothing here runs and nothing is dr
   once when the links are built (speeds are constant).
 * Every ``update_s`` (default: each link's coherence time) a moving link's distance and
   shadowing are recomputed (:meth:`LinkChannel.relocate`); the block-fading rate follows at
-  the next coherence block. Routes keep the weights of the starting positions (routing by
-  where clients are now is left for later).
+  the next coherence block, and routing weights are recomputed at the same step
+  (:meth:`Network.reroute`), so a transfer that starts later takes the route the present
+  positions favour (one under way keeps its path). D2D edges stay those of the topology:
+  none appears or vanishes as clients move.
 """
 
 from __future__ import annotations
@@ -144,5 +146,7 @@ class Mobility:
         for u, v, link, fu, fv in self.links:
             pu, pv = self.position(u, t_s), self.position(v, t_s)
             link.relocate(math.dist(pu, pv), fu(pu) + fv(pv))
+        # Routes follow: the next transfer picks its path by where the clients are now.
+        self.net.reroute([(u, v) for u, v, *_ in self.links])
         if self.links:
             self.env.timeout(max(t_s + self.step_s() - self.env.now, 0.0)).callbacks.append(Call(self._tick, k + 1))

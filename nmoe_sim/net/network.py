@@ -143,12 +143,8 @@ class Network(FaultHooks):
             attrs = graph.edges[key]
             cfg = getattr(channels, attrs["kind"])  # 'bs' -> channels.bs, 'd2d' -> channels.d2d
             self._links[key] = LinkChannel(cfg, float(attrs["distance_m"]), attrs["kind"], child)
-        weights = {}
-        for u, v in keys:
-            for a, b in ((u, v), (v, u)):
-                weights[(a, b)] = airtime_weight_s_per_bit(self._links[(u, v)],
-                                                           self._tx_power_dbm[a])
-        self._router = ROUTING.get(routing, "network.routing")(sorted(graph.nodes, key=node_order), weights)
+        self._router = ROUTING.get(routing, "network.routing")(sorted(graph.nodes, key=node_order),
+                                                                self._route_weights(keys))
         self._bytes: Counter[tuple[Hashable, Hashable]] = Counter()
         self._airtime_s: Counter[tuple[Hashable, Hashable]] = Counter()
         # Injected faults (engine/faults.py), None in a scenario without them: every fault
@@ -163,6 +159,25 @@ class Network(FaultHooks):
 
     def route(self, src: Hashable, dst: Hashable) -> list[Any]:
         return self._router.route(src, dst)
+
+    def _route_weights(self, edges: list[tuple[Hashable, Hashable]]) -> dict[tuple[Hashable, Hashable], float]:
+        """Both directions' expected airtime per bit of each edge (net/routing.py)."""
+        weights = {}
+        for u, v in edges:
+            link = self._links[edge_key(u, v)]
+            for a, b in ((u, v), (v, u)):
+                weights[(a, b)] = airtime_weight_s_per_bit(link, self._tx_power_dbm[a])
+        return weights
+
+    def reroute(self, edges: list[tuple[Hashable, Hashable]]) -> None:
+        """Routing weights of ``edges`` recomputed from their links' current geometry (a client
+        moved, net/mobility.py): a transfer started from now on takes the route the
+        clients' present positions favour; one under way keeps its path."""
+        self._router.reweight(self._route_weights(edges))
+
+    def link_weight_s_per_bit(self, u: Hashable, v: Hashable) -> float:
+        """The routing weight of the direct hop u -> v (expected airtime per bit)."""
+        return self._router.weight(u, v)
 
     def route_cost_s_per_bit(self, src: Hashable, dst: Hashable) -> float:
         """Expected airtime per bit of the route from ``src`` to ``dst`` (0 when equal)."""

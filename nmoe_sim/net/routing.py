@@ -5,7 +5,8 @@ efficiency]), the expectation taken over the link's fading law at its mean SNR w
 outage blocks counting zero (:meth:`LinkChannel.mean_spectral_efficiency_bps_hz`). That is
 the airtime a long transfer spends per bit on average, so a direct link that is in outage
 most of the time loses to a good two-hop relay. Shadowing is fixed per link, so weights
-are computed once and paths cached per source. The graph is undirected but the weights
+are computed once and paths cached per source, until a client moves (``network.mobility``:
+the moved links' weights are recomputed each mobility step, :meth:`Router.reweight`). The graph is undirected but the weights
 are not: the SNR of u->v depends on u's transmit power (a 43 dBm base station vs a 23 dBm
 phone).
 
@@ -72,6 +73,17 @@ class Router:
 
     def weight(self, u: Hashable, v: Hashable) -> float:
         return float(self._g.edges[u, v]["w"])
+
+    def reweight(self, weights_s_per_bit: dict[tuple[Hashable, Hashable], float]) -> None:
+        """New weights for some directed hops (a client moved, net/mobility.py); the cached
+        paths are dropped only when a weight really changed."""
+        changed = False
+        for (u, v), w in weights_s_per_bit.items():
+            if self._g.edges[u, v]["w"] != w:
+                self._g.edges[u, v]["w"] = w
+                changed = True
+        if changed:
+            self._paths.clear()
 
     def route(self, src: Hashable, dst: Hashable) -> list[Any]:
         """Node path from ``src`` to ``dst``, both included; ``[src]`` when they are equal."""

@@ -99,7 +99,7 @@ class Mobility:
                  streams: SeedStreams) -> None:
         self.env, self.net, self.cfg = env, net, cfg
         clients = [n for n in graph.nodes if graph.nodes[n]["kind"] == "client"]
-        # Validated with the scenario (config.py): known clients, one trajectory per moving one.
+        # Validated with the scenario (config/scenario.py): known clients, one trajectory per moving one.
         moving = list(cfg.clients) if cfg.clients is not None else clients
         pos = {n: tuple(map(float, graph.nodes[n]["pos"])) for n in graph.nodes}
         xs, ys = [pos[c][0] for c in clients], [pos[c][1] for c in clients]

@@ -32,6 +32,9 @@ setup(
     extras_require={
         "vision": ["torchvision"],  # optional: nothing in nmoe-sim imports it
         "test": ["pytest>=7", "hypothesis>=6"],
+        # optional: runtime.executor: ray and `nmoe-sim sweep --executor ray` (docs/cluster.md);
+        # only nmoe_sim/engine/ray_executor.py and nmoe_sim/ray_sweep.py import it.
+        "ray": ["ray>=2.9"],
     },
     entry_points={"console_scripts": ["nmoe-sim=nmoe_sim.cli:main"]},
 )

@@ -48,11 +48,15 @@ def stored_hash(run_dir: Path) -> str | None:
         return None
 
 
+class PointFailure(Exception):
+    """A point's failure already put in one line where it ran (a Ray worker): kept as it is."""
+
+
 def one_line(exc: BaseException) -> str:
     """A failure as one line: a ConfigError's own message, else the type and first line."""
     text = str(exc).strip().splitlines()
     first = text[0] if text else ""
-    return first if isinstance(exc, ConfigError) else f"{type(exc).__name__}: {first}".rstrip(": ")
+    return first if isinstance(exc, (ConfigError, PointFailure)) else f"{type(exc).__name__}: {first}".rstrip(": ")
 
 
 def write_points(sweep_dir: Path, points: Sequence["SweepPoint"], status: dict["SweepPoint", str],

@@ -28,6 +28,7 @@ from nmoe_sim.config import build_scenario, dump_yaml, expand, scenario_from_raw
 from nmoe_sim.errors import ConfigError
 from nmoe_sim.provenance import (  # noqa: F401  # load_points, config_hash: part of this module's API
     CONFIG_HASH_FILE, config_hash, load_points, one_line, stored_hash, write_points)
+from nmoe_sim.registry import Registry
 from nmoe_sim.results import atomic_write_text
 from nmoe_sim.table import write_tables
 
@@ -203,6 +204,18 @@ def one_at_a_time(run_point: RunPoint, progress: bool = True) -> RunPoints:
             tracker.finished(point, None)
 
     return run_points
+
+
+def _local(run_point: RunPoint | None = None, *, reuse: bool = True, address: str | None = None,
+           cpus_per_point: int = 1, progress: bool = True) -> RunPoints:
+    assert run_point is not None, "the local sweep runs points through run_point"
+    return one_at_a_time(run_point, progress)
+
+
+# sweep --executor -> (run_point, reuse=, address=, cpus_per_point=, progress=) -> RunPoints
+SWEEP_EXECUTORS: Registry[Callable[..., RunPoints]] = Registry("sweep executor")
+SWEEP_EXECUTORS.register("local")(_local)
+SWEEP_EXECUTORS.register_lazy("ray", "nmoe_sim.ray_sweep:ray_points")
 
 
 def run_sweep(

@@ -204,9 +204,27 @@ class LocalExecutor:
         return result
 
 
+_CORES_LIMIT: int | None = None  # set by limited_cores: this process's share of a shared machine
+
+
 def available_cores() -> int:
-    """The cores this process may run on (its affinity mask, not the machine's count)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    """The cores this process may run on (its affinity mask, not the machine's count), at
+    most its share while :func:`limited_cores` holds."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return cores if _CORES_LIMIT is None else max(1, min(cores, _CORES_LIMIT))
+
+
+@contextlib.contextmanager
+def limited_cores(n: int) -> Iterator[None]:
+    """``runtime.workers: auto`` and ``torch_threads: auto`` count ``n`` cores in the block: a
+    sweep point run as a Ray task that was given n CPUs of a node must not fork a pool over
+    every core the node has (its affinity mask) while other points run beside it."""
+    global _CORES_LIMIT
+    before, _CORES_LIMIT = _CORES_LIMIT, n
+    try:
+        yield
+    finally:
+        _CORES_LIMIT = before
 
 
 def worker_count(runtime: RuntimeConfig) -> int:

@@ -50,12 +50,33 @@ def require_ray(what: str = "runtime.executor: ray") -> Any:
 _STARTED_HERE = False  # this process started a private Ray instance (and ends it at exit)
 
 
-def connect(address: str | None, what: str = "runtime.ray.address") -> Any:
+# How long a cluster's head may take to accept a connection before it counts as unreachable
+# (Ray itself retries an unreachable head for minutes, logging from C++ all the while).
+REACH_TIMEOUT_S = 5.0
+
+
+def _unreachable(address: str) -> str | None:
+    """Why ``host:port`` (or ``ray://host:port``) takes no TCP connection, or None if it does;
+    None too for what is not such an address (``auto``, a Ray-resolved name)."""
+    import socket
+
+    hostport = address.removeprefix("ray://")
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        return None
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=REACH_TIMEOUT_S):
+            return None
+    except OSError as exc:
+        return f"nothing answers at {hostport} ({exc.strerror or type(exc).__name__})"
+
+
+def connect(address: str | None, what: str = "runtime.ray.address", user: str = "runtime.executor: ray") -> Any:
     """Join the cluster at ``address`` (None: a private instance on this machine), once per
     process; an instance already started in this process (a test's, a notebook's) is used
     as it is. An address that cannot be reached is one error line."""
     global _STARTED_HERE
-    ray = require_ray()
+    ray = require_ray(user)
     if ray.is_initialized():
         return ray
     try:
@@ -66,7 +87,12 @@ def connect(address: str | None, what: str = "runtime.ray.address") -> Any:
                      logging_level=logging.WARNING)
             _STARTED_HERE = True
         else:
+            why = _unreachable(address)
+            if why is not None:
+                raise ConfigError(f"{what}: cannot join the Ray cluster at {address}: {why}")
             ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+    except ConfigError:
+        raise
     except Exception as exc:  # noqa: BLE001  # Ray raises ConnectionError, RuntimeError, ValueError...
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise ConfigError(f"{what}: cannot join the Ray cluster at {address or 'this machine'}: {first}") from None

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from nmoe_sim.engine.ray_executor import connect, require_ray
+from nmoe_sim.errors import ConfigError
 from nmoe_sim.provenance import PointFailure, one_line
 from nmoe_sim.results import atomic_write_bytes
 from nmoe_sim.sweep import RunPoint, RunPoints, SweepPoint, Tracker
@@ -113,6 +114,10 @@ def ray_points(run_point: RunPoint | None = None, *, reuse: bool = True, address
     ``address`` (None: a private Ray instance on this machine). ``run_point`` is unused:
     each worker runs its points with ``cli.run_one``, as the local sweep does."""
     ray = connect(address, what="--address", user="sweep --executor ray")
+    biggest = max((n.get("Resources", {}).get("CPU", 0) for n in ray.nodes() if n.get("Alive")), default=0)
+    if cpus_per_point > biggest:  # such a task could never be placed: it would wait for ever
+        raise ConfigError(f"--cpus-per-point {cpus_per_point}: no node of the Ray cluster has that many "
+                          f"CPUs (the largest has {int(biggest)})")
     level = logging.INFO if progress else logging.DEBUG
 
     def run_points(todo: Sequence[SweepPoint], raw_of: Callable[[SweepPoint], dict[str, Any]], sweep_dir: Path,

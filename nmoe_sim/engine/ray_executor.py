@@ -101,7 +101,7 @@ def connect(address: str | None, what: str = "runtime.ray.address", user: str = 
 
 def _shutdown() -> None:
     global _STARTED_HERE
-    _CLUSTERS.clear()
+    _CLUSTERS.clear()  # their actors end with the instance (or with this driver's connection)
     if _STARTED_HERE:
         import ray
 
@@ -200,7 +200,16 @@ def cluster(cfg: RayConfig) -> _Cluster:
 
 
 def forget_clusters() -> None:
-    """Drop this process's actor handles (after ``ray.shutdown()`` by whoever started Ray)."""
+    """End this process's actors and forget them, freeing their CPUs (for a sweep's tasks, or
+    before whoever started Ray shuts it down)."""
+    import ray
+
+    for c in _CLUSTERS.values():
+        for actor in c.actors:
+            try:
+                ray.kill(actor)
+            except Exception:  # noqa: BLE001  # already gone with its node or its Ray
+                pass
     _CLUSTERS.clear()
 
 

@@ -8,7 +8,9 @@ only if it ran with the config it would run with now: each finished point stores
 sha256 of its resolved config (``config.sha256``), and a rerun after the scenario changed
 refuses to mix old results in (``--rerun-changed`` runs such points again). A point that
 fails is recorded as failed, with its reason, in ``points.json``, and the sweep goes on.
-Afterwards the comparison tables (nmoe_sim.table) and sweep plots are (re)written.
+Afterwards the comparison tables (nmoe_sim.table) and sweep plots are (re)written. Points
+run one at a time here, or at once on a Ray cluster (``--executor ray``, ``SWEEP_EXECUTORS``,
+:mod:`nmoe_sim.ray_sweep`) with the same bookkeeping.
 """
 
 from __future__ import annotations

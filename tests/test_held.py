@@ -112,3 +112,13 @@ def test_an_unreachable_address_is_one_line() -> None:
     with pytest.raises(ConfigError, match=r"^--address: cannot join the Ray cluster at 127\.0\.0\.1:1: "):
         connect("127.0.0.1:1", what="--address")
     assert not ray.is_initialized()
+
+
+def test_only_the_ray_modules_import_ray() -> None:
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent / "nmoe_sim"
+    importers = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.py")
+                       if re.search(r"^\s*(import ray\b|from ray\b)", p.read_text(encoding="utf-8"), re.M))
+    assert importers == ["engine/ray_executor.py"]  # ray_sweep.py gets it through ray_executor.connect

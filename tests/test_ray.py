@@ -162,3 +162,17 @@ def test_more_cpus_per_point_than_any_node_has_is_one_line(capsys: pytest.Captur
     assert main(["sweep", str(path), "--out", str(tmp_path), "--executor", "ray", "--cpus-per-point", "3"]) == 2
     assert "no node of the Ray cluster has that many CPUs (the largest has 2)" in capsys.readouterr().err
     assert not (tmp_path / "tiny3").exists()
+
+
+def test_an_error_raised_on_an_actor_is_raised_here_as_itself(every_gather_to_ray: None) -> None:
+    import dataclasses
+
+    from nmoe_sim.engine.executors import Job
+    from nmoe_sim.errors import ConfigError
+
+    world = build_world(tiny_cfg(*RAY), SeedStreams(0))
+    algo = FedCE(world, world.cfg.stage1)
+    ex = world.new_sim("t").executor
+    tasks = [dataclasses.replace(algo.task(0, c), loss="no_such_loss") for c in range(2)]
+    with pytest.raises(ConfigError, match="unknown loss 'no_such_loss'"):
+        ex.gather([Job(t, started=True) for t in tasks])

@@ -165,6 +165,13 @@ class _Cluster:
                         str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
             self._start()
             return self._run(tasks, weights)
+        except self.ray.exceptions.RayTaskError as exc:
+            # A task raised on its actor: raise what it raised, as the local executor would
+            # (a ConfigError stays one line), not Ray's wrapper with the remote traceback.
+            cause = getattr(exc, "cause", None)
+            if isinstance(cause, Exception):
+                raise cause from None
+            raise
 
     def _run(self, tasks: Sequence[TrainTask],
              weights: list[tuple[float, int] | None] | None) -> tuple[list[TaskResult], list[PartialSum]]:

@@ -51,65 +51,41 @@ def summary_table(metrics: dict[str, Any]) -> Any:
     return SYSTEMS.get(metrics.get("system", "nmoe"), "system").summary_table(metrics)
 
 
-def run_one(cfg: Scenario, run_dir: Path, *, quiet: bool = False, reuse: Any = None,
-            checkpoint: bool = False, resume: Any = None) -> dict[str, Any]:
-    from nmoe_sim.runner import run  # heavy imports (torch) only when something runs
-
+def _progress(quiet: bool) -> Progress:
     err = Console(stderr=True)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=err, transient=True, disable=quiet or not err.is_terminal) as progress:
-        metrics = run(cfg, run_dir, on_record=_progress_listener(progress), reuse=reuse,
-                      checkpoint=checkpoint, resume=resume)
-    if cfg.output.plots:
-        from nmoe_sim.plots import plot_run
+    return Progress(*columns, console=err, transient=True, disable=quiet or not err.is_terminal)
 
-        plot_run(run_dir, cfg.output.plot_formats)
-    return metrics
+
+def run_one(cfg: Scenario, run_dir: Path, *, quiet: bool = False, reuse: Any = None,
+            checkpoint: bool = False, resume: Any = None) -> dict[str, Any]:
+    """The API's ``execute`` (run into an existing directory, then plot) with progress bars."""
+    from nmoe_sim.api.running import execute
+
+    with _progress(quiet) as progress:
+        return execute(cfg, run_dir, on_record=_progress_listener(progress), reuse=reuse,
+                       checkpoint=checkpoint, resume=resume)
 
 
 def _check_data_files(cfg: Scenario) -> None:
-    """A missing dataset folder or file is one error line before any directory is made."""
-    from nmoe_sim.data.datasets import check_dataset_files  # torch: only when something runs
+    from nmoe_sim.api.running import check_data_files
 
-    check_dataset_files(cfg.data)
-
-
-def _missing_folders(path: Path) -> list[Path]:
-    """``path`` and its ancestors that do not exist yet, deepest first."""
-    out = []
-    while not path.exists() and path != path.parent:
-        out.append(path)
-        path = path.parent
-    return out
+    check_data_files(cfg)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from nmoe_sim.results import new_run_dir
-
     if args.resume is not None:
         return resume_run(args)
     if args.scenario is None:
         raise ConfigError("run: give a scenario file, or --resume RUN_DIR")
-    cfg = load_scenario(args.scenario, args.set)
-    _check_data_files(cfg)
-    root = Path(args.out) if args.out else Path(cfg.output.root)
-    made = _missing_folders(root / cfg.name)
-    run_dir = new_run_dir(root, cfg.name, cfg.seed)
+    from nmoe_sim.api.running import RunInterrupted, scenario, start
+
+    cfg = scenario(args.scenario, args.set)
     try:
-        metrics = run_one(cfg, run_dir, quiet=args.quiet, checkpoint=True)
-    except ConfigError:
-        # Input found bad only once the run started (e.g. a malformed dataset file, a loss
-        # that turned non-finite): leave no half-filled run directory behind, nor the empty
-        # folders made for it. This run's folder held nothing else.
-        shutil.rmtree(run_dir, ignore_errors=True)
-        for folder in made:  # deepest first; rmdir only ever removes an empty folder
-            try:
-                folder.rmdir()
-            except OSError:
-                break
-        raise
-    except KeyboardInterrupt:
-        return _interrupted(run_dir)
+        with _progress(args.quiet) as progress:
+            run_dir, metrics = start(cfg, args.out, on_record=_progress_listener(progress))
+    except RunInterrupted as stop:
+        return _interrupted(stop.run_dir)
     return _finished(metrics, run_dir, args.quiet)
 
 

@@ -17,13 +17,31 @@ from pydantic import BaseModel, Field, ValidationError, ValidationInfo, field_va
 
 from nmoe_sim.engine.fault_config import FaultsConfig
 from nmoe_sim.errors import ConfigError
+from nmoe_sim.serving.config import InferenceConfig
 from nmoe_sim.fl.alignment.config import AlignmentConfig
 from nmoe_sim.strict import Strict
 from nmoe_sim.yaml_read import parse_yaml_text, read_yaml_file
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-CHANNEL_PRESETS_DIR = REPO_ROOT / "channel"
-TOPOLOGY_PRESETS_DIR = REPO_ROOT / "topologies"
+# Where the presets and scenarios ship inside an installed package (setup.py maps the
+# repository's top-level channel/, topologies/ and scenarios/ there). A checkout run from
+# the source tree (editable install, PYTHONPATH) has no such folder and reads the top-level
+# ones: one copy of each file either way.
+PACKAGE_ASSETS_DIR = Path(__file__).resolve().parent / "_assets"
+ASSET_FOLDERS = ("channel", "topologies", "scenarios")
+
+
+def asset_dir(name: str) -> Path:
+    """The folder ``name`` (one of ASSET_FOLDERS) of an installed package, else of the checkout."""
+    if name not in ASSET_FOLDERS:
+        raise ValueError(f"unknown asset folder {name!r}; known: {', '.join(ASSET_FOLDERS)}")
+    shipped = PACKAGE_ASSETS_DIR / name
+    return shipped if shipped.is_dir() else REPO_ROOT / name
+
+
+CHANNEL_PRESETS_DIR = asset_dir("channel")
+TOPOLOGY_PRESETS_DIR = asset_dir("topologies")
+SCENARIOS_DIR = asset_dir("scenarios")
 
 PosInt = Field(ge=1)
 
@@ -41,11 +59,15 @@ class DataConfig(Strict):
     root: Optional[str] = Field(None, description="folder of the dataset files")
     clients: int = Field(10, ge=1, le=1000)
     partition: PartitionConfig = PartitionConfig()
-    queries: Literal["global", "local"] = Field(
+    queries: Literal["global", "local", "mixed"] = Field(
         "global",
         description="global: each client gets a share of the global test set; "
-        "local: a client's queries follow its own training label distribution",
+        "local: a client's queries follow its own training label distribution; "
+        "mixed: queries_global_share of them global, the rest local",
     )
+    queries_global_share: float = Field(
+        0.5, ge=0, le=1, description="queries: mixed: the share of each client's queries from the global "
+        "test set (the rest follow its own label distribution)")
     test_fraction: float = Field(0.25, gt=0, lt=1, description="held out where no test split")
     max_train_samples: Optional[int] = Field(None, ge=10)
     max_test_samples: Optional[int] = Field(None, ge=10)
@@ -213,11 +235,6 @@ class BaselinesConfig(Strict):
     fedavg: TrainConfig = TrainConfig()
 
 
-class InferenceConfig(Strict):
-    max_queries_per_client: Optional[int] = Field(None, ge=1)
-    arrival_rate_hz: float = Field(5.0, gt=0, description="Poisson query arrivals per client")
-
-
 # --------------------------------------------------------------------------- network
 class ChannelConfig(Strict):
     """One class of links (base-station links or D2D links); see docs/channel.md."""
@@ -341,6 +358,32 @@ class DevicesConfig(Strict):
         return self
 
 
+class MobilityConfig(Strict):
+    """Clients that move (docs/channel.md, "Mobility"); positions are a pure function of time and seed."""
+
+    kind: Literal["random_waypoint", "trajectory"] = Field(
+        "random_waypoint", description="random_waypoint: straight legs to uniform points of the clients' "
+        "bounding box (Johnson & Maltz 1996); trajectory: each moving client follows waypoints_m")
+    speed_m_per_s: float = Field(gt=0, le=100, description="walking ~1.4, cycling ~5, driving ~14")
+    clients: Optional[tuple[int, ...]] = Field(None, description="the clients that move; null: all")
+    pause_s: float = Field(0.0, ge=0, description="random_waypoint: the wait at each waypoint")
+    waypoints_m: Optional[tuple[tuple[tuple[float, float], ...], ...]] = Field(
+        None, description="trajectory: per moving client, the points it walks through from its start "
+        "position (it stays at the last)")
+    update_s: Optional[float] = Field(
+        None, gt=0, description="how often link geometry follows the positions; null: each link's "
+        "coherence time (the fading's own time step)")
+    shadowing_decorrelation_m: float = Field(
+        20.0, gt=0, description="shadowing correlation distance: exp(-d / this) between two positions "
+        "(Gudmundson 1991; ~20 m in urban cells)")
+
+    @model_validator(mode="after")
+    def _trajectory_given(self) -> "MobilityConfig":
+        if self.kind == "trajectory" and not self.waypoints_m:
+            raise ValueError("kind: trajectory needs waypoints_m (one list of [x_m, y_m] per moving client)")
+        return self
+
+
 class NetworkConfig(Strict):
     topology: TopologyConfig = TopologyConfig()
     channel: LinkChannels = LinkChannels()
@@ -352,6 +395,7 @@ class NetworkConfig(Strict):
         "(a link in outage loses to a good relay); direct_first: a direct link whenever one "
         "exists",
     )
+    mobility: Optional[MobilityConfig] = Field(None, description="null: clients stay where the topology puts them")
 
 
 # --------------------------------------------------------------------------- experiments
@@ -465,20 +509,45 @@ class Scenario(Strict):
         if k_cand is not None and k_cand < self.data.clients - 1 and self.model.top_k > k_cand + 1:
             raise ValueError(f"model.top_k={self.model.top_k} exceeds the {k_cand + 1} experts a gate may "
                              f"choose with stage3.candidates={k_cand} (its own and {k_cand} others)")
+        mob = self.network.mobility
+        if mob is not None:
+            moving = mob.clients if mob.clients is not None else tuple(range(self.data.clients))
+            if any(not 0 <= c < self.data.clients for c in moving):
+                raise ValueError(f"network.mobility.clients: {list(moving)} names a client outside "
+                                 f"0..{self.data.clients - 1}")
+            if mob.kind == "trajectory" and len(mob.waypoints_m or ()) != len(moving):
+                raise ValueError(f"network.mobility.waypoints_m: {len(mob.waypoints_m or ())} trajectories for "
+                                 f"{len(moving)} moving clients; give one list of [x_m, y_m] per moving client")
+        if self.inference.routing == "budgeted" and self.faults.active:
+            raise ValueError("inference.routing: budgeted cannot run with faults yet: its budget and "
+                             "faults.query_timeout_s would both cut a leg short; use one of them")
         if self.system == "alignment" and self.alignment is None:
             raise ValueError("system: 'alignment' needs an 'alignment:' section (see docs/alignment.md)")
         return self
 
     def to_dict(self) -> dict[str, Any]:
-        # No faults: no faults section, so a resolved config.yaml reads as it did before them.
-        # Likewise runtime.ray at its defaults: the config (and a sweep point's config hash)
-        # of every run that does not use Ray stays what it was before the section existed.
+        # Keys added after results existed are left out while at their defaults, so that a
+        # resolved config.yaml reads, and a sweep point's config hash stays, as before them:
+        # no faults section; no routing, bursts, mobility or query share (nmoe_sim/serving);
+        # no runtime.ray (docs/cluster.md).
         exclude: dict[str, Any] = {}
         if self.faults == FaultsConfig():
             exclude["faults"] = True
-        if self.runtime.ray == RayConfig():
-            exclude["runtime"] = {"ray"}
+        for section, keys in _LATER_KEYS.items():
+            node, default = getattr(self, section), type(getattr(self, section))()
+            late = {k for k in keys if getattr(node, k) == getattr(default, k)}
+            if late:
+                exclude[section] = late
         return self.model_dump(mode="json", exclude=exclude or None)
+
+
+# Per section, keys whose default computes what the code did before they existed (to_dict).
+_LATER_KEYS: dict[str, tuple[str, ...]] = {
+    "data": ("queries_global_share",),
+    "inference": ("bursts", "routing", "channel_aware", "load_aware", "budgeted"),
+    "network": ("mobility",),
+    "runtime": ("ray",),
+}
 
 
 # --------------------------------------------------------------------------- loading
@@ -544,17 +613,30 @@ def _as_mapping(path: tuple[str, ...], node: Any) -> Any:
     return node
 
 
-def apply_override(raw: dict[str, Any], assignment: str) -> None:
-    """Apply one ``dotted.key=value`` override to the user's tree (before preset expansion);
-    the value is parsed as YAML."""
-    if "=" not in assignment:
-        raise ConfigError(f"--set {assignment!r}: expected KEY=VALUE, e.g. stage1.rounds=5")
-    key, _, text = assignment.partition("=")
-    key = key.strip()
-    value = parse_yaml_text(text, f"--set {key}")
+# An override: ``"dotted.key=yaml value"`` as --set takes it, or a ``(dotted.key, value)``
+# pair whose value is already a Python object (the API's ``{"stage1.rounds": 3}``).
+Override = str | tuple[str, Any]
+
+
+def apply_override(raw: dict[str, Any], assignment: Override) -> None:
+    """Apply one override to the user's tree (before preset expansion); the text of a
+    ``KEY=VALUE`` string is parsed as YAML, the value of a pair is taken as it is."""
+    if isinstance(assignment, tuple):
+        key, value = assignment
+        if not isinstance(key, str):
+            raise ConfigError(f"override {key!r}: a key is a dotted string, e.g. stage1.rounds")
+        key = key.strip()
+        shown = key
+    else:
+        if "=" not in assignment:
+            raise ConfigError(f"--set {assignment!r}: expected KEY=VALUE, e.g. stage1.rounds=5")
+        key, _, text = assignment.partition("=")
+        key = key.strip()
+        value = parse_yaml_text(text, f"--set {key}")
+        shown = assignment
     parts = key.split(".")
     if not key or any(not p for p in parts):
-        raise ConfigError(f"--set {assignment!r}: empty key")
+        raise ConfigError(f"--set {shown!r}: empty key")
     node = raw
     for i, part in enumerate(parts[:-1]):
         nxt = _as_mapping(tuple(parts[: i + 1]), node.get(part))
@@ -626,10 +708,28 @@ def build_scenario(raw: Any, source: str = "<scenario>") -> Scenario:
         raise ConfigError(format_validation_error(exc)) from None
 
 
+def find_scenario_file(path: str | Path) -> Path:
+    """``path`` itself, or the shipped scenario it names.
+
+    A relative path that does not exist from the working directory is looked up among the
+    shipped scenarios (``scenarios/quickstart.yaml`` or ``quickstart.yaml``), so that an
+    installed package runs the README's and the labs' commands from any folder. A path
+    that exists always wins; ``..`` never climbs out of the shipped folder.
+    """
+    given = Path(path)
+    if given.is_absolute() or given.exists():
+        return given
+    parts = given.parts[1:] if given.parts[:1] == ("scenarios",) else given.parts
+    if not parts or ".." in parts:
+        return given
+    shipped = SCENARIOS_DIR.joinpath(*parts)
+    return shipped if shipped.is_file() else given
+
+
 def read_scenario_file(path: str | Path) -> dict[str, Any]:
     """The user's tree as written in the file (presets not expanded), checked to be a
-    non-empty mapping."""
-    raw = read_yaml_file(Path(path), "scenario")
+    non-empty mapping; a missing relative path is looked up among the shipped scenarios."""
+    raw = read_yaml_file(find_scenario_file(path), "scenario")
     if raw is None:
         # An empty file would silently run every default: almost surely the wrong file.
         raise ConfigError(f"{path}: the scenario file is empty; a scenario is a YAML mapping "
@@ -639,7 +739,7 @@ def read_scenario_file(path: str | Path) -> dict[str, Any]:
     return raw
 
 
-def expand(raw: dict[str, Any], overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
+def expand(raw: dict[str, Any], overrides: list[Override] | tuple[Override, ...] = ()) -> dict[str, Any]:
     """A copy of the user's tree with ``overrides`` applied, then presets expanded once.
 
     Overrides go first so that one naming a preset (``network.channel.bs.preset=harsh``)
@@ -651,7 +751,7 @@ def expand(raw: dict[str, Any], overrides: list[str] | tuple[str, ...] = ()) -> 
     return resolve_presets(out)
 
 
-def scenario_from_raw(raw: Any, overrides: list[str] | tuple[str, ...] = (),
+def scenario_from_raw(raw: Any, overrides: list[Override] | tuple[Override, ...] = (),
                       source: str = "<scenario>") -> Scenario:
     """The loader: the user's tree (as read from YAML) plus overrides -> a frozen Scenario.
     Raises nothing but ConfigError for any input."""
@@ -660,7 +760,7 @@ def scenario_from_raw(raw: Any, overrides: list[str] | tuple[str, ...] = (),
     return build_scenario(expand(raw, overrides), source)
 
 
-def load_raw(path: str | Path, overrides: list[str] | tuple[str, ...] = (), *,
+def load_raw(path: str | Path, overrides: list[Override] | tuple[Override, ...] = (), *,
              expanded: bool = True) -> dict[str, Any]:
     """Read a scenario file and apply overrides; presets expanded unless ``expanded=False``
     (a sweep keeps the user's tree, so that a point's override can name a preset)."""
@@ -673,7 +773,7 @@ def load_raw(path: str | Path, overrides: list[str] | tuple[str, ...] = (), *,
     return expand(raw, overrides)
 
 
-def load_scenario(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Scenario:
+def load_scenario(path: str | Path, overrides: list[Override] | tuple[Override, ...] = ()) -> Scenario:
     return scenario_from_raw(read_scenario_file(path), overrides, str(path))
 
 

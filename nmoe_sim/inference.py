@@ -8,6 +8,12 @@ expert whose transfer failed is dropped from the mixture, and a query with no de
 expert falls back to the client's own expert (it always holds one). The learned math
 (routes, probabilities) is computed up front on the host; the network decides delivery.
 
+Which experts a query asks is its routing policy's (``inference.routing``, nmoe_sim/serving):
+topk plans every route up front; the others choose when the query's legs leave, from what
+the client then knows, and may leave slots empty (-1). Under ``routing: budgeted`` the
+query's remote legs are abandoned at arrival + ``budget_s`` and a query left with no
+answer computes its own expert after that (``.../fallback``).
+
 With injected faults (``faults:``, docs/faults.md) a client waits at most
 ``faults.query_timeout_s`` for a leg's answer. A leg not answered by then (its expert
 crashed, a hop down, retries still running or spent) is abandoned and, where the spec
@@ -29,6 +35,7 @@ records, answered = those delivered, failed = the rest (``failed_queries``).
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Generator, Hashable, Sequence
 
@@ -38,6 +45,7 @@ import torch
 
 from nmoe_sim.fl.routing import Scores, score
 from nmoe_sim.record import QueryRecord
+from nmoe_sim.serving.load import next_arrival_s
 from nmoe_sim.world import Sim, World
 
 
@@ -63,6 +71,14 @@ class InferenceSpec:
     # delivered (Q,L) bool, answered (Q,L) expert indices). None: no fallback.
     ranking: Callable[[int, int], Sequence[int]] | None = None
     predict_answered: Callable[[int, torch.Tensor, torch.Tensor], np.ndarray] | None = None
+    # A routing policy that watches the experts' load reads this: node -> legs of this stage in
+    # flight to it, kept here (serving/view.py). None: nobody reads it, nothing is counted.
+    inflight: Counter[Hashable] | None = None
+    # A latency budget per query (routing: budgeted): remote legs not answered by arrival +
+    # budget_s are abandoned, and a query left with no answer computes its own expert
+    # (fallback_flops) before answering. A route may then use fewer slots than n_legs (-1).
+    budget_s: float | None = None
+    fallback_flops: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -79,7 +95,7 @@ class InferenceOutcome:
 
 def run_inference(world: World, sim: Sim, spec: InferenceSpec) -> Generator[simpy.Event, Any, InferenceOutcome]:
     stage = f"inference_{spec.system}"
-    env, rate = sim.env, world.cfg.inference.arrival_rate_hz
+    env, rate, bursts = sim.env, world.cfg.inference.arrival_rate_hz, world.cfg.inference.bursts
     delivered = [torch.zeros(len(c.y_query), max(spec.n_legs[c.idx], 1), dtype=torch.bool) for c in world.clients]
     faults = sim.faults
     fallback = faults is not None and spec.ranking is not None and spec.routes is not None
@@ -94,6 +110,9 @@ def run_inference(world: World, sim: Sim, spec: InferenceSpec) -> Generator[simp
 
     def leg(c: int, q: int, i: int, lg: Leg) -> Generator[simpy.Event, Any, bool]:
         inflight: list[simpy.Process] = []
+        counted = spec.inflight is not None and lg.node != c
+        if counted:
+            spec.inflight[lg.node] += 1
         try:
             if lg.out_bytes:
                 inflight[:] = [sim.net.transfer(c, lg.node, lg.out_bytes, stage=stage, tag=f"q{c}.{q}/out")]
@@ -109,10 +128,25 @@ def run_inference(world: World, sim: Sim, spec: InferenceSpec) -> Generator[simp
                 if not rec.delivered:
                     return False
             return True
-        except simpy.Interrupt as stop:  # only under faults: the query stopped waiting
+        except simpy.Interrupt as stop:  # under faults or a budget: the query stopped waiting
             if inflight and inflight[0].is_alive:
                 inflight[0].interrupt(stop.cause)  # free its share of the radios now
             return False
+        finally:
+            if counted:
+                spec.inflight[lg.node] -= 1
+
+    def within_budget(c: int, q: int, i: int, lg: Leg, until_s: float) -> Generator[simpy.Event, Any, bool]:
+        """The leg, abandoned at ``until_s`` (the query's budget): True if answered by then."""
+        proc = env.process(leg(c, q, i, lg))
+        if lg.node != c:  # the client's own expert: computed here, nothing to abandon
+            yield proc | env.timeout(max(until_s - env.now, 0.0))
+        else:
+            yield proc
+        if proc.triggered:
+            return bool(proc.value)
+        proc.interrupt("budget")
+        return False
 
     def timed_leg(c: int, q: int, i: int, lg: Leg) -> Generator[simpy.Event, Any, bool]:
         """The leg, abandoned after the query timeout: True if answered in time."""
@@ -153,24 +187,33 @@ def run_inference(world: World, sim: Sim, spec: InferenceSpec) -> Generator[simp
             sim.recorder.add(QueryRecord(spec.system, c, q, start_s, env.now, (), False))
             return
         legs = spec.legs(c, q)
-        run_leg = leg if faults is None else faulty
-        done = yield env.all_of([env.process(run_leg(c, q, i, lg)) for i, lg in enumerate(legs)])
+        if spec.budget_s is not None:  # faults and budgets are exclusive (config cross-check)
+            until_s = start_s + spec.budget_s
+            procs = [env.process(within_budget(c, q, i, lg, until_s)) for i, lg in enumerate(legs)]
+        else:
+            run_leg = leg if faults is None else faulty
+            procs = [env.process(run_leg(c, q, i, lg)) for i, lg in enumerate(legs)]
+        done = yield env.all_of(procs)
         ok = [bool(v) for v in done.values()]
         for i, v in enumerate(ok):
             delivered[c][q, i] = v
+        if 0 < len(legs) < spec.n_legs[c]:  # slots the policy left empty: nothing to fail
+            delivered[c][q, len(legs):] = True
+        if spec.budget_s is not None and not any(ok):  # no answer in the budget: the own expert
+            yield sim.executor.compute(c, spec.fallback_flops, stage=stage, tag=f"q{c}.{q}/fallback")
         if faults is not None and faults.crashed[c]:  # down when its answer would be ready
             lost[c][q] = True
             delivered[c][q] = False
             sim.recorder.add(QueryRecord(spec.system, c, q, start_s, env.now, (), False))
             return
         routes = answered if fallback else spec.routes
-        experts = tuple(int(e) for e in routes[c][q]) if routes is not None else (c,)
+        experts = tuple(int(e) for e in routes[c][q] if e >= 0) if routes is not None else (c,)
         sim.recorder.add(QueryRecord(spec.system, c, q, start_s, env.now, experts, all(ok)))
 
     def client(c: int, rng: np.random.Generator) -> Generator[simpy.Event, Any, None]:
         procs = []
         for q in range(len(world.clients[c].y_query)):
-            yield env.timeout(float(rng.exponential(1.0 / rate)))
+            yield env.timeout(next_arrival_s(env.now, rate, bursts, rng))
             if faults is not None and faults.crashed[c]:  # the device is off: not issued
                 up[c][q] = False
                 continue

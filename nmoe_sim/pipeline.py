@@ -24,6 +24,7 @@ from nmoe_sim.fl.stage3 import GATE_ALGORITHMS, NMoEParts
 from nmoe_sim.inference import InferenceSpec, Leg
 from nmoe_sim.models import forward_flops_per_sample
 from nmoe_sim.models.build import make_gate
+from nmoe_sim.serving.chooser import policy_chooser
 from nmoe_sim.world import Sim, World
 
 log = logging.getLogger(__name__)
@@ -114,8 +115,13 @@ def train_gate(world: World, sim: Sim, parts: NMoEParts, spans: list[StageSpan])
     return router, st.scope
 
 
-def nmoe_spec(world: World, parts: NMoEParts, router: Router) -> InferenceSpec:
-    """Query at client c: FE + gate locally; features to each chosen remote expert, probabilities back."""
+def nmoe_spec(world: World, parts: NMoEParts, router: Router, sim: Sim | None = None) -> InferenceSpec:
+    """Query at client c: FE + gate locally; features to each chosen remote expert, probabilities back.
+
+    With a routing policy other than topk (``inference.routing``; needs ``sim``) each query's
+    experts are chosen when its local part is done, from what the client then knows
+    (nmoe_sim/serving); topk plans every query's experts before inference starts.
+    """
     d, bank = world.cfg.model.feature_dim, parts.bank
     gate = make_gate(world.cfg, world.n_clients, world.streams, "flops-probe")
     pre = forward_flops_per_sample(parts.fe, world.dataset.input_shape) + forward_flops_per_sample(gate, (d,))
@@ -123,12 +129,18 @@ def nmoe_spec(world: World, parts: NMoEParts, router: Router) -> InferenceSpec:
     out_b, back_b = world.tensor_bytes(d), world.tensor_bytes(world.dataset.num_classes)
     planned = [router.route(c, f) for c, f in enumerate(bank.feats)]  # per client (weights, idx)
 
+    choose = policy_chooser(world, sim, router, bank.feats, planned, pre, (out_b, back_b, expert_flops))
+
     def legs(c: int, q: int) -> list[Leg]:
+        if choose is not None:
+            choose(c, q)  # fills planned[c]'s row q now, from what the client knows now
         return [Leg(c, expert_flops, 0, 0) if int(e) == c else Leg(int(e), expert_flops, out_b, back_b)
-                for e in planned[c][1][q]]
+                for e in planned[c][1][q] if e >= 0]
 
     def predict(c: int, delivered: torch.Tensor) -> np.ndarray:
         w, idx = planned[c]
+        if choose is not None:
+            delivered = delivered & (idx >= 0)  # an empty slot answers nothing
         mixed = combine(bank.probs[c], w, idx, delivered.to(w.dtype))
         fallback = bank.probs[c][c]  # the client's own expert, always at hand
         none = ~delivered.any(1)
@@ -137,6 +149,8 @@ def nmoe_spec(world: World, parts: NMoEParts, router: Router) -> InferenceSpec:
     k = world.cfg.model.top_k
     spec = InferenceSpec("nmoe", pre, legs, predict, [p[1].numpy() for p in planned], world.n_clients,
                          [k] * world.n_clients)
+    if choose is not None:
+        spec.inflight, spec.budget_s, spec.fallback_flops = choose.inflight, choose.budget_s, expert_flops
     if world.cfg.faults.active:
         # The fallback needs every expert in the gate's order; only under faults, so a run
         # without them asks the router nothing more (RanGate's draws stay as they were).

@@ -35,12 +35,18 @@ log = logging.getLogger(__name__)
 
 # Read only after stage 2 (by stage 3, inference routing and the baselines) or never by
 # the simulation: points that differ only here share stages 1 and 2.
+# How queries arrive and are routed is read only by inference (nmoe_sim/serving).
+INFERENCE_ROUTING: tuple[str, ...] = (
+    "inference.routing", "inference.channel_aware", "inference.load_aware", "inference.budgeted",
+)
 NMOE_PREFIX_FREE: tuple[str, ...] = (
     "name", "sweep", "output", "stage3", "baselines",
     "model.top_k", "model.gate_hidden", "model.gate_noise",
+    *INFERENCE_ROUTING, "inference.arrival_rate_hz", "inference.bursts",
 )
-# What no baseline reads (each baseline's own section is kept; the others are dropped).
-BASELINE_FREE: tuple[str, ...] = ("name", "sweep", "output", "stage1", "stage2", "stage3")
+# What no baseline reads (each baseline's own section is kept; the others are dropped): no
+# baseline has a gate, so the routing policy is the NMoE's alone.
+BASELINE_FREE: tuple[str, ...] = ("name", "sweep", "output", "stage1", "stage2", "stage3", *INFERENCE_ROUTING)
 
 
 def scenario_key(cfg: "Scenario", free: Iterable[str], keep: dict[str, Any] | None = None) -> str:

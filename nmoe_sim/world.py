@@ -24,6 +24,7 @@ from nmoe_sim.engine.checkpoint import Checkpoints
 from nmoe_sim.engine.executors import EXECUTORS
 from nmoe_sim.engine.faults import FaultState
 from nmoe_sim.fl.rounds import BS, CostScope, make_round_record
+from nmoe_sim.net.mobility import Mobility
 from nmoe_sim.net.network import Network
 from nmoe_sim.net.topology import build_topology
 from nmoe_sim.record import Recorder
@@ -94,6 +95,10 @@ class Sim:
             recorder=world.recorder, rng=world.streams.numpy("network/channel"),
             system=system, routing=net_cfg.routing,
         )
+        # Moving clients only where the scenario has some (net/mobility.py): else no timer, no draw.
+        self.mobility: Mobility | None = None
+        if net_cfg.mobility is not None:
+            self.mobility = Mobility(self.env, self.net, world.graph, net_cfg.mobility, world.streams)
         executor_cls = EXECUTORS.get(world.cfg.runtime.executor, "runtime.executor")
         self.executor = executor_cls(self.env, world.profiles, world.recorder, system=system,
                                      infrastructure=self.net.infrastructure, runtime=world.cfg.runtime)
@@ -125,7 +130,7 @@ def build_world(cfg: Scenario, streams: SeedStreams) -> World:
     parts = partition(y_train, cfg.data.partition, n, streams.numpy("data/partition"))
     queries = query_split(
         dataset.y_test.numpy(), [y_train[p] for p in parts], cfg.data.queries, n,
-        dataset.num_classes, streams.numpy("data/queries"),
+        dataset.num_classes, streams.numpy("data/queries"), cfg.data.queries_global_share,
     )
     limit = cfg.inference.max_queries_per_client
     devices = cfg.network.devices

@@ -189,6 +189,7 @@ def test_validate_and_the_system_registry_do_not_import_torch() -> None:
         "assert SYSTEMS.names() == ['alignment', 'nmoe']\n"
         f"assert main(['validate', {str(REPO_ROOT / 'scenarios' / 'alignment_quick.yaml')!r}]) == 0\n"
         "assert 'torch' not in sys.modules, 'validate imported torch'\n"
+        "assert 'pandas' not in sys.modules, 'validate imported pandas'\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT)
     assert out.returncode == 0, out.stderr

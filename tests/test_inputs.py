@@ -256,6 +256,7 @@ SCHEMA_REGISTRIES: dict[tuple[str, str], str] = {
     ("TopologyConfig", "kind"): "nmoe_sim.net.topology:TOPOLOGIES",
     ("NetworkConfig", "routing"): "nmoe_sim.net.routing:ROUTING",
     ("RuntimeConfig", "executor"): "nmoe_sim.engine.executors:EXECUTORS",
+    ("InferenceConfig", "routing"): "nmoe_sim.serving.policies:POLICIES",
     ("AlignmentConfig", "assignment"): "nmoe_sim.fl.alignment.assignment:ASSIGNERS",
     ("AlignmentConfig", "compare"): "nmoe_sim.fl.alignment.assignment:ASSIGNERS",
     ("AlignmentConfig", "fitness"): "nmoe_sim.fl.alignment.fitness:FITNESS_SIGNALS",
@@ -292,7 +293,8 @@ def _registry(target: str) -> Registry:
 # drawn; `nmoe-sim sweep --executor` picks how a sweep's points run).
 NOT_PICKED_BY_A_SCENARIO = {"nmoe_sim.engine.losses:LOSSES", "nmoe_sim.engine.losses:REPORTS",
                             "nmoe_sim.plots.base:PLOTS", "nmoe_sim.data.datasets:DATASET_FILES",
-                            "nmoe_sim.sweep:SWEEP_EXECUTORS"}
+                            "nmoe_sim.api.figures:FIGURES",  # RunResult.plot(name): picked in Python
+                            "nmoe_sim.sweep:SWEEP_EXECUTORS"}  # sweep --executor: picked by a CLI flag
 # Picked by ``faults.events[].kind``, where each kind's schema registers itself under its own
 # ``kind`` Literal, so they agree by construction; APPLIERS is keyed by the same kinds
 # (tests/test_faults_rounds.py checks the two registries agree).

@@ -150,5 +150,26 @@ def test_local_queries_mixture_and_replacement() -> None:
 
 
 def test_unknown_query_mode() -> None:
-    with pytest.raises(ConfigError, match="^data.queries: unknown query split 'mixed'"):
-        query_split(TEST_LABELS, [LABELS], "mixed", 1, 10, rng(0))
+    with pytest.raises(ConfigError, match="^data.queries: unknown query split 'nowhere'"):
+        query_split(TEST_LABELS, [LABELS], "nowhere", 1, 10, rng(0))
+
+
+@pytest.mark.parametrize("share", [0.0, 0.3, 1.0])
+def test_mixed_queries_take_the_stated_share_from_the_global_split(share: float) -> None:
+    # Client c trains on class c only, so its local queries are all class c; the global ones
+    # are whatever its share of the whole test set holds.
+    test_labels = np.repeat(np.arange(10), 100)
+    train_labels = [np.full(10, c) for c in range(10)]
+    glob = query_split(test_labels, train_labels, "global", 10, 10, rng(3))
+    mixed = query_split(test_labels, train_labels, "mixed", 10, 10, rng(3), share)
+    for c, (g, m) in enumerate(zip(glob, mixed)):
+        assert len(m) == 100
+        n_global = round(share * 100)
+        # A query outside class c can only have come from the global share (its local ones
+        # are all class c), and there are at most round(share x 100) of those.
+        assert set(m[test_labels[m] != c].tolist()) <= set(g.tolist())
+        assert (test_labels[m] != c).sum() <= n_global
+        if share == 0.0:
+            assert (test_labels[m] == c).all()
+        if share == 1.0:
+            assert sorted(m.tolist()) == sorted(g.tolist())

@@ -247,3 +247,23 @@ def test_the_consecutive_block_fast_path_is_ar1_advance_bit_for_bit(fading: str)
         assert link.block_index(t_s) == b
         got = link.block_snr_db(b, 23.0) if b % 2 else link.snr_db(t_s, 23.0)
         assert got == want
+
+
+def test_a_flow_within_tolerance_of_its_end_finishes_at_an_earlier_blocks_stale_wake() -> None:
+    """Why the block clock must know each flow's finish estimate as of every block, so why
+    deferring a flow's blocks is not exact (docs/results.md section 7, fourth pass): block 6's
+    rate is a hair below block 5's, so the flow's estimate moves 1e-11 s later, but the wake
+    armed at block 5's estimate still fires (it was the earliest) and finishes the flow there,
+    within SharedRadios.REL_TOL of its end. A clock that armed wakes only at exact finish
+    times would record the later time."""
+    ends = []
+    for eps in (0.0, 1e-11, 1e-6):
+        env, net, _ = make(TWO, bs_cfg=faded_cfg())
+        gains = [1.0] * 6 + [1.0 - eps] + [1.0] * 50
+        net.link(0, BS).process.gain = lambda block, g=gains: g[block]  # type: ignore[method-assign]
+        rate_bps = B_HZ * EFF * np.log2(1 + 10 ** (net.mean_snr_db(0, BS) / 10))
+        p = net.transfer(0, BS, int(6.5 * 0.01 * rate_bps / 8), stage="s", tag="x")  # 6.5 blocks
+        env.run()
+        ends.append(p.value.end_s)
+    assert ends[1] == ends[0]  # block 5's estimate, not block 6's (0.0649992370755808)
+    assert ends[2] > ends[0]  # a larger drop leaves more than the tolerance: block 6's estimate

@@ -134,10 +134,12 @@ def query_split(
     n_clients: int,
     num_classes: int,
     rng: np.random.Generator,
+    global_share: float = 0.5,
 ) -> list[np.ndarray]:
-    """Per client, a sorted int64 array of test indices it will query (``data.queries``)."""
+    """Per client, a sorted int64 array of test indices it will query (``data.queries``;
+    ``global_share`` is ``data.queries_global_share``, read by ``mixed`` only)."""
     fn = QUERY_SPLITS.get(mode, "data.queries")
-    return fn(np.asarray(test_labels), train_parts_labels, n_clients, num_classes, rng)
+    return fn(np.asarray(test_labels), train_parts_labels, n_clients, num_classes, rng, global_share)
 
 
 @QUERY_SPLITS.register("global")
@@ -147,6 +149,7 @@ def global_queries(
     n_clients: int,
     num_classes: int,
     rng: np.random.Generator,
+    global_share: float = 1.0,
 ) -> list[np.ndarray]:
     """Disjoint near-equal shares of the whole test set: clients meet unseen classes too."""
     return _finish(np.array_split(rng.permutation(len(test_labels)), n_clients))
@@ -159,6 +162,7 @@ def local_queries(
     n_clients: int,
     num_classes: int,
     rng: np.random.Generator,
+    global_share: float = 0.0,
 ) -> list[np.ndarray]:
     """len(test)//n queries per client, class c drawn with the client's train share of c."""
     if len(train_parts_labels) != n_clients:
@@ -183,4 +187,25 @@ def local_queries(
             if m > 0
         ]
         out.append(np.concatenate(picks) if picks else np.empty(0, np.int64))
+    return _finish(out)
+
+
+@QUERY_SPLITS.register("mixed")
+def mixed_queries(
+    test_labels: np.ndarray,
+    train_parts_labels: list[np.ndarray],
+    n_clients: int,
+    num_classes: int,
+    rng: np.random.Generator,
+    global_share: float = 0.5,
+) -> list[np.ndarray]:
+    """len(test)//n queries per client: round(share x that) from its ``global`` share, the
+    rest drawn as ``local`` draws them (a query load knob: how often a client asks about
+    what it has never seen). Both splits come from the one stream, global first."""
+    glob = global_queries(test_labels, train_parts_labels, n_clients, num_classes, rng)
+    loc = local_queries(test_labels, train_parts_labels, n_clients, num_classes, rng)
+    out = []
+    for g, lo in zip(glob, loc):
+        n_global = min(round(global_share * len(lo)), len(g))
+        out.append(np.concatenate([rng.permutation(g)[:n_global], rng.permutation(lo)[: len(lo) - n_global]]))
     return _finish(out)

@@ -149,7 +149,8 @@ def score(ys: Sequence[np.ndarray], preds: Sequence[np.ndarray], routes: Sequenc
     if routes is None:  # a single on-device model: every query served locally
         return Scores(f1, acc, 1.0, np.zeros((0, 0), dtype=np.int64))
     for c, r in enumerate(routes):
-        np.add.at(counts[c], r.reshape(-1), 1)
+        r = np.asarray(r).reshape(-1)
+        np.add.at(counts[c], r[r >= 0], 1)  # -1: a slot a routing policy left empty
     total = counts.sum()
     local = np.trace(counts[:, : len(ys)]) if n_experts >= len(ys) else 0
     return Scores(f1, acc, float(local / total) if total else float("nan"), counts)

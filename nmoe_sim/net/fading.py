@@ -223,6 +223,12 @@ class LinkChannel:
     def ideal(self) -> bool:
         return self.cfg.model == "ideal"
 
+    def relocate(self, distance_m: float, shadowing_db: float) -> None:
+        """New geometry (its ends moved, :mod:`nmoe_sim.net.mobility`): the link budget follows;
+        the fading process goes on from where it is."""
+        self.distance_m, self.shadowing_db = float(distance_m), float(shadowing_db)
+        self._budget_db = channel.mean_snr_db(self.cfg, 0.0, self.distance_m, self.link_class, self.shadowing_db)
+
     def block_index(self, t_s: float) -> int:
         """Coherence block k = floor(t_s / T_c) holding simulated time ``t_s``."""
         if not math.isfinite(t_s) or t_s < 0.0:

@@ -26,7 +26,7 @@ from typing import Callable
 import networkx as nx
 import numpy as np
 
-from nmoe_sim.config import REPO_ROOT, TopologyConfig
+from nmoe_sim.config import REPO_ROOT, TopologyConfig, asset_dir
 from nmoe_sim.errors import ConfigError
 from nmoe_sim.registry import Registry
 
@@ -154,11 +154,12 @@ def explicit(cfg: TopologyConfig, n: int, rng: np.random.Generator) -> Layout:
 
 
 def resolve_file(name: str) -> Path:
-    """A relative path is looked up against the repository root, then the working directory."""
+    """A relative path is looked up against the repository root, the installed package's
+    assets (``topologies/campus.graphml`` ships there), then the working directory."""
     path = Path(name)
     if path.is_absolute():
         return path
-    for base in (REPO_ROOT, Path.cwd()):
+    for base in (REPO_ROOT, asset_dir("topologies").parent, Path.cwd()):
         if (base / path).is_file():
             return base / path
     return REPO_ROOT / path

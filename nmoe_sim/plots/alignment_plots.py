@@ -53,9 +53,9 @@ def make_accuracy_vs_rounds_figure(run: RunData) -> Figure:
     if isinstance(target, (int, float)):
         for ax in (ax_r, ax_b):
             ax.axhline(target * 100, ls="--", color="gray", lw=1, label="target")
-    ax_r.set_xlabel("round")
+    ax_r.set_xlabel("round (count)")
     ax_b.set_xlabel("cumulative delivered communication (MB)")
-    ax_cv.set_xlabel("round")
+    ax_cv.set_xlabel("round (count)")
     ax_r.set_ylabel("test accuracy (%)")
     ax_cv.set_ylabel("utilization CV (std / mean of routed samples)")
     ax_r.set_title("Accuracy vs rounds")

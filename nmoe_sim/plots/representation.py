@@ -43,10 +43,10 @@ def make_representation_figure(run: RunData) -> Figure:
             line, = ax.plot(np.concatenate([[0.0], x]), np.concatenate([[ref], rows.floats(col)[keep]]) * scale,
                             marker="o", ms=4, label=f"{stage}: {label}")
             ax.axhline(ref * scale, color=line.get_color(), ls="--", lw=1, label=f"{label}, untrained FE")
-    ax_acc.set_xlabel("stage-1 rounds completed")
+    ax_acc.set_xlabel("stage-1 rounds completed (count)")
     ax_acc.set_ylabel("test accuracy of frozen FE features (%)")
     ax_acc.set_title("Linear probe and kNN vs rounds")
-    ax_rank.set_xlabel("stage-1 rounds completed")
+    ax_rank.set_xlabel("stage-1 rounds completed (count)")
     ax_rank.set_ylabel("effective rank of the features (RankMe)")
     ax_rank.set_title("Effective rank vs rounds")
     for ax in (ax_acc, ax_rank):

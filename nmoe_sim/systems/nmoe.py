@@ -102,7 +102,7 @@ def run_systems(world: World, reuse: StageCache | None = None, origin: str = "")
                     gate.router, gate.scope = yield from train_gate(world, nmoe_sim, parts, spans)
                     ck.save(f"nmoe {spans[-1].stage} done", STAGE)
             start = nmoe_sim.env.now
-            outcome = yield from run_inference(world, nmoe_sim, nmoe_spec(world, parts, gate.router))
+            outcome = yield from run_inference(world, nmoe_sim, nmoe_spec(world, parts, gate.router, nmoe_sim))
             spans.append(StageSpan(nmoe_sim.system, outcome.stage, start, nmoe_sim.env.now, inference=True))
             return gate.scope, outcome
 

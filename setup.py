@@ -48,6 +48,9 @@ setup(
     extras_require={
         "vision": ["torchvision"],  # optional: nothing in nmoe-sim imports it
         "test": ["pytest>=7", "hypothesis>=6", "nbformat>=5.7", "nbclient>=0.7", "ipykernel>=6"],
+        # optional: runtime.executor: ray and `nmoe-sim sweep --executor ray` (docs/cluster.md);
+        # only nmoe_sim/engine/ray_executor.py and nmoe_sim/ray_sweep.py import it.
+        "ray": ["ray>=2.9"],
     },
     entry_points={"console_scripts": ["nmoe-sim=nmoe_sim.cli:main"]},
 )

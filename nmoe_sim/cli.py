@@ -137,8 +137,11 @@ def _finished(metrics: dict[str, Any], run_dir: Path, quiet: bool) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from nmoe_sim.sweep import run_sweep
+    from nmoe_sim.sweep import SWEEP_EXECUTORS, run_sweep
 
+    if args.executor != "ray" and (args.address is not None or args.cpus_per_point is not None):
+        raise ConfigError("--address and --cpus-per-point go with --executor ray")
+    make_runner = SWEEP_EXECUTORS.get(args.executor, "--executor")
     # The user's tree, presets not expanded: a point's override may name a preset.
     raw = load_raw(args.scenario, args.set, expanded=False)
     # Validate the base scenario, and find its dataset's files, before any point runs.
@@ -162,7 +165,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             raise
         return run_dir
 
-    result = run_sweep(raw, root, run_point, rerun_changed=args.rerun_changed)
+    run_points = make_runner(run_point, reuse=not args.no_reuse, address=args.address,
+                             cpus_per_point=args.cpus_per_point or 1)
+    result = run_sweep(raw, root, run_point, rerun_changed=args.rerun_changed, run_points=run_points)
     print(result.sweep_dir)
     if result.failed:
         for point, reason in result.failed:
@@ -190,6 +195,16 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 1024:
+        raise argparse.ArgumentTypeError(f"expected a count from 1 to 1024, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nmoe-sim", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log diagnostics to stderr")
@@ -212,6 +227,13 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "sweep":
             p.add_argument("--no-reuse", action="store_true",
                            help="recompute stages 1-2 and the baselines for every point, even where shared")
+            p.add_argument("--executor", default="local", metavar="{local,ray}",
+                           help="where points run: local (one after another, here) or ray (each as a Ray "
+                                "task on a cluster; docs/cluster.md)")
+            p.add_argument("--address", help="with --executor ray: the Ray cluster to join (e.g. head:6379, or "
+                                             "auto); default: a Ray instance on this machine")
+            p.add_argument("--cpus-per-point", type=_positive_int, metavar="N",
+                           help="with --executor ray: CPUs each point's task asks for (default 1)")
             p.add_argument("--rerun-changed", action="store_true",
                            help="run again (deleting their old results) finished points whose resolved "
                                 "config differs from the one they ran with; without it such a sweep is refused")

@@ -8,14 +8,15 @@ only if it ran with the config it would run with now: each finished point stores
 sha256 of its resolved config (``config.sha256``), and a rerun after the scenario changed
 refuses to mix old results in (``--rerun-changed`` runs such points again). A point that
 fails is recorded as failed, with its reason, in ``points.json``, and the sweep goes on.
-Afterwards the comparison tables (nmoe_sim.table) and sweep plots are (re)written.
+Afterwards the comparison tables (nmoe_sim.table) and sweep plots are (re)written. Points
+run one at a time here, or at once on a Ray cluster (``--executor ray``, ``SWEEP_EXECUTORS``,
+:mod:`nmoe_sim.ray_sweep`) with the same bookkeeping.
 """
 
 from __future__ import annotations
 
 import hashlib
 import itertools
-import json
 import logging
 import re
 import shutil
@@ -25,8 +26,11 @@ from typing import Any, Callable, Sequence
 
 import yaml
 
-from nmoe_sim.config import Scenario, build_scenario, dump_yaml, expand, scenario_from_raw
+from nmoe_sim.config import build_scenario, dump_yaml, expand, scenario_from_raw
 from nmoe_sim.errors import ConfigError
+from nmoe_sim.provenance import (  # noqa: F401  # load_points, config_hash: part of this module's API
+    CONFIG_HASH_FILE, config_hash, load_points, one_line, stored_hash, write_points)
+from nmoe_sim.registry import Registry
 from nmoe_sim.results import atomic_write_text
 from nmoe_sim.table import write_tables
 
@@ -132,75 +136,7 @@ def expand_sweep(raw: dict[str, Any]) -> list[SweepPoint]:
     return points
 
 
-# --------------------------------------------------------------------------- provenance
-CONFIG_HASH_FILE = "config.sha256"
-
-
-def _canonical_hash(data: Any) -> str:
-    # ``output`` (plots, formats, results root) never changes what a point computes.
-    if isinstance(data, dict):
-        data = {k: v for k, v in data.items() if k != "output"}
-    text = json.dumps(data, sort_keys=True, separators=(",", ":"), allow_nan=True)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def config_hash(cfg: Scenario) -> str:
-    """sha256 of the resolved config, less its ``output`` section, as canonical JSON: what
-    a point's results came from."""
-    return _canonical_hash(cfg.to_dict())
-
-
-def stored_hash(run_dir: Path) -> str | None:
-    """The hash of the config a finished point ran with: its ``config.sha256``, or for a
-    point run before hashes were stored, that of the ``config.yaml`` the runner wrote."""
-    path = Path(run_dir) / CONFIG_HASH_FILE
-    if path.is_file():
-        return path.read_text(encoding="utf-8").strip()
-    legacy = Path(run_dir) / "config.yaml"
-    try:
-        return _canonical_hash(yaml.safe_load(legacy.read_text(encoding="utf-8")))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        return None
-
-
-def _one_line(exc: BaseException) -> str:
-    """A failure as one line: a ConfigError's own message, else the type and first line."""
-    text = str(exc).strip().splitlines()
-    first = text[0] if text else ""
-    return first if isinstance(exc, ConfigError) else f"{type(exc).__name__}: {first}".rstrip(": ")
-
-
 # --------------------------------------------------------------------------- running
-def write_points(sweep_dir: Path, points: Sequence[SweepPoint], status: dict[SweepPoint, str],
-                 hashes: dict[SweepPoint, str] | None = None,
-                 reasons: dict[SweepPoint, str] | None = None) -> Path:
-    entries = []
-    for p in points:
-        entry: dict[str, Any] = {
-            "id": p.point_id,
-            "overrides": list(p.overrides),
-            "seed": p.seed,
-            "run_dir": p.run_dir(Path(".")).as_posix(),
-            "status": status.get(p, "pending"),
-        }
-        if hashes is not None:
-            entry["config_sha256"] = hashes[p]
-        if reasons and p in reasons:
-            entry["reason"] = reasons[p]
-        entries.append(entry)
-    text = json.dumps({"points": entries}, indent=2) + "\n"
-    return atomic_write_text(Path(sweep_dir) / "points.json", text)
-
-
-def load_points(sweep_dir: Path) -> list[SweepPoint]:
-    """The points a sweep directory's points.json lists."""
-    path = Path(sweep_dir) / "points.json"
-    if not path.is_file():
-        raise ConfigError(f"{sweep_dir}: not a sweep directory (no points.json)")
-    entries = json.loads(path.read_text(encoding="utf-8"))["points"]
-    return [SweepPoint(tuple(e["overrides"]), int(e["seed"])) for e in entries]
-
-
 @dataclass(frozen=True)
 class SweepResult:
     """Where the sweep's results are, and which points failed, each with a one-line reason."""
@@ -230,19 +166,74 @@ def _check_reuse(sweep_dir: Path, points: Sequence[SweepPoint], hashes: dict[Swe
     return set(changed)
 
 
+class Tracker:
+    """What a way of running points reports back, from this process, one call at a time:
+    a point ``started``, and ``finished`` (with None, or the exception it failed with)."""
+
+    def __init__(self, finished: Callable[[SweepPoint, BaseException | None], None]) -> None:
+        self.running: set[SweepPoint] = set()
+        self._finished = finished
+
+    def started(self, point: SweepPoint) -> None:
+        self.running.add(point)
+
+    def finished(self, point: SweepPoint, exc: BaseException | None) -> None:
+        self.running.discard(point)
+        self._finished(point, exc)
+
+
+# (points to run, in order; a point's scenario mapping; the sweep directory; the tracker).
+# Points may run in any order and at once, each into point.run_dir(sweep_dir).
+RunPoints = Callable[[Sequence[SweepPoint], Callable[[SweepPoint], dict[str, Any]], Path, Tracker], None]
+
+
+def one_at_a_time(run_point: RunPoint, progress: bool = True) -> RunPoints:
+    """The local sweep: each point in order, in this process, through ``run_point``."""
+    level = logging.INFO if progress else logging.DEBUG
+
+    def run_points(todo: Sequence[SweepPoint], raw_of: Callable[[SweepPoint], dict[str, Any]], sweep_dir: Path,
+                   tracker: Tracker) -> None:
+        for i, point in enumerate(todo, 1):
+            log.log(level, "[%d/%d] %s seed %d: running", i, len(todo), point.point_id, point.seed)
+            run_dir = point.run_dir(sweep_dir)
+            run_dir.parent.mkdir(parents=True, exist_ok=True)
+            tracker.started(point)
+            try:
+                run_point(raw_of(point), run_dir)
+            except Exception as exc:  # noqa: BLE001  # one point's failure must not stop the sweep
+                tracker.finished(point, exc)
+                continue
+            tracker.finished(point, None)
+
+    return run_points
+
+
+def _local(run_point: RunPoint | None = None, *, reuse: bool = True, address: str | None = None,
+           cpus_per_point: int = 1, progress: bool = True) -> RunPoints:
+    assert run_point is not None, "the local sweep runs points through run_point"
+    return one_at_a_time(run_point, progress)
+
+
+# sweep --executor -> (run_point, reuse=, address=, cpus_per_point=, progress=) -> RunPoints
+SWEEP_EXECUTORS: Registry[Callable[..., RunPoints]] = Registry("sweep executor")
+SWEEP_EXECUTORS.register("local")(_local)
+SWEEP_EXECUTORS.register_lazy("ray", "nmoe_sim.ray_sweep:ray_points")
+
+
 def run_sweep(
-    raw: dict[str, Any], out_root: Path, run_point: RunPoint, *, progress: bool = True,
-    rerun_changed: bool = False,
+    raw: dict[str, Any], out_root: Path, run_point: RunPoint | None, *, progress: bool = True,
+    rerun_changed: bool = False, run_points: RunPoints | None = None,
 ) -> SweepResult:
-    """Run every point not yet run, in order, then write tables and plots.
+    """Run every point not yet run, then write tables and plots.
 
     ``raw`` is the user's tree (presets not expanded: a point's override may name one).
     ``run_point(point_raw, run_dir)`` runs one scenario and writes its run directory exactly
-    at ``run_dir``; it may find an incomplete ``run_dir`` left by an interrupted run. A
-    finished point is reused only if it ran with the same resolved config (its
-    ``config.sha256``); one that did not is refused before anything is written, or with
-    ``rerun_changed`` deleted and run again. A point whose run raises is recorded as failed
-    with its reason and the sweep goes on; the result lists the failures.
+    at ``run_dir``; it may find an incomplete ``run_dir`` left by an interrupted run. Points
+    run one at a time in order, or as ``run_points`` runs them (``nmoe_sim.ray_sweep``: at
+    once on a Ray cluster). A finished point is reused only if it ran with the same resolved
+    config (its ``config.sha256``); one that did not is refused before anything is written,
+    or with ``rerun_changed`` deleted and run again. A point whose run raises is recorded as
+    failed with its reason and the sweep goes on; the result lists the failures.
     """
     points = expand_sweep(raw)
     scenario = scenario_from_raw(raw)
@@ -260,6 +251,7 @@ def run_sweep(
         write_points(sweep_dir, points, status, hashes, reasons)
 
     save()
+    todo = []
     for i, point in enumerate(points, 1):
         run_dir = point.run_dir(sweep_dir)
         tag = f"[{i}/{len(points)}] {point.point_id} seed {point.seed}"
@@ -270,26 +262,34 @@ def run_sweep(
             log.log(level, "%s: already run, skipped (%s)", tag, run_dir)
             status[point] = "skipped"
             continue
-        log.log(level, "%s: running", tag)
-        run_dir.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            run_point(point_raw(raw, point), run_dir)
-            if not (run_dir / "metrics.json").is_file():
-                raise RuntimeError(f"run_point did not write {run_dir / 'metrics.json'}")
-        except Exception as exc:  # noqa: BLE001  # one point's failure must not stop the sweep
-            status[point], reasons[point] = "failed", _one_line(exc)
+        todo.append(point)
+
+    def finished(point: SweepPoint, exc: BaseException | None) -> None:
+        run_dir = point.run_dir(sweep_dir)
+        if exc is None and not (run_dir / "metrics.json").is_file():
+            exc = RuntimeError(f"run_point did not write {run_dir / 'metrics.json'}")
+        tag = f"[{len(status) + 1}/{len(points)}] {point.point_id} seed {point.seed}"
+        if exc is not None:
+            status[point], reasons[point] = "failed", one_line(exc)
             # Listed again in the summary the CLI prints at the end (and in points.json).
             log.log(level, "%s: failed: %s", tag, reasons[point])
-            log.debug("%s: traceback", tag, exc_info=True)
-            save()
-            continue
-        except BaseException:  # Ctrl-C: say where the sweep stopped, then stop
-            status[point] = "interrupted"
-            save()
-            raise
-        atomic_write_text(run_dir / CONFIG_HASH_FILE, hashes[point] + "\n")
-        status[point] = "ran"
+            log.debug("%s: traceback", tag, exc_info=exc)
+        else:
+            atomic_write_text(run_dir / CONFIG_HASH_FILE, hashes[point] + "\n")
+            status[point] = "ran"
+            log.log(level, "%s: finished", tag)
         save()
+
+    tracker = Tracker(finished)
+    if run_points is None:
+        assert run_point is not None, "run_sweep needs run_point or run_points"
+        run_points = one_at_a_time(run_point, progress)
+    try:
+        run_points(todo, lambda p: point_raw(raw, p), sweep_dir, tracker)
+    except BaseException:  # Ctrl-C: say where the sweep stopped (the points under way), then stop
+        status.update({p: "interrupted" for p in tracker.running})
+        save()
+        raise
     save()  # the skipped ones too
     csv_path, md_path = write_tables(sweep_dir, [p for p in points if p not in reasons])
     log.log(level, "sweep tables: %s, %s", csv_path, md_path)

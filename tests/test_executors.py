@@ -111,7 +111,7 @@ def test_a_job_whose_computation_never_started_cannot_be_gathered() -> None:
 
 def test_runtime_knobs_are_validated() -> None:
     for bad, msg in (({"workers": True}, "auto or a count"), ({"workers": 0}, "auto or a count"),
-                     ({"torch_threads": "many"}, "auto or a count"), ({"executor": "ray"}, "executor"),
+                     ({"torch_threads": "many"}, "auto or a count"), ({"executor": "spark"}, "executor"),
                      ({"device": "tpu"}, "device")):
         with pytest.raises(ConfigError, match=msg):
             build_scenario(resolve_presets({"runtime": bad}))

@@ -289,10 +289,12 @@ def _registry(target: str) -> Registry:
     return getattr(importlib.import_module(module), attr)
 
 
-# Registries no scenario string picks from directly (a task names its loss; every plot is drawn).
+# Registries no scenario string picks from directly (a task names its loss; every plot is
+# drawn; `nmoe-sim sweep --executor` picks how a sweep's points run).
 NOT_PICKED_BY_A_SCENARIO = {"nmoe_sim.engine.losses:LOSSES", "nmoe_sim.engine.losses:REPORTS",
                             "nmoe_sim.plots.base:PLOTS", "nmoe_sim.data.datasets:DATASET_FILES",
-                            "nmoe_sim.api.figures:FIGURES"}  # RunResult.plot(name): picked in Python
+                            "nmoe_sim.api.figures:FIGURES",  # RunResult.plot(name): picked in Python
+                            "nmoe_sim.sweep:SWEEP_EXECUTORS"}  # sweep --executor: picked by a CLI flag
 # Picked by ``faults.events[].kind``, where each kind's schema registers itself under its own
 # ``kind`` Literal, so they agree by construction; APPLIERS is keyed by the same kinds
 # (tests/test_faults_rounds.py checks the two registries agree).

@@ -51,6 +51,7 @@ from nmoe_sim.config.network import (  # noqa: F401
 )
 from nmoe_sim.config.scenario import (  # noqa: F401
     OutputConfig,
+    RayConfig,
     RuntimeConfig,
     Scenario,
     SweepConfig,

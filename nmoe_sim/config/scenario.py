@@ -21,13 +21,28 @@ class SweepConfig(Strict):
     seeds: tuple[int, ...] = (0,)
 
 
+class RayConfig(Strict):
+    """Where ``runtime.executor: ray`` sends a round's tasks (docs/cluster.md)."""
+
+    address: str | None = Field(
+        None, description="the Ray cluster to join, e.g. ray://head:10001 or head:6379, or auto for "
+        "the one `ray start` runs on this machine; none (default): a private Ray instance on "
+        "this machine, started with the run and ended with it")
+    num_workers: int | None = Field(
+        None, ge=1, le=4096, description="Ray actors that run tasks, one CPU and one torch thread "
+        "each; none (default): one per CPU the cluster has")
+
+
 class RuntimeConfig(Strict):
     """How the host runs the real computation (not what it costs in simulated time)."""
 
-    executor: Literal["local", "batched"] = Field(
+    executor: Literal["local", "batched", "ray"] = Field(
         "batched", description="how client work runs on the host: local (the reference, one task "
-        "at a time) or batched (a round's tasks together, one worker process per core; equal to "
-        "local at one torch thread). It never changes simulated time, bytes or energy")
+        "at a time), batched (a round's tasks together, one worker process per core; equal to "
+        "local at one torch thread) or ray (a round's tasks sharded over the actors of a Ray "
+        "cluster, runtime.ray; needs pip install -e '.[ray]'). It never changes simulated time, "
+        "bytes or energy")
+    ray: RayConfig = Field(RayConfig(), description="the Ray cluster of runtime.executor: ray")
     workers: int | Literal["auto"] = Field(
         "auto", description="worker processes of the batched executor: a count, or auto for the "
         "cores this process may use")
@@ -129,7 +144,8 @@ class Scenario(Strict):
     def to_dict(self) -> dict[str, Any]:
         # Keys added after results existed are left out while at their defaults, so that a
         # resolved config.yaml reads, and a sweep point's config hash stays, as before them:
-        # no faults section; no routing, bursts, mobility or query share (nmoe_sim/serving).
+        # no faults section; no routing, bursts, mobility or query share (nmoe_sim/serving);
+        # no runtime.ray (docs/cluster.md).
         exclude: dict[str, Any] = {}
         if self.faults == FaultsConfig():
             exclude["faults"] = True
@@ -146,4 +162,5 @@ _LATER_KEYS: dict[str, tuple[str, ...]] = {
     "data": ("queries_global_share",),
     "inference": ("bursts", "routing", "channel_aware", "load_aware", "budgeted"),
     "network": ("mobility",),
+    "runtime": ("ray",),
 }

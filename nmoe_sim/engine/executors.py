@@ -33,8 +33,9 @@ import simpy
 import torch
 
 from nmoe_sim.config import DeviceProfile, RuntimeConfig
-from nmoe_sim.engine.tasks import TaskResult, TrainTask, execute
+from nmoe_sim.engine.tasks import State, TaskResult, TrainTask, execute
 from nmoe_sim.errors import TrainingDiverged
+from nmoe_sim.fl.aggregate import fedavg
 from nmoe_sim.record import ComputeRecord, Recorder
 from nmoe_sim.registry import Registry
 
@@ -99,6 +100,20 @@ class LocalExecutor:
         for job in todo:
             check_finite_loss(job)
         return [j.result for j in jobs]  # type: ignore[misc]
+
+    def gather_mean(self, jobs: Sequence[Job], members: Sequence[int]) -> tuple[list[TaskResult], State | None]:
+        """:meth:`gather`, and the FedAvg of the trained states of ``jobs[i]`` for ``i`` in
+        ``members`` (weighted by their samples, in that order; None without members).
+
+        For an algorithm whose aggregate reads nothing of the states but that mean: an
+        executor running tasks elsewhere (``ray``) reduces it where they ran and returns
+        results whose states are left out. Here it is :func:`~nmoe_sim.fl.aggregate.fedavg`
+        of the states, exactly what such an aggregate computed before.
+        """
+        results = self.gather(jobs)
+        if not members:
+            return results, None
+        return results, fedavg([results[i].state for i in members], [results[i].num_samples for i in members])
 
     def _execute_all(self, tasks: Sequence[TrainTask]) -> list[TaskResult]:
         return [self._execute(t) for t in tasks]
@@ -189,9 +204,27 @@ class LocalExecutor:
         return result
 
 
+_CORES_LIMIT: int | None = None  # set by limited_cores: this process's share of a shared machine
+
+
 def available_cores() -> int:
-    """The cores this process may run on (its affinity mask, not the machine's count)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    """The cores this process may run on (its affinity mask, not the machine's count), at
+    most its share while :func:`limited_cores` holds."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return cores if _CORES_LIMIT is None else max(1, min(cores, _CORES_LIMIT))
+
+
+@contextlib.contextmanager
+def limited_cores(n: int) -> Iterator[None]:
+    """``runtime.workers: auto`` and ``torch_threads: auto`` count ``n`` cores in the block: a
+    sweep point run as a Ray task that was given n CPUs of a node must not fork a pool over
+    every core the node has (its affinity mask) while other points run beside it."""
+    global _CORES_LIMIT
+    before, _CORES_LIMIT = _CORES_LIMIT, n
+    try:
+        yield
+    finally:
+        _CORES_LIMIT = before
 
 
 def worker_count(runtime: RuntimeConfig) -> int:
@@ -251,17 +284,27 @@ class BatchedExecutor(LocalExecutor):
     """
 
     def _execute_all(self, tasks: Sequence[TrainTask]) -> list[TaskResult]:
-        workers = worker_count(self.runtime)
-        if self.device.type != "cpu" or workers < 2 or len(tasks) < 2:
+        if not self._shardable(tasks):
             return super()._execute_all(tasks)
-        if sum(t.flops for t in tasks) < POOL_MIN_FLOPS_PER_BYTE * sum(t.tensor_bytes for t in tasks):
+        if self._light(tasks):
             # Too little work for what the hand-over moves: run here, at the workers' one
             # thread, so that the bits are the same whichever side runs a task.
             with torch_threads(1):
                 return super()._execute_all(tasks)
+        return self._run_sharded(tasks)
+
+    def _shardable(self, tasks: Sequence[TrainTask]) -> bool:
+        """Whether a gather could use workers at all: on the CPU, two workers and two tasks."""
+        return self.device.type == "cpu" and worker_count(self.runtime) >= 2 and len(tasks) >= 2
+
+    @staticmethod
+    def _light(tasks: Sequence[TrainTask]) -> bool:
+        return sum(t.flops for t in tasks) < POOL_MIN_FLOPS_PER_BYTE * sum(t.tensor_bytes for t in tasks)
+
+    def _run_sharded(self, tasks: Sequence[TrainTask]) -> list[TaskResult]:
         from nmoe_sim.engine.pool import run_sharded
 
-        return run_sharded(tasks, workers)
+        return run_sharded(tasks, worker_count(self.runtime))
 
 
 def check_finite_loss(job: Job) -> None:
@@ -278,17 +321,27 @@ def check_finite_loss(job: Job) -> None:
     loss = job.result.loss
     bad = None if math.isfinite(loss) else f"the training loss of {{who}} became {loss}"
     if bad is None:
-        for name, value in job.result.state.items():
-            if value.is_floating_point() and not bool(torch.isfinite(value).all()):
-                bad = f"{{who}}'s trained parameter {name} holds NaN or inf"
-                break
+        # A state reduced where it ran was checked there (TaskResult.nonfinite).
+        name = job.result.nonfinite or nonfinite_param(job.result.state)
+        if name is not None:
+            bad = f"{{who}}'s trained parameter {name} holds NaN or inf"
     if bad is not None:
         who = "the server" if job.task.client is None else f"client {job.task.client}"
         raise TrainingDiverged(f"{job.stage} {job.tag}: {bad.format(who=who)} (training diverged); "
                                "lower that stage's lr or set its grad_clip_norm")
 
 
-# runtime.executor -> the executor class each Sim builds.
+def nonfinite_param(state: State) -> str | None:
+    """The first floating tensor of ``state`` holding NaN or inf, by name; None when all are finite."""
+    for name, value in state.items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            return name
+    return None
+
+
+# runtime.executor -> the executor class each Sim builds (ray: imported when asked for, so
+# that nothing but a run that uses it needs Ray installed).
 EXECUTORS: Registry[type[LocalExecutor]] = Registry("executor")
 EXECUTORS.register("local")(LocalExecutor)
 EXECUTORS.register("batched")(BatchedExecutor)
+EXECUTORS.register_lazy("ray", "nmoe_sim.engine.ray_executor:RayExecutor")

@@ -45,8 +45,21 @@ def _init_worker() -> None:
             ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
         except (OSError, AttributeError):
             pass  # no prctl here: workers of a killed run outlive it until ended by hand
+    prepare_worker()
+
+
+def prepare_worker() -> None:
+    """What every worker of every executor does first (the pool's and the ray executor's
+    actors): one torch thread, so its results are the reference's bits at one thread, and
+    every loss and report a task may name registered."""
     torch.set_num_threads(1)
-    import nmoe_sim.engine.losses  # noqa: F401  # every loss and report a task may name
+    import nmoe_sim.engine.losses  # noqa: F401
+
+
+def run_tasks(tasks: Sequence[TrainTask]) -> list[TaskResult]:
+    """A worker's shard, in order, each task trained in its own template: the caller's
+    unpickled copy, which no other process shares."""
+    return [execute(t, t.template) for t in tasks]
 
 
 def _run_shard(payload: bytes) -> bytes:
@@ -55,7 +68,7 @@ def _run_shard(payload: bytes) -> bytes:
     # template would write the same parameters (and every tensor would hold a file
     # descriptor). Unpickled here, the templates are this worker's own: train in them.
     tasks: list[TrainTask] = pickle.loads(payload)
-    return pickle.dumps([execute(t, t.template) for t in tasks], protocol=pickle.HIGHEST_PROTOCOL)
+    return pickle.dumps(run_tasks(tasks), protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def _pool(workers: int) -> ProcessPoolExecutor:

@@ -105,6 +105,9 @@ class TaskResult:
     loss: float  # mean loss over the last epoch
     stat: torch.Tensor | None = None  # the loss's statistic, sample-weighted over the last epoch
     report: Any = None  # what the task's report measured after training
+    # Where the state was left out (averaged where the task ran, executors.gather_mean): the
+    # first of its floating tensors that held NaN or inf there, or None.
+    nonfinite: str | None = None
 
 
 def _to(t: torch.Tensor, device: torch.device) -> torch.Tensor:

@@ -7,6 +7,7 @@ and outputs share no storage with them.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -63,3 +64,58 @@ def weighted_average(states: Sequence[State], weights: Sequence[float] | np.ndar
 def fedavg(states: Sequence[State], num_samples: Sequence[int]) -> dict[str, torch.Tensor]:
     """FedAvg: average weighted by the number of local training samples."""
     return weighted_average(states, np.asarray(num_samples, dtype=np.float64))
+
+
+# --------------------------------------------------------------------------- in parts
+# A distributed executor averages where the states are: each worker sums its part of
+# sum_i w_i t_i, and the caller adds the parts. w is normalized over every part beforehand,
+# so the parts add up to what weighted_average computes, up to the order of the float64
+# additions (which the cast back to float32 almost always hides).
+@dataclass
+class PartialSum:
+    """One part of a weighted average: per floating key the float64 sum of w_i t_i over this
+    part's states, per integer key its heaviest state's value (weight, position, value), since
+    :func:`average_tensors` takes the heaviest state's counter (the first on ties)."""
+
+    sums: dict[str, torch.Tensor]
+    heaviest: dict[str, tuple[float, int, torch.Tensor]]
+    dtypes: dict[str, torch.dtype]
+
+
+def partial_weighted_sum(states: Sequence[State], w: Sequence[float], positions: Sequence[int]) -> PartialSum:
+    """This part's share of the average: ``w`` already normalized over all parts; ``positions``
+    are the states' places in the whole average's order (they break ties of counters)."""
+    if not states:
+        raise ValueError("a part of an average needs at least one state")
+    sums: dict[str, torch.Tensor] = {}
+    heaviest: dict[str, tuple[float, int, torch.Tensor]] = {}
+    dtypes = {k: v.dtype for k, v in states[0].items()}
+    with torch.no_grad():
+        for key, first in states[0].items():
+            if first.is_floating_point():
+                acc = torch.zeros(first.shape, dtype=torch.float64)
+                for s, wi in zip(states, w):
+                    acc += float(wi) * s[key].detach().to(torch.float64)
+                sums[key] = acc
+            else:
+                best = max(range(len(states)), key=lambda i: (w[i], -positions[i]))
+                heaviest[key] = (float(w[best]), int(positions[best]), states[best][key].detach().clone())
+    return PartialSum(sums, heaviest, dtypes)
+
+
+def finish_weighted_sum(parts: Sequence[PartialSum]) -> dict[str, torch.Tensor]:
+    """The weighted average from its parts (added in the order given), keys in the first
+    part's order, each cast back to its dtype."""
+    if not parts:
+        raise ValueError("an average needs at least one part")
+    out: dict[str, torch.Tensor] = {}
+    for key, dtype in parts[0].dtypes.items():
+        if key in parts[0].sums:
+            acc = torch.zeros(parts[0].sums[key].shape, dtype=torch.float64)
+            for p in parts:
+                acc += p.sums[key]
+            out[key] = acc.to(dtype)
+        else:
+            _, _, value = max((p.heaviest[key] for p in parts), key=lambda h: (h[0], -h[1]))
+            out[key] = value
+    return out

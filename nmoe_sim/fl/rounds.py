@@ -23,7 +23,7 @@ import simpy
 from nmoe_sim.config import TrainConfig
 from nmoe_sim.engine.checkpoint import ROUND, checkpoints_of
 from nmoe_sim.engine.executors import Job
-from nmoe_sim.engine.tasks import TaskResult, TrainTask
+from nmoe_sim.engine.tasks import State, TaskResult, TrainTask
 from nmoe_sim.record import FailureReason, FailureRecord, RoundRecord
 
 BS = "bs"
@@ -134,6 +134,23 @@ class RoundAlgorithm(ABC):
     @abstractmethod
     def aggregate(self, rnd: int, results: list[LocalResult], failures: list[Failure]) -> None: ...
 
+    def averages_states(self, rnd: int) -> bool:
+        """Whether this round's aggregate reads of the trained states only their FedAvg (the
+        mean weighted by samples over the clients whose upload arrived, in round order).
+
+        If so the driver asks the executor for that mean with the results
+        (``gather_mean``): an executor running tasks on other machines reduces it where they
+        ran (one partial sum per worker instead of every state, as pfl-research all-reduces
+        once per round), and the results ``collect`` gets may then have empty states. The
+        driver then calls :meth:`aggregate_mean` instead of :meth:`aggregate`.
+        """
+        return False
+
+    def aggregate_mean(self, rnd: int, mean: State | None, results: list[LocalResult],
+                       failures: list[Failure]) -> None:
+        """:meth:`aggregate` given the FedAvg of the arrived states (None when none arrived)."""
+        raise NotImplementedError(f"{type(self).__name__} averages no states")
+
     def evaluate(self, rnd: int) -> tuple[float, float] | None:
         """(macro-F1, accuracy) of the system after this round, or None if not meaningful."""
         return None
@@ -188,28 +205,40 @@ class RoundDriver:
                     if proc.is_alive:
                         proc.interrupt("deadline")
                 yield env.all_of(procs)
-            collected = self._collect(algo, rnd, jobs)
+            arrived = [p.value.client for p in procs if isinstance(p.value, _Trained)]
+            averaged = algo.averages_states(rnd)
+            collected, mean = self._collect(algo, rnd, jobs, arrived if averaged else None)
             outcomes = [collected[p.value.client] if isinstance(p.value, _Trained) else p.value for p in procs]
             results = [o for o in outcomes if isinstance(o, LocalResult)]
             failures = [o for o in outcomes if isinstance(o, Failure)]
             for f in failures:
                 self.sim.recorder.add(FailureRecord(self.sim.system, algo.stage, rnd, f.client, f.phase,
                                                     f.reason.value, float(env.now)))
-            algo.aggregate(rnd, results, failures)
+            if averaged:
+                algo.aggregate_mean(rnd, mean, results, failures)
+            else:
+                algo.aggregate(rnd, results, failures)
             scores = algo.evaluate(rnd)
             self.sim.record_round(scope, algo.stage, rnd, cfg.rounds, start_s, len(participants), len(failures),
                                   scores, algo.measure(rnd))
             self.next_round = rnd + 1
             checkpoints_of(self.sim).save(f"{self.sim.system} {algo.stage} round {rnd}", ROUND)
 
-    def _collect(self, algo: RoundAlgorithm, rnd: int, jobs: dict[int, Job]) -> dict[int, LocalResult]:
-        """The round's real work, all at once: every task a device started, run by the executor."""
+    def _collect(self, algo: RoundAlgorithm, rnd: int, jobs: dict[int, Job],
+                 averaged: list[int] | None) -> tuple[dict[int, LocalResult], State | None]:
+        """The round's real work, all at once: every task a device started, run by the
+        executor; with ``averaged`` (the clients whose upload arrived, in the round's order),
+        also the FedAvg of their trained states (``executor.gather_mean``)."""
         # A job cut short by its device's crash (injected faults) left nothing to collect.
         ran = [jobs[c] for c in sorted(jobs) if jobs[c].started and not jobs[c].aborted]
         if not ran:
-            return {}
-        return {job.task.client: algo.collect(rnd, job.task.client, res)
-                for job, res in zip(ran, self.sim.executor.gather(ran))}
+            return {}, None
+        if averaged is None:
+            results, mean = self.sim.executor.gather(ran), None
+        else:
+            where = {job.task.client: i for i, job in enumerate(ran)}
+            results, mean = self.sim.executor.gather_mean(ran, [where[c] for c in averaged])
+        return {job.task.client: algo.collect(rnd, job.task.client, res) for job, res in zip(ran, results)}, mean
 
     def _client_round(self, algo: RoundAlgorithm, rnd: int, client: int, jobs: dict[int, Job],
                       sync: "_Prelude | None" = None,

@@ -23,7 +23,7 @@ from nmoe_sim.fl.probes import COLLAPSED_TOP_SHARE, Representation, collapsed_sp
 from nmoe_sim.fl.schedule import sgd_args
 from nmoe_sim.fl.rounds import Failure, LocalResult, RoundAlgorithm
 from nmoe_sim.engine.losses import VIEW_CHUNK
-from nmoe_sim.engine.tasks import TaskResult, TrainTask, clone_state, draw_plan
+from nmoe_sim.engine.tasks import State, TaskResult, TrainTask, clone_state, draw_plan
 from nmoe_sim.fl.train import predict_batched
 from nmoe_sim.models import Classifier, ContrastiveModel, FeatureExtractor, forward_flops_per_sample, train_flops_per_sample
 from nmoe_sim.models.build import make_fe, seeded
@@ -90,9 +90,17 @@ class FederatedFE(RoundAlgorithm):
         return self.model.fe  # type: ignore[return-value]
 
     def aggregate(self, rnd: int, results: list[LocalResult], failures: list[Failure]) -> None:
-        if results:  # a round where every client failed leaves the global model unchanged
+        mean = fedavg([r.update["state"] for r in results], [r.num_samples for r in results]) if results else None
+        self.aggregate_mean(rnd, mean, results, failures)
+
+    def averages_states(self, rnd: int) -> bool:
+        return True  # FedAvg: the new global model is the arrived states' mean, nothing else
+
+    def aggregate_mean(self, rnd: int, mean: State | None, results: list[LocalResult],
+                       failures: list[Failure]) -> None:
+        if mean is not None:  # a round where every client failed leaves the global model unchanged
             self.rounds_updated += 1
-            self.global_state = fedavg([r.update["state"] for r in results], [r.num_samples for r in results])
+            self.global_state = mean
 
 
 @FE_ALGORITHMS.register("fedce")
@@ -273,8 +281,9 @@ class FedSC(FederatedFE):
         out["projection_collapsed"] = bool(share >= COLLAPSED_TOP_SHARE)
         return out
 
-    def aggregate(self, rnd: int, results: list[LocalResult], failures: list[Failure]) -> None:
-        super().aggregate(rnd, results, failures)
+    def aggregate_mean(self, rnd: int, mean: State | None, results: list[LocalResult],
+                       failures: list[Failure]) -> None:
+        super().aggregate_mean(rnd, mean, results, failures)
         if self.sc.share_correlation and not self.fresh:
             for r in results:
                 self.uploaded[r.client] = r.update["corr"]

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from nmoe_sim.config import ConfigError
+from nmoe_sim.errors import ConfigError
 from nmoe_sim.fl.candidates import candidate_masks, candidate_sets
 from nmoe_sim.fl.exchange import EXCHANGES
 from nmoe_sim.fl.routing import GateRouter, RandomRouter

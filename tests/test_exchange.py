@@ -75,3 +75,24 @@ def test_expert_weights_a_lost_upload_makes_that_expert_unavailable_to_the_other
 def test_unknown_exchange_is_rejected_with_the_known_ones() -> None:
     with pytest.raises(Exception, match="expert_weights"):
         tiny_cfg("stage3.expert_outputs=broadcast")
+
+
+@pytest.mark.parametrize("target", ["best_expert", "moe_loss"])
+def test_a_gate_ranks_the_best_expert_it_heard_from_above_experts_it_never_heard_from(target: str) -> None:
+    """A client whose outputs from experts 2 and 3 never arrived (lost transfers) trains on
+    experts 0 and 1 only, its own expert 0 being the better. At inference every expert is
+    open, so the gate must have learned to rank 0 above 2 and 3 too: with the logits of
+    absent experts masked out of the loss (as before), they kept their initial lead and the
+    client routed nothing to its own expert (seen on the harsh quickstart: expert 8 lost
+    every query, its own client's included)."""
+    from nmoe_sim.engine.losses import GATE_TARGETS
+
+    logits = torch.tensor([[0.0, 0.0, 5.0, 5.0]], requires_grad=True)  # absent experts lead at first
+    true_p = torch.tensor([[0.9, 0.1, 0.0, 0.0]])  # (B,E): only 0 and 1 reported
+    available = torch.tensor([True, True, False, False])
+    opt = torch.optim.SGD([logits], lr=1.0)
+    for _ in range(200):
+        opt.zero_grad()
+        GATE_TARGETS.get(target, "stage3.target")(logits, true_p, available).backward()
+        opt.step()
+    assert int(logits.argmax()) == 0

@@ -14,7 +14,7 @@ module is enough to make every task runnable.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Optional
 
 import torch
 from torch import nn
@@ -110,22 +110,36 @@ def fedsc_correlation(module: nn.Module, task: Any) -> torch.Tensor:
 
 # --------------------------------------------------------------------------- the gate
 # A gate target: (gate logits (B,E), true-class probability of every expert (B,E),
-# available experts (E,) bool) -> loss. Named by ``stage3.target``.
-GATE_TARGETS: Registry[Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]] = Registry("gate target")
+# available experts (E,) bool, open experts (E,) bool or None for all) -> loss. Named by
+# ``stage3.target``. Open: the experts the gate chooses among (its candidates, trained);
+# available: the open ones whose outputs reached the client. An open expert that is not
+# available (its transfer was lost) stays in the gate's softmax with no evidence for it, so
+# it is ranked below the best the client heard from: masked out of the loss as well, its
+# logit stayed untrained, and at inference, where it is open again, it could outrank the
+# client's own expert (a client whose exchange failed then routed nothing to itself).
+GateTarget = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, Optional[torch.Tensor]], torch.Tensor]
+GATE_TARGETS: Registry[GateTarget] = Registry("gate target")
+
+
+def _closed(logits: torch.Tensor, open_: torch.Tensor | None) -> torch.Tensor:
+    return logits if open_ is None else logits.masked_fill(~open_, -1e9)
 
 
 @GATE_TARGETS.register("best_expert")
-def best_expert_loss(logits: torch.Tensor, true_p: torch.Tensor, available: torch.Tensor) -> torch.Tensor:
-    """Classify the expert that gives the true class the highest probability."""
+def best_expert_loss(logits: torch.Tensor, true_p: torch.Tensor, available: torch.Tensor,
+                     open_: torch.Tensor | None = None) -> torch.Tensor:
+    """Classify the available expert that gives the true class the highest probability."""
     target = true_p.masked_fill(~available, -1.0).argmax(1)
-    return F.cross_entropy(logits.masked_fill(~available, -1e9), target)
+    return F.cross_entropy(_closed(logits, open_), target)
 
 
 @GATE_TARGETS.register("moe_loss")
-def moe_loss(logits: torch.Tensor, true_p: torch.Tensor, available: torch.Tensor) -> torch.Tensor:
-    """Negative log-likelihood of the dense mixture sum_j softmax(logits)_j p_j(y)."""
-    g = torch.softmax(logits.masked_fill(~available, -1e9), dim=1)  # (B,E)
-    return -torch.log((g * true_p).sum(1).clamp_min(1e-12)).mean()
+def moe_loss(logits: torch.Tensor, true_p: torch.Tensor, available: torch.Tensor,
+             open_: torch.Tensor | None = None) -> torch.Tensor:
+    """Negative log-likelihood of the dense mixture sum_j softmax(logits)_j p_j(y); an open
+    expert that did not report counts as giving the true class nothing."""
+    g = torch.softmax(_closed(logits, open_), dim=1)  # (B,E)
+    return -torch.log((g * true_p.masked_fill(~available, 0.0)).sum(1).clamp_min(1e-12)).mean()
 
 
 @LOSSES.register("gate")
@@ -134,10 +148,11 @@ def gate(module: nn.Module, b: Batch) -> torch.Tensor:
     (``aux['true_p']`` (B,E): all a gate target reads of the experts' (B,E,K) outputs).
 
     ``draw`` is the generator state the gate noise starts from; ``args``: ``target`` (a
-    GATE_TARGETS name) and ``available`` (E,) bool.
+    GATE_TARGETS name), ``available`` and ``open`` (E,) bool (see GATE_TARGETS).
     """
     logits = module(b.x, generator_from(b.draw))
-    return GATE_TARGETS.get(b.args["target"], "stage3.target")(logits, b.aux["true_p"], b.args["available"])
+    return GATE_TARGETS.get(b.args["target"], "stage3.target")(logits, b.aux["true_p"], b.args["available"],
+                                                               b.args.get("open"))
 
 
 @LOSSES.register("gate_ditto")
@@ -147,10 +162,10 @@ def gate_ditto(module: nn.Module, b: Batch) -> torch.Tensor:
     client last downloaded (constant). ``module`` is a DittoGates; ``draw`` the
     generator state both gates' noise is drawn from, shared gate first."""
     target = GATE_TARGETS.get(b.args["target"], "stage3.target")
-    true_p, available = b.aux["true_p"], b.args["available"]
+    true_p, available, open_ = b.aux["true_p"], b.args["available"], b.args.get("open")
     gen = generator_from(b.draw)
-    shared = target(module.shared(b.x, gen), true_p, available)  # type: ignore[operator]
-    personal = target(module.personal(b.x, gen), true_p, available)  # type: ignore[operator]
+    shared = target(module.shared(b.x, gen), true_p, available, open_)  # type: ignore[operator]
+    personal = target(module.personal(b.x, gen), true_p, available, open_)  # type: ignore[operator]
     anchor = b.args["anchor"]
     pull = sum(((p - anchor[name]) ** 2).sum() for name, p in module.personal.named_parameters())  # type: ignore[union-attr]
     return shared + personal + 0.5 * b.args["prox"] * pull

@@ -53,6 +53,10 @@ class GateData:
     y: torch.Tensor  # (n,)
     true_p: torch.Tensor  # (n, E): expert j's probability of sample i's true class
     available: torch.Tensor  # (E,) bool: experts whose outputs reached this client
+    # (E,) bool: experts this client's gate chooses among: trained ones in its candidate set
+    # (all without stage3.candidates). One open but not available is a lost transfer: the
+    # gate ranks it below the best it heard from (engine/losses.py). None: every expert.
+    open: Optional[torch.Tensor] = None
 
 
 @torch.no_grad()
@@ -84,9 +88,20 @@ class _Collected:
         self.true_p[c][:, j] = out[self.rows[c], self.y[c]]
         self.available[c][j] = True
 
-    def gate_data(self, world: "World", parts: "NMoEParts") -> list[GateData]:
-        return [GateData(parts.train_feats[c], world.clients[c].y_train, self.true_p[c], self.available[c])
-                for c in range(world.n_clients)]
+    def gate_data(self, world: "World", parts: "NMoEParts", candidates: "Candidates") -> list[GateData]:
+        n = world.n_clients
+        trained = torch.tensor([is_trained(e) for e in parts.experts], dtype=torch.bool)
+        out = []
+        for c in range(n):
+            open_ = trained.clone()
+            if candidates is not None:
+                chosen = torch.zeros(n, dtype=torch.bool)
+                chosen[torch.as_tensor(candidates[c], dtype=torch.long)] = True
+                chosen[c] = True
+                open_ &= chosen
+            out.append(GateData(parts.train_feats[c], world.clients[c].y_train, self.true_p[c], self.available[c],
+                                open_))
+        return out
 
 
 @EXCHANGES.register("features")
@@ -117,7 +132,7 @@ def exchange_features(world: "World", sim: "Sim", parts: "NMoEParts", stage: str
     pairs = [(c, j) for c in range(n) for j in (range(n) if candidates is None else candidates[c].tolist())
              if is_trained(parts.experts[j])]
     yield sim.env.all_of([sim.env.process(ask(c, j)) for c, j in pairs])
-    return got.gate_data(world, parts)
+    return got.gate_data(world, parts, candidates)
 
 
 @EXCHANGES.register("expert_weights")
@@ -161,4 +176,4 @@ def exchange_expert_weights(world: "World", sim: "Sim", parts: "NMoEParts", stag
             got.put(c, j, out)
 
     yield sim.env.all_of([sim.env.process(fetch_and_run(c)) for c in range(n)])
-    return got.gate_data(world, parts)
+    return got.gate_data(world, parts, candidates)

@@ -73,7 +73,7 @@ def gate_task(client: int, template: Gate, start: dict[str, torch.Tensor], data:
     return TrainTask(
         client=client, node=client, template=template, start=start, x=data.feats, y=data.y, plan=plan,
         draws=draws, loss="gate", aux={"true_p": data.true_p},  # (n,E)
-        args={"target": cfg.target, "available": data.available},
+        args={"target": cfg.target, "available": data.available, "open": data.open},
         **sgd_args(cfg, rnd),
         flops=cfg.local_epochs * len(data.y) * flops_per_sample, upload_bytes=upload_bytes,
     )

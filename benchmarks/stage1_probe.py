@@ -9,6 +9,7 @@ untrained FE's, and for FedSC the top direction's share of the projections' corr
 (``stages.<stage1>.representation``), without stages 2-3, inference or the baselines.
 
     python benchmarks/stage1_probe.py scenarios/quickstart.yaml --set data.partition.kind=iid
+    python benchmarks/stage1_probe.py scenarios/quickstart.yaml --set stage1.probe_every=20 --set stage1.rounds=120
     python benchmarks/stage1_probe.py scenarios/quickstart.yaml --set model.proj_batchnorm=true \\
         --set 'stage1.fedsc.augment.mono={brightness_contrast: 0, affine_p: 0, blur_p: 0, noise_std: 0, erase_p: 0}'
 """
@@ -44,6 +45,10 @@ def main() -> int:
     driver = RoundDriver(sim, world.n_clients, world.streams.numpy(f"{algo.stage}/participation"))
     sim.env.run(sim.env.process(driver.run(algo, cfg.stage1, CostScope("nmoe", [algo.stage]))))
     rep = algo.representation()
+    for r in world.recorder.rounds:  # stage1.probe_every > 0: the checks along the way
+        if r.probe_linear == r.probe_linear:  # not NaN: measured this round
+            print(f"  round {r.round + 1}: probe {r.probe_linear:.3f}, kNN {r.probe_knn:.3f}, "
+                  f"effective rank {r.effective_rank:.1f}")
     un = rep["untrained"]
     share = rep.get("projection_top_share")
     print(f"{cfg.stage1.algorithm} seed {cfg.seed}, {cfg.stage1.rounds} rounds: probe {rep['linear_probe']:.3f} "

@@ -73,3 +73,22 @@ def test_wrong_input_shape() -> None:
     aug = make_views(AugmentConfig(), (1, 8, 8))
     with pytest.raises(ValueError, match="expected"):
         aug(torch.zeros(2, 3, 8, 8), gen(0))
+
+
+@pytest.mark.parametrize("off", [
+    {"brightness_contrast": 0, "affine_p": 0, "blur_p": 0, "noise_std": 0, "erase_p": 0},  # crop only
+    {"noise_std": 0, "erase_p": 0},  # the last two ops off
+    {"blur_p": 0},  # an op in the middle off: still drawn, so the later ops' draws stay put
+])
+def test_ops_that_are_off_change_no_view(off: dict) -> None:
+    # One-channel views skip the ops after the last one that is on; every view must equal
+    # the one every op in turn makes from the same per-view generator.
+    from nmoe_sim.data.mono_views import MonoViews
+
+    views = MonoViews(AugmentConfig(crop_scale_min=0.6, flip=False, mono=off), (1, 8, 8))
+    x = torch.randn(16, 1, 8, 8)
+    gen = torch.Generator().manual_seed(7)
+    full = views._geometry(x, gen, 16)
+    for op in (views._intensity, views._blur, views._noise, views._erase):
+        full = op(full, gen, 16, 8, 8)
+    assert torch.equal(views.apply(x, 7), full)

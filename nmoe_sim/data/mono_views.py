@@ -49,6 +49,10 @@ class MonoViews:
         if input_shape[0] != 1:
             raise ValueError(f"MonoViews is for one-channel images, got shape {input_shape}")
         self.cfg, self.mono, self.input_shape = cfg, cfg.mono, input_shape
+        ops = [(self._intensity, cfg.mono.brightness_contrast > 0), (self._blur, cfg.mono.blur_p > 0),
+               (self._noise, cfg.mono.noise_std > 0), (self._erase, cfg.mono.erase_p > 0)]
+        last_on = max((i for i, (_, on) in enumerate(ops) if on), default=-1)
+        self._tail = [op for op, _ in ops[: last_on + 1]]
 
     def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         return self.apply(x, self.draw_seed(gen))
@@ -64,10 +68,12 @@ class MonoViews:
         gen = torch.Generator().manual_seed(seed)  # parameters drawn on the CPU, in a fixed order
         b, _, h, w = x.shape
         view = self._geometry(x, gen, b)
-        view = self._intensity(view, gen, b)
-        view = self._blur(view, gen, b)
-        view = self._noise(view, gen, b)
-        return self._erase(view, gen, b, h, w)
+        # An op that is off still draws its parameters, so the ops after it see the same
+        # draws whatever it is set to; once every op left is off, nothing follows that could
+        # use them (the generator is this view's alone), so the tail is skipped.
+        for op in self._tail:
+            view = op(view, gen, b, h, w)
+        return view
 
     # ------------------------------------------------------------------ ops
     def _geometry(self, x: torch.Tensor, gen: torch.Generator, b: int) -> torch.Tensor:
@@ -94,7 +100,7 @@ class MonoViews:
         grid = F.affine_grid(theta.to(x.device), list(x.shape), align_corners=False)
         return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
-    def _intensity(self, x: torch.Tensor, gen: torch.Generator, b: int) -> torch.Tensor:
+    def _intensity(self, x: torch.Tensor, gen: torch.Generator, b: int, h: int, w: int) -> torch.Tensor:
         jitter = self.mono.brightness_contrast
         on = _coin(gen, b, 0.8)
         shift = torch.where(on, _uniform(gen, b, -jitter, jitter), 0.0)
@@ -105,7 +111,7 @@ class MonoViews:
         u = (u * gain.view(b, 1, 1, 1).to(x) + shift.view(b, 1, 1, 1).to(x)).clamp(0.0, 1.0)
         return (u - 0.5) * (2 * COLOR_SPAN_STD)
 
-    def _blur(self, x: torch.Tensor, gen: torch.Generator, b: int) -> torch.Tensor:
+    def _blur(self, x: torch.Tensor, gen: torch.Generator, b: int, h: int, w: int) -> torch.Tensor:
         on = _coin(gen, b, self.mono.blur_p)
         sigma = _uniform(gen, b, 0.1, 1.0)
         if not bool(on.any()):
@@ -118,7 +124,7 @@ class MonoViews:
         padded = F.pad(x.reshape(1, b, *x.shape[2:]), (1, 1, 1, 1), mode="reflect")
         return F.conv2d(padded, kernel, groups=b).view_as(x)
 
-    def _noise(self, x: torch.Tensor, gen: torch.Generator, b: int) -> torch.Tensor:
+    def _noise(self, x: torch.Tensor, gen: torch.Generator, b: int, h: int, w: int) -> torch.Tensor:
         on = _coin(gen, b, 0.5)
         if self.mono.noise_std <= 0:
             return x

@@ -36,8 +36,14 @@ def main() -> int:
     from nmoe_sim.seeds import SeedStreams
     from nmoe_sim.world import build_world
 
+    from nmoe_sim.errors import ConfigError
+
     torch.set_num_threads(1)
-    cfg = load_scenario(args.scenario, args.sets)
+    try:
+        cfg = load_scenario(args.scenario, args.sets)
+    except ConfigError as exc:  # a bad scenario or --set: one line, as the CLI does
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     world = build_world(cfg, SeedStreams(cfg.seed))
     sim = world.new_sim("nmoe")
     algo = FE_ALGORITHMS.get(cfg.stage1.algorithm, "stage1.algorithm")(world, cfg.stage1, probe=True)

@@ -250,3 +250,22 @@ def test_one_channel_blur_smooths_and_geometry_moves_pixels() -> None:
 def test_colour_views_stay_with_three_channel_data() -> None:
     rgb = make_views(AugmentConfig(), (3, 8, 8))
     assert {type(m).__name__ for m in rgb.colour} == {"ColorJitter", "RandomGrayscale"}
+
+
+@pytest.mark.parametrize("clients", [3, 5])
+def test_alpha_one_over_k_is_each_clients_share_and_gives_round_0_a_prelude(clients: int) -> None:
+    world = fedsc_world(f"data.clients={clients}", "stage1.fedsc.alpha_start=1/K", "stage1.fedsc.alpha_end=1/K")
+    algo = FedSC(world, world.cfg.stage1)
+    assert [algo.alpha(r) for r in range(2)] == [1.0 / clients] * 2
+    assert algo.has_prelude(0)  # alpha < 1 from round 0: the others' correlation is needed at once
+    other = fedsc_world(f"data.clients={clients}", "stage1.fedsc.alpha_start=1.0", "stage1.fedsc.alpha_end=1/K")
+    mixed = FedSC(other, other.cfg.stage1)
+    assert mixed.alpha(0) == 1.0 and not mixed.has_prelude(0) and mixed.alpha(1) == pytest.approx(1.0 / clients)
+
+
+@pytest.mark.parametrize("value", ["1.5", "-0.1", "1/k", "half", "true"])
+def test_alpha_outside_the_unit_interval_or_not_1_over_k_is_refused(value: str) -> None:
+    from nmoe_sim.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"stage1\.fedsc\.alpha_start: must be a number in \[0, 1\] or 1/K"):
+        fedsc_world(f"stage1.fedsc.alpha_start={value}")

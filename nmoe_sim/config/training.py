@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Literal, Optional
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from nmoe_sim.strict import Strict
 
@@ -98,12 +98,25 @@ class AugmentConfig(Strict):
 class FedSCConfig(Strict):
     """FedSC (Jing et al., ICML 2024); defaults are the authors' (docs/algorithms.md)."""
 
-    alpha_start: float = Field(1.0, ge=0, le=1)
-    alpha_end: float = Field(0.2, ge=0, le=1)
+    alpha_start: float | Literal["1/K"] = Field(
+        1.0, description="weight of the client's own correlation in round 0, in [0, 1] (1: the local "
+        "spectral loss, the authors' start), or 1/K: each client's exact share of the global loss, K the "
+        "number of clients (what makes FedSC learn at one class per client, docs/algorithms.md)")
+    alpha_end: float | Literal["1/K"] = Field(0.2, description="the same in the last round (authors: 0.2); "
+                                              "linear in between")
     mu: float = Field(1.0, gt=0, description="projections clipped to norm sqrt(mu) (authors: 4; at this "
                       "testbed's model sizes and budgets 4 lets the projections herd to the radius and "
                       "collapse there, docs/algorithms.md)")
     share_correlation: bool = True
+
+    @field_validator("alpha_start", "alpha_end", mode="before")
+    @classmethod
+    def _alpha(cls, v: object) -> object:
+        if v == "1/K":
+            return v
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
+            raise ValueError("must be a number in [0, 1] or 1/K")
+        return float(v)
     r_ext: Literal["fresh", "stale"] = Field(
         "fresh", description="fresh (the authors'): each round every client computes its correlation on the "
         "model it just downloaded and the server returns the mean of the others' before anyone trains (an "

@@ -37,6 +37,11 @@ def spectral_loss(z1: torch.Tensor, z0: torch.Tensor, alpha: float, r_ext: torch
     return align + alpha * (r_loc**2).sum() + 2.0 * (1.0 - alpha) * torch.trace(r_loc @ r_ext)
 
 
+def alpha_value(value: float | str, n_clients: int) -> float:
+    """A configured alpha as a number: ``"1/K"`` is each of K clients' share of the global loss."""
+    return 1.0 / n_clients if value == "1/K" else float(value)
+
+
 def alpha_schedule(rnd: int, rounds: int, start: float, end: float) -> float:
     """Linear annealing of alpha from ``start`` (round 0) to ``end`` (last round)."""
     if rounds <= 1:

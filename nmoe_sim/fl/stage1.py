@@ -18,7 +18,7 @@ from sklearn.metrics import accuracy_score, f1_score
 from nmoe_sim.config import Stage1Config, TrainConfig
 from nmoe_sim.data.augment import make_views
 from nmoe_sim.fl.aggregate import fedavg
-from nmoe_sim.fl.fedsc_loss import alpha_schedule, clip_norm, correlation, spectral_loss
+from nmoe_sim.fl.fedsc_loss import alpha_schedule, alpha_value, clip_norm, correlation, spectral_loss
 from nmoe_sim.fl.probes import COLLAPSED_TOP_SHARE, Representation, collapsed_spectral_loss, measure, probe_subset, top_eigen_share
 from nmoe_sim.fl.schedule import sgd_args
 from nmoe_sim.fl.rounds import Failure, LocalResult, RoundAlgorithm
@@ -162,7 +162,8 @@ class FedSC(FederatedFE):
         self.noise_rngs = [world.streams.numpy(f"{stage}/noise{i}") for i in range(world.n_clients)]
 
     def alpha(self, rnd: int) -> float:
-        return alpha_schedule(rnd, self.cfg.rounds, self.sc.alpha_start, self.sc.alpha_end)
+        return alpha_schedule(rnd, self.cfg.rounds, alpha_value(self.sc.alpha_start, self.world.n_clients),
+                              alpha_value(self.sc.alpha_end, self.world.n_clients))
 
     def configure(self, rnd: int, participants: Any) -> None:
         # Stale: R_ext for client c is the mean of the OTHER clients' correlations from

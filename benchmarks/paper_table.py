@@ -1,0 +1,138 @@
+#!/usr/bin/env python
+"""The paper's main study as its findings read it: tables from a finished (or partial) sweep
+of ``scenarios/paper/digits_main.yaml`` or ``fmnist_main.yaml`` (a figure, not a test).
+
+Reads each finished point's ``metrics.json`` (through ``nmoe_sim.table.run_rows``, the rows
+``table.md`` is made of) and prints, as mean ± sample std over seeds:
+
+1. the NMoE's macro-F1 per partition x stage-1 FE x gate, with FedGate (its scenario
+   settings) beside FedAvg-style gating (``stage3.fedgate`` with ``personal: none`` and
+   ``sync_every: 1``), and each FE's linear probe;
+2. the bounds and baselines per partition: centralized F1 and LR, local F1 per FE, FedAvg F1,
+   the NMoE's LR range;
+3. the NMoE's delivered MB per cell (its own stages).
+
+RanGate and RollGate ignore ``stage3.fedgate``; where a sweep runs them under both values,
+the two copies must agree, and the script says so if they do not.
+
+    python benchmarks/paper_table.py /tmp/q/dsweep/paper_digits_main/sweep
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+GATES = ("RanGate", "RollGate", "FedGate", "FedAvg-style gating")
+
+
+def partition_label(text: str) -> str:
+    p = yaml.safe_load(text)
+    if p["kind"] == "iid":
+        return "IID"
+    if p["kind"] == "dirichlet":
+        return f"Dirichlet {p['alpha']}"
+    return f"{p['classes_per_client']} class per client"
+
+
+def gate_label(overrides: dict[str, str]) -> tuple[str, bool]:
+    """(gate name, whether this point is the copy to report for a gate that ignores stage3.fedgate)."""
+    algo = overrides.get("stage3.algorithm", "fedgate")
+    fg = yaml.safe_load(overrides.get("stage3.fedgate", "{}")) or {}
+    fedavg_style = fg.get("personal") == "none" and fg.get("sync_every") == 1 and fg.get("local_part", "none") == "none"
+    if algo == "fedgate":
+        return ("FedAvg-style gating" if fedavg_style else "FedGate"), True
+    return {"rangate": "RanGate", "rollgate": "RollGate"}[algo], not fedavg_style
+
+
+def cell(values: list[float], scale: float = 100.0, digits: int = 1) -> str:
+    if not values:
+        return "–"
+    mean = statistics.fmean(values) * scale
+    std = statistics.stdev(values) * scale if len(values) > 1 else 0.0
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("sweep_dir", type=Path)
+    args = parser.parse_args()
+    from nmoe_sim.table import run_rows
+
+    points_file = args.sweep_dir / "points.json"
+    if not points_file.is_file():
+        print(f"error: {points_file}: no points.json (is this a sweep directory?)", file=sys.stderr)
+        return 2
+    points = json.loads(points_file.read_text())["points"]
+    # (partition, FE, gate) -> system -> [row per seed]
+    rows: dict[tuple[str, str, str], dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
+    copies: dict[tuple[str, str, str, int], list[float]] = defaultdict(list)
+    done = 0
+    for pt in points:
+        metrics_file = args.sweep_dir / pt["run_dir"] / "metrics.json"
+        if pt.get("status") != "ran" or not metrics_file.is_file():
+            continue
+        done += 1
+        ov = dict(o.split("=", 1) for o in pt["overrides"])
+        part, fe = partition_label(ov["data.partition"]), ov["stage1.algorithm"]
+        gate, report = gate_label(ov)
+        for row in run_rows(json.loads(metrics_file.read_text())):
+            if row["system"] == "nmoe":
+                copies[(part, fe, gate, pt["seed"])].append(row["f1_macro"])
+            if report:
+                rows[(part, fe, gate)][row["system"]].append(row)
+    print(f"{done} of {len(points)} points finished")
+    for key, f1s in sorted(copies.items()):
+        if len(set(f1s)) > 1:
+            print(f"note: {key}: the copies under both stage3.fedgate values differ: {f1s}")
+
+    parts = list(dict.fromkeys(k[0] for k in rows))
+    fes = list(dict.fromkeys(k[1] for k in rows))
+
+    def values(part: str, fe: str, gate: str, system: str, col: str) -> list[float]:
+        return [r[col] for r in rows.get((part, fe, gate), {}).get(system, [])]
+
+    print("\nNMoE macro-F1 (%), mean ± std over seeds; FE probe (%) of the stage-1 FE")
+    print("| partition | FE | FE probe | " + " | ".join(GATES) + " |")
+    print("|---|---|---|" + "---|" * len(GATES))
+    for part in parts:
+        for fe in fes:
+            probe = values(part, fe, "FedGate", "nmoe", "fe_linear_probe")
+            f1 = [cell(values(part, fe, g, "nmoe", "f1_macro")) for g in GATES]
+            print(f"| {part} | {fe} | {cell(probe)} | " + " | ".join(f1) + " |")
+
+    print("\nBounds and baselines (macro-F1 %, LR %; from the FedGate points)")
+    print("| partition | centralized F1 / LR | local F1 (" + " / ".join(fes) + ") | FedAvg F1 | NMoE LR (its cells) |")
+    print("|---|---|---|---|---|")
+    for part in parts:
+        first = fes[0]
+        cen_f1 = values(part, first, "FedGate", "centralized", "f1_macro")
+        cen_lr = values(part, first, "FedGate", "centralized", "local_ratio")
+        local = " / ".join(cell(values(part, fe, "FedGate", "local", "f1_macro")) for fe in fes)
+        fedavg = values(part, first, "FedGate", "fedavg", "f1_macro")
+        lrs = [statistics.fmean(v) * 100 for fe in fes for g in GATES if (v := values(part, fe, g, "nmoe", "local_ratio"))]
+        lr_range = f"{min(lrs):.1f} - {max(lrs):.1f}" if lrs else "–"
+        print(f"| {part} | {cell(cen_f1)} / {cell(cen_lr)} | {local} | {cell(fedavg)} | {lr_range} |")
+
+    print("\nNMoE delivered MB (its own stages), mean over seeds")
+    print("| partition | FE | " + " | ".join(GATES) + " |")
+    print("|---|---|" + "---|" * len(GATES))
+    for part in parts:
+        for fe in fes:
+            mb = []
+            for g in GATES:
+                v = values(part, fe, g, "nmoe", "system_bytes_delivered")
+                mb.append(f"{statistics.fmean(v) / 1e6:.2f}" if v else "–")
+            print(f"| {part} | {fe} | " + " | ".join(mb) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -13,7 +13,7 @@ same hash computed the same bits. Run it against another tree with that tree on 
     PYTHONPATH=/work/main python benchmarks/network_blocks.py --clients 150
     python benchmarks/network_blocks.py --clients 150
 
-Prints figures; not a test (tests/test_lazy_blocks.py checks a small case exactly).
+Prints figures; not a test (tests/test_block_arrays.py checks small cases exactly).
 """
 
 from __future__ import annotations

@@ -57,6 +57,10 @@ class FadingProcess:
         self._pos = 0
         self.state: complex = 0.0
         self._gain = 1.0
+        # The GainTable holding this process's state while a block clock steps it (see
+        # there); the attributes above are stale until it hands the state back.
+        self._bound: GainTable | None = None
+        self._table_row = -1  # its row in the one GainTable that may hold it (its link's clock)
 
     # Normals drawn from the link's stream per refill. Generator.standard_normal(n) yields
     # the same sequence as n scalar draws (tested), and nothing else draws from this stream
@@ -80,6 +84,8 @@ class FadingProcess:
 
     def gain(self, block: int) -> float:
         """|h|^2 in coherence block ``block`` (blocks are asked in non-decreasing order)."""
+        if self._bound is not None:
+            self._bound.release(self)
         if self.last_block is None:
             self.state = self._draw()  # start in the stationary law
         elif block == self.last_block + 1:
@@ -195,6 +201,142 @@ class NakagamiFading(FadingProcess):
     @staticmethod
     def power_quantile(cfg: ChannelConfig, u: np.ndarray) -> np.ndarray:
         return special.gammaincinv(cfg.nakagami_m, u) / cfg.nakagami_m  # Gamma(m, 1/m)
+
+
+_SQRT_HALF = math.sqrt(0.5)
+
+
+class GainTable:
+    """The fading states of many links stepped together, one array call per coherence block.
+
+    A block clock re-rates every flow it carries at every boundary; stepping each link's
+    AR(1) in Python was a third of that loop's time at scale. Here each bound process's
+    state, its buffered normals and its last block live in rows of arrays, and
+    :meth:`gains` steps all due rows at once with exactly :meth:`FadingProcess.gain`'s
+    arithmetic: the complex products written out as CPython computes them (a float times a
+    complex is a complex times ``complex(x, 0.0)``, zero terms included), ``abs`` as libm's
+    ``hypot`` (``np.hypot`` calls it; ``np.abs`` on complex does not), and the square by
+    ``float.__pow__`` per row, since NumPy's SIMD ``power`` and ``x * x`` can round
+    differently from libm's ``pow``. So the gains are the scalar path's bit for bit (tested).
+
+    Only Rayleigh and Rician processes (complex AR(1), closed-form power) are tabled; the
+    caller keeps others on :meth:`FadingProcess.gain`. A process is bound when first
+    stepped here and released (its attributes brought up to date) by its own
+    :meth:`~FadingProcess.gain`, so a scalar query in between sees the same sequence.
+    """
+
+    def __init__(self) -> None:
+        self.procs: list[FadingProcess] = []
+        self._grow(0)
+
+    _COLUMNS = {"re": float, "im": float, "last_block": np.int64, "gain": float, "pos": np.int64,
+                "bound": bool, "rician": bool, "los_re": float, "los_im": float, "scatter": float}
+
+    def _grow(self, capacity: int) -> None:
+        """Room for ``capacity`` rows (doubled as links arrive: n rows cost O(n) copies)."""
+        n = len(self.procs)
+        for name, dtype in self._COLUMNS.items():
+            col = np.zeros(capacity, dtype=dtype)
+            if n:
+                col[:n] = getattr(self, name)[:n]
+            setattr(self, name, col)
+        buf = np.zeros((capacity, FadingProcess._BUFFER))
+        if n:
+            buf[:n] = self.buf[:n]
+        self.buf = buf
+
+    @staticmethod
+    def tabled(proc: FadingProcess) -> bool:
+        """Whether ``proc`` can be stepped here (a plain Rayleigh or Rician process)."""
+        return type(proc) in (RayleighFading, RicianFading) and "gain" not in proc.__dict__
+
+    def row(self, proc: FadingProcess) -> int:
+        """The row of ``proc`` (added, unbound, on first sight)."""
+        # The row is kept on the process, not in a dict by id(): a checkpoint's unpickled
+        # processes have new ids.
+        r = proc._table_row
+        if r >= 0:
+            return r
+        r = len(self.procs)
+        if r == len(self.re):
+            self._grow(max(16, 2 * r))
+        proc._table_row = r
+        self.procs.append(proc)
+        self.last_block[r] = -1
+        if isinstance(proc, RicianFading):
+            self.rician[r] = True
+            self.los_re[r], self.los_im[r] = proc.los.real, proc.los.imag
+            self.scatter[r] = proc.scatter
+        return r
+
+    def _bind(self, r: int) -> bool:
+        proc = self.procs[r]
+        if proc.last_block is None or len(proc._buf) != FadingProcess._BUFFER:
+            return False  # never drawn: its first draw stays on the scalar path
+        state = complex(proc.state)
+        self.re[r], self.im[r] = state.real, state.imag
+        self.last_block[r], self.gain[r], self.pos[r] = proc.last_block, proc._gain, proc._pos
+        self.buf[r] = proc._buf
+        self.bound[r] = True
+        proc._bound = self
+        return True
+
+    def release(self, proc: FadingProcess) -> None:
+        """Hand ``proc``'s state back to it (its own gain() calls this first)."""
+        r = proc._table_row
+        proc.state = complex(float(self.re[r]), float(self.im[r]))
+        proc.last_block, proc._gain = int(self.last_block[r]), float(self.gain[r])
+        proc._buf, proc._pos = self.buf[r].tolist(), int(self.pos[r])
+        self.bound[r] = False
+        proc._bound = None
+
+    def gains(self, rows: np.ndarray, block: int) -> np.ndarray:
+        """|h|^2 in ``block`` of the processes in ``rows`` (distinct), as their gain(block)."""
+        for r in rows[~self.bound[rows]].tolist():
+            self._bind(r)
+        bound = self.bound[rows]
+        last = self.last_block[rows]
+        step = rows[bound & (last == block - 1)]
+        if step.size:
+            self._step(step, block)
+        odd = ~bound | ((last != block - 1) & (last != block))
+        out = self.gain[rows]
+        if odd.any():
+            # A first draw or a gap (never seen on a clock's consecutive boundaries):
+            # the scalar path, which releases the row first.
+            for i in np.flatnonzero(odd).tolist():
+                out[i] = self.procs[int(rows[i])].gain(block)
+        return out
+
+    def _step(self, rows: np.ndarray, block: int) -> None:
+        """One consecutive block for ``rows``: FadingProcess.gain's inlined AR(1) step."""
+        n = FadingProcess._BUFFER
+        pos = self.pos[rows]
+        full = pos >= n
+        if full.any():
+            for r in rows[full].tolist():
+                self.buf[r] = self.procs[r].rng.standard_normal(n)
+            pos[full] = 0
+        procs = self.procs
+        rho = np.array([procs[r].rho for r in rows.tolist()])  # mobility may change it
+        x = 1.0 - rho * rho
+        c = np.sqrt(np.where(0.0 > x, 0.0, x))
+        w_re, w_im = self.buf[rows, pos], self.buf[rows, pos + 1]
+        self.pos[rows] = pos + 2
+        # complex(re, im) * sqrt(0.5), then c * that, rho * state, and their sum.
+        d_re, d_im = w_re * _SQRT_HALF - w_im * 0.0, w_re * 0.0 + w_im * _SQRT_HALF
+        s_re, s_im = self.re[rows], self.im[rows]
+        re = (rho * s_re - 0.0 * s_im) + (c * d_re - 0.0 * d_im)
+        im = (rho * s_im + 0.0 * s_re) + (c * d_im + 0.0 * d_re)
+        self.re[rows], self.im[rows] = re, im
+        rician = self.rician[rows]
+        if rician.any():  # abs(los + scatter * state)
+            sc = self.scatter[rows]
+            re, im = (np.where(rician, self.los_re[rows] + (sc * re - 0.0 * im), re),
+                      np.where(rician, self.los_im[rows] + (sc * im + 0.0 * re), im))
+        mag = np.hypot(re, im).tolist()
+        self.gain[rows] = [m ** 2 for m in mag]
+        self.last_block[rows] = block
 
 
 class LinkChannel:

@@ -15,8 +15,9 @@ from __future__ import annotations
 import math
 import zlib
 from array import array
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
+from operator import attrgetter, itemgetter
 from typing import TYPE_CHECKING, Any, Generator, Hashable
 
 import networkx as nx
@@ -25,10 +26,10 @@ import simpy
 
 from nmoe_sim.config import LinkChannels
 from nmoe_sim.net import channel
-from nmoe_sim.net.fading import LinkChannel
+from nmoe_sim.net.fading import GainTable, LinkChannel
 from nmoe_sim.net.fault_hooks import FaultHooks
 from nmoe_sim.net.routing import ROUTING, airtime_weight_s_per_bit
-from nmoe_sim.net.sharing import Call, Flow, SharedRadios, delay_to
+from nmoe_sim.net.sharing import Call, Flow, FlowArrays, SharedRadios, delay_to
 from nmoe_sim.record import HopRecord, Recorder, TransferRecord
 
 if TYPE_CHECKING:
@@ -100,12 +101,27 @@ def _end_once(ended: simpy.Event) -> None:
 
 @dataclass
 class _BlockClock:
-    """The block boundaries k * T_c shared by every flow on links of one coherence time."""
+    """The block boundaries k * T_c shared by every flow on links of one coherence time.
+
+    With faults attached its flows are ``entries``, re-rated one by one (the fault hooks
+    touch them between boundaries); without, they are the rows of ``group`` and their
+    links' fading states the rows of ``gains``, stepped a boundary at a time as arrays.
+    """
 
     coherence_time_s: float
     # flow seq (start order) -> [hop, link, flow, ended, first block still to rate]
     entries: dict[int, list[Any]] = field(default_factory=dict)
     armed_block: int | None = None
+    group: FlowArrays | None = None  # items: (hop, link, flow, ended, the hop's SNR list)
+    gains: GainTable = field(default_factory=GainTable)
+    cfgs: list[Any] = field(default_factory=list)  # the ChannelConfigs of its flows' links
+
+
+# A block clock's per-flow columns beside SharedRadios' (FlowArrays.extra): the first
+# block still to rate, the hop's running account, and what each block's rate needs.
+_HOP_COLUMNS = ("next_block", "bits", "tx_dbm", "bandwidth_hz", "p_tx_w", "p_rx_w", "seg_rate_bps",
+                "seg_sent0_bits", "airtime_s", "tx_energy_j", "rx_energy_j", "gain_row", "cfg_idx")
+_LINK, _SNRS, _BUDGET = itemgetter(1), itemgetter(4), attrgetter("_budget_db")
 
 
 class Network(FaultHooks):
@@ -366,10 +382,42 @@ class Network(FaultHooks):
         clock = self._clocks.get(tc)
         if clock is None:
             clock = self._clocks[tc] = _BlockClock(tc)
+            if self.faults is None:
+                clock.group = self._radios_busy.new_group(_HOP_COLUMNS, self._hop_written_back)
         next_block = link.block_index(self.env.now) + 1
-        clock.entries[flow.seq] = [hop, link, flow, ended, next_block]
+        if clock.group is None:
+            clock.entries[flow.seq] = [hop, link, flow, ended, next_block]
+        else:
+            cfg = link.cfg
+            try:
+                cfg_idx = next(i for i, c in enumerate(clock.cfgs) if c is cfg)
+            except StopIteration:
+                cfg_idx = len(clock.cfgs)
+                clock.cfgs.append(cfg)
+            row = clock.gains.row(link.process) if GainTable.tabled(link.process) else -1
+            self._radios_busy.adopt(clock.group, flow, (hop, link, flow, ended, hop.snrs_db), (
+                next_block, flow.bits, self._tx_power_dbm[hop.u], cfg.bandwidth_hz, hop.p_tx_w,
+                hop.p_rx_w, hop.seg_rate_bps, hop.seg_sent0_bits, hop.airtime_s, hop.tx_energy_j,
+                hop.rx_energy_j, row, cfg_idx))
         if clock.armed_block is None:
             self._arm_clock(clock, next_block)
+
+    def attach_faults(self, faults: "FaultState") -> None:
+        if any(c.group is not None and len(c.group) for c in self._clocks.values()):
+            raise RuntimeError("attach_faults: flows already on an array block clock")
+        if any(c.group is not None for c in self._clocks.values()):
+            self._clocks = {}  # from now on clocks re-rate flow by flow, where the hooks see them
+        super().attach_faults(faults)
+
+    @staticmethod
+    def _hop_written_back(group: FlowArrays, slot: int, item: Any) -> None:
+        """A flow left its clock's arrays: its hop's running account, as of its last block."""
+        hop = item[0]
+        hop.seg_rate_bps = float(group.seg_rate_bps[slot])  # type: ignore[attr-defined]
+        hop.seg_sent0_bits = float(group.seg_sent0_bits[slot])  # type: ignore[attr-defined]
+        hop.airtime_s = float(group.airtime_s[slot])  # type: ignore[attr-defined]
+        hop.tx_energy_j = float(group.tx_energy_j[slot])  # type: ignore[attr-defined]
+        hop.rx_energy_j = float(group.rx_energy_j[slot])  # type: ignore[attr-defined]
 
     def _arm_clock(self, clock: "_BlockClock", block: int) -> None:
         clock.armed_block = block
@@ -386,6 +434,87 @@ class Network(FaultHooks):
         step.succeed()
 
     def _rerate_blocks(self, clock: "_BlockClock", block: int) -> None:
+        if clock.group is not None:
+            self._rerate_block_arrays(clock, clock.group, block)
+        else:
+            self._rerate_block_flows(clock, block)
+
+    def _rerate_block_arrays(self, clock: "_BlockClock", group: FlowArrays, block: int) -> None:
+        """:meth:`_rerate_block_flows` on the clock's arrays: the same floats, element by
+        element, in one NumPy call per step instead of a Python pass per flow.
+
+        The links' gains come from the clock's :class:`GainTable` (processes it cannot step
+        are asked one by one); SNRs are ``tx + budget + 10 log10(gain)`` in that order, the
+        log10 by ``math`` per link (NumPy's SIMD log10 rounds differently); outages are
+        handled flow by flow, in start order, before the others' new rates, as before.
+        """
+        clock.armed_block = None
+        radios = self._radios_busy
+        group.compact()
+        g: Any = group
+        due_mask = g.next_block <= block
+        due = np.flatnonzero(due_mask)
+        if due.size == 0:
+            radios.step_group(group, due, np.empty(0))
+            if len(group):
+                self._arm_clock(clock, block + 1)
+            return
+        now = self.env.now
+        items = group.items
+        k = items[int(due[0])][1].block_index(now)
+        log10, neg_inf = math.log10, -math.inf
+        rows = g.gain_row[due].astype(np.intp)
+        fading_db = np.empty(due.size)
+        budget_db = np.empty(due.size)
+        tabled = rows >= 0
+        if tabled.any():
+            urows, inverse = np.unique(rows[tabled], return_inverse=True)
+            gains = clock.gains.gains(urows, k).tolist()
+            fading_db[tabled] = np.array([10.0 * log10(x) if x > 0.0 else neg_inf for x in gains])[inverse]
+        due_items = list(map(items.__getitem__, due.tolist()))
+        for j in np.flatnonzero(~tabled).tolist():
+            gain = due_items[j][1].process.gain(k)
+            fading_db[j] = 10.0 * log10(gain) if gain > 0.0 else neg_inf
+        budget_db[:] = list(map(_BUDGET, map(_LINK, due_items)))  # relocate() may change it
+        snr_db = (g.tx_dbm[due] + budget_db) + fading_db
+        # hop.snrs_db.append per flow, without a Python-level loop.
+        deque(map(array.append, map(_SNRS, due_items), snr_db.tolist()), maxlen=0)
+        cfg_idx = g.cfg_idx[due]
+        if len(clock.cfgs) == 1:
+            eff = channel.spectral_efficiency_bps_hz(clock.cfgs[0], snr_db)
+        else:
+            eff = np.empty(due.size)
+            for ci, cfg in enumerate(clock.cfgs):
+                m = cfg_idx == ci
+                if m.any():
+                    eff[m] = channel.spectral_efficiency_bps_hz(cfg, snr_db[m])
+        rates = g.bandwidth_hz[due] * eff
+        out = rates <= 0
+        if out.any():
+            for i in due[out].tolist():
+                hop, link, flow, ended, _snrs = items[i]
+                radios.cancel(flow)  # writes the hop's account back (_hop_written_back)
+                hop.close_segment()
+                hop.flow = None
+                # Armed here, at this instant's place in the event order, as the hop's
+                # process would have armed it when the failing boundary woke it.
+                ended.succeed(self._retx_wait(hop, link))
+            due, rates = due[~out], rates[~out]
+        radios.step_group(group, due, rates)
+        # hop.close_segment() for each: step_group brought the flows to now.
+        rem = g.rem[due]
+        sent = g.bits[due] - np.where(0.0 > rem, 0.0, rem)
+        airtime_s = (sent - g.seg_sent0_bits[due]) / g.seg_rate_bps[due]
+        g.airtime_s[due] = g.airtime_s[due] + airtime_s
+        g.tx_energy_j[due] = g.tx_energy_j[due] + g.p_tx_w[due] * airtime_s
+        g.rx_energy_j[due] = g.rx_energy_j[due] + g.p_rx_w[due] * airtime_s
+        g.seg_sent0_bits[due] = sent
+        g.seg_rate_bps[due] = rates
+        g.next_block[due] = block + 1
+        if len(group):
+            self._arm_clock(clock, block + 1)
+
+    def _rerate_block_flows(self, clock: "_BlockClock", block: int) -> None:
         """Block ``block`` begins: re-rate each flow on the clock (or drop it in outage), in
         start order, then charge each its segment sent at the old rate.
 

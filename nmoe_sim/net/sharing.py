@@ -19,9 +19,13 @@ import heapq
 import itertools
 import math
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any, Callable, Hashable
 
+import numpy as np
 import simpy
+
+_SLOT = attrgetter("slot")
 
 
 class Call:
@@ -50,6 +54,14 @@ class Flow:
     version: int = 0  # bumped whenever its finish time changes; stale heap entries skip
     active: bool = True
     env: simpy.Environment | None = field(default=None, repr=False)
+    # While a member of a FlowArrays its arrays hold the four fields above them that
+    # change (remaining_bits, ref_s, rate_bps, rate_full_bps); they are written back when
+    # it leaves.
+    group: "FlowArrays | None" = field(default=None, repr=False)
+    slot: int = -1
+    # Its radios' flow tables (SharedRadios._on_radio's values, which live as long as the
+    # scheduler): its share divisor is max(map(len, radio_flows)), without the lookups.
+    radio_flows: tuple[dict[int, "Flow"], ...] = field(default=(), repr=False)
 
     def remaining_at(self, now_s: float) -> float:
         return self.remaining_bits - self.rate_bps * (now_s - self.ref_s)
@@ -58,6 +70,103 @@ class Flow:
     def sent_bits(self) -> float:
         now = self.env.now if self.env is not None else self.ref_s
         return self.bits - max(self.remaining_at(now), 0.0)
+
+
+class FlowArrays:
+    """Flows re-rated together (one block clock's), their state as arrays in start order.
+
+    A block clock gives every flow it carries a new rate at every boundary: one
+    :meth:`SharedRadios.set_rates` pass and one heap entry per flow and block, n^2 of them
+    when n flows share a radio for n times as long. A member's bits left, reference time,
+    rates, share divisor and finish estimate live here instead, so a boundary is a few
+    array operations (:meth:`SharedRadios.step_group`), each element computed with the
+    scalar path's float operations in the same order (``x - r * 0.0`` is ``x`` for the
+    finite rates used, so the sync is unconditional), and the group counts in the heap's
+    order through its earliest (finish, seq) (:meth:`SharedRadios._top`): every wake, and
+    every stale wake, falls where it did. ``extra`` names columns the owner keeps per member
+    (the hop's running airtime and energy); ``on_release(group, slot, item)`` is called
+    when a member leaves, before its slot is freed, so the owner can write them back.
+    """
+
+    CORE = ("rem", "ref", "rate", "rate_full", "div", "finish")
+
+    def __init__(self, extra: tuple[str, ...] = (),
+                 on_release: Callable[["FlowArrays", int, Any], None] | None = None) -> None:
+        self.names = self.CORE + tuple(extra)
+        for name in self.names:
+            setattr(self, name, np.empty(0))
+        self.flows: list[Flow] = []
+        self.items: list[Any] = []
+        self.alive = np.empty(0, dtype=bool)
+        self.on_release = on_release
+        self._pending: list[tuple[Flow, Any, tuple[float, ...]]] = []
+        self._dead = 0
+
+    def __len__(self) -> int:
+        return len(self.flows) - self._dead + len(self._pending)
+
+    def flush(self) -> None:
+        """Members added since the last call get their slots (joins come in bursts)."""
+        if not self._pending:
+            return
+        base = len(self.flows)
+        values = np.array([v for _, _, v in self._pending], dtype=float).reshape(len(self._pending), -1)
+        for j, name in enumerate(self.names):
+            setattr(self, name, np.concatenate([getattr(self, name), values[:, j]]))
+        for i, (f, item, _) in enumerate(self._pending):
+            f.slot = base + i
+            self.flows.append(f)
+            self.items.append(item)
+        self.alive = np.concatenate([self.alive, np.ones(len(self._pending), dtype=bool)])
+        self._pending = []
+
+    def compact(self) -> None:
+        """Drop the slots of members that left (slots move: only between boundaries' work)."""
+        self.flush()
+        if not self._dead:
+            return
+        keep = self.alive
+        for name in self.names:
+            setattr(self, name, getattr(self, name)[keep])
+        idx = np.flatnonzero(keep).tolist()
+        self.flows = [self.flows[i] for i in idx]
+        self.items = [self.items[i] for i in idx]
+        for slot, f in enumerate(self.flows):
+            f.slot = slot
+        self.alive = np.ones(len(self.flows), dtype=bool)
+        self._dead = 0
+
+    def remaining_at(self, slot: int, now_s: float) -> float:
+        """Flow.remaining_at of a member, from its arrays."""
+        return float(self.rem[slot]) - float(self.rate[slot]) * (now_s - float(self.ref[slot]))
+
+    def top(self) -> tuple[float, int, int, Flow] | None:
+        """The member first in the heap's order (finish_s, seq), as a heap-entry tuple."""
+        self.flush()
+        if len(self.flows) == self._dead:
+            return None
+        i = int(np.argmin(self.finish))  # first of equal minima: slots are in start order
+        if not self.alive[i]:  # only when every live finish estimate is inf
+            i = int(np.flatnonzero(self.alive)[0])
+        f = self.flows[i]
+        return (float(self.finish[i]), f.seq, f.version, f)
+
+    def release(self, flow: Flow, now_s: float) -> None:
+        """``flow`` leaves (finished or cancelled): brought to ``now_s`` and written back."""
+        self.flush()
+        slot = flow.slot
+        if self.on_release is not None:
+            self.on_release(self, slot, self.items[slot])
+        rem, ref = float(self.rem[slot]), float(self.ref[slot])
+        rate = float(self.rate[slot])
+        if now_s != ref:
+            rem, ref = rem - rate * (now_s - ref), now_s
+        flow.remaining_bits, flow.ref_s, flow.rate_bps = rem, ref, rate
+        flow.rate_full_bps = float(self.rate_full[slot])
+        self.alive[slot] = False
+        self.finish[slot] = math.inf
+        self._dead += 1
+        flow.group, flow.slot = None, -1
 
 
 class SharedRadios:
@@ -77,6 +186,7 @@ class SharedRadios:
         self._wake_version = 0
         self._wake_at_s: float | None = None
         self._active = 0
+        self._groups: list[FlowArrays] = []
 
     @property
     def active(self) -> int:
@@ -87,8 +197,9 @@ class SharedRadios:
             raise ValueError(f"flow needs bits > 0 and rate > 0 (got {bits}, {rate_full_bps})")
         flow = Flow(bits, rate_full_bps, radios, self.env.event(), remaining_bits=bits,
                     ref_s=self.env.now, seq=next(self._seq), env=self.env)
-        for r in radios:
-            self._on_radio.setdefault(r, {})[flow.seq] = flow
+        flow.radio_flows = tuple(self._on_radio.setdefault(r, {}) for r in radios)
+        for on_r in flow.radio_flows:
+            on_r[flow.seq] = flow
         self._active += 1
         self._rerate(self._sharing(flow))
         return flow
@@ -134,9 +245,54 @@ class SharedRadios:
             heapq.heapify(heap)
         self._schedule_wake()
 
+    def new_group(self, extra: tuple[str, ...] = (),
+                  on_release: Callable[[FlowArrays, int, Any], None] | None = None) -> FlowArrays:
+        """A :class:`FlowArrays` whose members this scheduler serves from their arrays."""
+        group = FlowArrays(extra, on_release)
+        self._groups.append(group)
+        return group
+
+    def adopt(self, group: FlowArrays, flow: Flow, item: Any, extra: tuple[float, ...]) -> None:
+        """Move the just-started, active ``flow`` into ``group`` (``extra``: the owner's columns)."""
+        now = self.env.now
+        if flow.group is not None or not flow.active or flow.ref_s != now:
+            raise ValueError("adopt: only a flow started at this instant, not in a group")
+        share_div = 0
+        for r in flow.radios:
+            n = len(self._on_radio[r])
+            if n > share_div:
+                share_div = n
+        rem = flow.remaining_bits
+        # Its heap entry's finish time, recomputed from the same values; the entry goes stale.
+        finish_s = now + (0.0 if 0.0 > rem else rem) / flow.rate_bps
+        flow.version += 1
+        flow.group = group
+        group._pending.append((flow, item, (rem, flow.ref_s, flow.rate_bps, flow.rate_full_bps,
+                                            float(share_div), finish_s) + tuple(extra)))
+
+    def step_group(self, group: FlowArrays, slots: np.ndarray, rates_full_bps: np.ndarray) -> None:
+        """:meth:`set_rates` for the members of ``group`` at ``slots`` (active, in start
+        order), as array operations: each element gets set_rate's arithmetic, and the
+        share divisors are the ones the last re-rate of each flow computed (a radio's load
+        changes only with a start or an end, which re-rates every flow on it)."""
+        if not bool(np.all(rates_full_bps > 0)):
+            raise ValueError(f"flow rate must be > 0 (got {rates_full_bps[~(rates_full_bps > 0)][:1]})")
+        now = self.env.now
+        rem = group.rem[slots]
+        rem = rem - group.rate[slots] * (now - group.ref[slots])
+        rate = rates_full_bps / group.div[slots]
+        group.rem[slots] = rem
+        group.ref[slots] = now
+        group.rate_full[slots] = rates_full_bps
+        group.rate[slots] = rate
+        group.finish[slots] = now + np.where(0.0 > rem, 0.0, rem) / rate
+        self._schedule_wake()
+
     def cancel(self, flow: Flow) -> None:
         """Stop serving ``flow`` now (its bits sent so far stay in ``flow.sent_bits``)."""
         if flow.active:
+            if flow.group is not None:
+                flow.group.release(flow, self.env.now)
             self._sync(flow)
             self._remove(flow)
 
@@ -162,6 +318,13 @@ class SharedRadios:
         # inlined with the same arithmetic.
         now, on_radio, heap = self.env.now, self._on_radio, self._heap
         load: dict[Hashable, int] = {}
+        grouped: list[Flow] = []
+        if self._groups:
+            for g in self._groups:
+                g.flush()
+            grouped = [f for f in flows if f.group is not None]
+            if grouped:
+                flows = [f for f in flows if f.group is None]
         for f in flows:
             if now != f.ref_s:
                 f.remaining_bits = f.remaining_bits - f.rate_bps * (now - f.ref_s)
@@ -177,6 +340,8 @@ class SharedRadios:
             f.version += 1
             finish_s = now + max(f.remaining_bits, 0.0) / f.rate_bps
             heapq.heappush(heap, (finish_s, f.seq, f.version, f))
+        if grouped:
+            self._rerate_grouped(grouped, now)
         if len(heap) > 4 * self._active + 1024:
             # Stale entries (superseded finish times) pile up n per event on a crowded
             # radio; dropping them keeps memory to the live flows. The heap's order is a
@@ -184,6 +349,20 @@ class SharedRadios:
             self._heap = heap = [e for e in heap if e[2] == e[3].version]
             heapq.heapify(heap)
         self._schedule_wake()
+
+    def _rerate_grouped(self, flows: list[Flow], now: float) -> None:
+        """:meth:`_rerate`'s arithmetic for flows held in groups, one array pass per group."""
+        for g in self._groups:
+            mine = flows if len(self._groups) == 1 else [f for f in flows if f.group is g]
+            if not mine:
+                continue
+            slots = np.fromiter(map(_SLOT, mine), dtype=np.intp, count=len(mine))
+            # The share divisor as _rerate computes it: the largest load among its radios.
+            div = np.array([max(map(len, f.radio_flows)) for f in mine], dtype=float)
+            rem = g.rem[slots] - g.rate[slots] * (now - g.ref[slots])
+            rate = g.rate_full[slots] / div
+            g.rem[slots], g.ref[slots], g.div[slots], g.rate[slots] = rem, now, div, rate
+            g.finish[slots] = now + np.where(0.0 > rem, 0.0, rem) / rate
 
     def _remove(self, flow: Flow) -> None:
         for r in flow.radios:
@@ -196,7 +375,12 @@ class SharedRadios:
     def _top(self) -> tuple[float, int, int, Flow] | None:
         while self._heap and self._heap[0][2] != self._heap[0][3].version:
             heapq.heappop(self._heap)
-        return self._heap[0] if self._heap else None
+        top = self._heap[0] if self._heap else None
+        for g in self._groups:
+            t = g.top()
+            if t is not None and (top is None or (t[0], t[1]) < (top[0], top[1])):
+                top = t
+        return top
 
     def _schedule_wake(self) -> None:
         top = self._top()
@@ -215,10 +399,15 @@ class SharedRadios:
         finished: list[Flow] = []
         while (top := self._top()) is not None:
             finish_s, _, _, f = top
+            g = f.group
             # Due, or within rounding of its end (with large `now`, now + dt - now need not
             # round back to dt, so a due flow can be a sliver short).
-            if finish_s <= now or f.remaining_at(now) <= self.REL_TOL * f.bits:
-                heapq.heappop(self._heap)
+            if finish_s <= now or (f.remaining_at(now) if g is None else g.remaining_at(f.slot, now)) \
+                    <= self.REL_TOL * f.bits:
+                if g is None:
+                    heapq.heappop(self._heap)
+                else:
+                    g.release(f, now)
                 finished.append(f)
                 f.version += 1
             else:

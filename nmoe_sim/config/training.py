@@ -108,15 +108,6 @@ class FedSCConfig(Strict):
                       "testbed's model sizes and budgets 4 lets the projections herd to the radius and "
                       "collapse there, docs/algorithms.md)")
     share_correlation: bool = True
-
-    @field_validator("alpha_start", "alpha_end", mode="before")
-    @classmethod
-    def _alpha(cls, v: object) -> object:
-        if v == "1/K":
-            return v
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
-            raise ValueError("must be a number in [0, 1] or 1/K")
-        return float(v)
     r_ext: Literal["fresh", "stale"] = Field(
         "fresh", description="fresh (the authors'): each round every client computes its correlation on the "
         "model it just downloaded and the server returns the mean of the others' before anyone trains (an "
@@ -127,6 +118,15 @@ class FedSCConfig(Strict):
     noise_std: float = Field(0.00104, ge=0, description="std of the Gaussian noise added to each shared "
                              "correlation matrix (privacy; authors: 0.00104; 0 for none)")
     augment: AugmentConfig = AugmentConfig()
+
+    @field_validator("alpha_start", "alpha_end", mode="before")
+    @classmethod
+    def _alpha(cls, v: object) -> object:
+        if v == "1/K":
+            return v
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
+            raise ValueError("must be a number in [0, 1] or 1/K")
+        return float(v)
 
 
 class Stage1Config(TrainConfig):

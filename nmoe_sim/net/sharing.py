@@ -136,6 +136,14 @@ class FlowArrays:
         self.alive = np.ones(len(self.flows), dtype=bool)
         self._dead = 0
 
+    def rerate(self, slots: np.ndarray, now_s: float, rates_full_bps: np.ndarray, div: np.ndarray) -> None:
+        """set_rate's arithmetic for the members at ``slots``: brought to ``now_s``, their
+        rates ``rates_full_bps / div``, and their finish estimates."""
+        rem = self.rem[slots] - self.rate[slots] * (now_s - self.ref[slots])
+        rate = rates_full_bps / div
+        self.rem[slots], self.ref[slots], self.rate[slots] = rem, now_s, rate
+        self.finish[slots] = now_s + np.where(0.0 > rem, 0.0, rem) / rate
+
     def remaining_at(self, slot: int, now_s: float) -> float:
         """Flow.remaining_at of a member, from its arrays."""
         return float(self.rem[slot]) - float(self.rate[slot]) * (now_s - float(self.ref[slot]))
@@ -257,11 +265,7 @@ class SharedRadios:
         now = self.env.now
         if flow.group is not None or not flow.active or flow.ref_s != now:
             raise ValueError("adopt: only a flow started at this instant, not in a group")
-        share_div = 0
-        for r in flow.radios:
-            n = len(self._on_radio[r])
-            if n > share_div:
-                share_div = n
+        share_div = max(map(len, flow.radio_flows), default=0)
         rem = flow.remaining_bits
         # Its heap entry's finish time, recomputed from the same values; the entry goes stale.
         finish_s = now + (0.0 if 0.0 > rem else rem) / flow.rate_bps
@@ -277,15 +281,8 @@ class SharedRadios:
         changes only with a start or an end, which re-rates every flow on it)."""
         if not bool(np.all(rates_full_bps > 0)):
             raise ValueError(f"flow rate must be > 0 (got {rates_full_bps[~(rates_full_bps > 0)][:1]})")
-        now = self.env.now
-        rem = group.rem[slots]
-        rem = rem - group.rate[slots] * (now - group.ref[slots])
-        rate = rates_full_bps / group.div[slots]
-        group.rem[slots] = rem
-        group.ref[slots] = now
         group.rate_full[slots] = rates_full_bps
-        group.rate[slots] = rate
-        group.finish[slots] = now + np.where(0.0 > rem, 0.0, rem) / rate
+        group.rerate(slots, self.env.now, rates_full_bps, group.div[slots])
         self._schedule_wake()
 
     def cancel(self, flow: Flow) -> None:
@@ -359,10 +356,8 @@ class SharedRadios:
             slots = np.fromiter(map(_SLOT, mine), dtype=np.intp, count=len(mine))
             # The share divisor as _rerate computes it: the largest load among its radios.
             div = np.array([max(map(len, f.radio_flows)) for f in mine], dtype=float)
-            rem = g.rem[slots] - g.rate[slots] * (now - g.ref[slots])
-            rate = g.rate_full[slots] / div
-            g.rem[slots], g.ref[slots], g.div[slots], g.rate[slots] = rem, now, div, rate
-            g.finish[slots] = now + np.where(0.0 > rem, 0.0, rem) / rate
+            g.div[slots] = div
+            g.rerate(slots, now, g.rate_full[slots], div)
 
     def _remove(self, flow: Flow) -> None:
         for r in flow.radios:

@@ -269,3 +269,45 @@ def test_alpha_outside_the_unit_interval_or_not_1_over_k_is_refused(value: str) 
 
     with pytest.raises(ConfigError, match=r"stage1\.fedsc\.alpha_start: must be a number in \[0, 1\] or 1/K"):
         fedsc_world(f"stage1.fedsc.alpha_start={value}")
+
+
+# --------------------------------------------------------------------------- large clients
+def test_local_steps_cap_each_rounds_training_and_its_flops() -> None:
+    world = fedsc_world(*IDEAL_SLOW, "stage1.fedsc.r_ext=stale", "stage1.batch_size=2", "stage1.local_epochs=3",
+                        "stage1.local_steps=2")
+    algo = FedSC(world, world.cfg.stage1)
+    fwd = forward_flops_per_sample(algo.model, (1, 8, 8))
+    for c in world.clients:
+        task = algo.task(0, c.idx)
+        assert [len(ep) for ep in task.plan] == [2] and [len(i) for i in task.plan[0]] == [2, 2]
+        assert task.flops == 4 * 2 * 3 * fwd  # 4 samples, two views, a training step 3x forward
+        # The stale correlation is the mean over the samples the round trained on.
+        res = execute(task, algo.scratch)
+        assert res.stat is not None and float(torch.diagonal(res.stat).sum()) <= world.cfg.stage1.fedsc.mu + 1e-6
+    uncapped = fedsc_world(*IDEAL_SLOW, "stage1.batch_size=2", "stage1.local_epochs=3")
+    task = FedSC(uncapped, uncapped.cfg.stage1).task(0, 0)
+    assert len(task.plan) == 3 and task.flops == 3 * uncapped.clients[0].num_samples * 2 * 3 * fwd
+
+
+def test_r_samples_measures_the_fresh_correlation_on_a_fresh_subset() -> None:
+    world = fedsc_world("stage1.fedsc.alpha_start=1/K", "stage1.fedsc.alpha_end=1/K", "stage1.fedsc.r_samples=3",
+                        "stage1.fedsc.r_passes=2")
+    algo = FedSC(world, world.cfg.stage1)
+    fwd = forward_flops_per_sample(algo.model, (1, 8, 8))
+    data = world.clients[0]
+    assert data.num_samples > 3
+    a, b = algo.prelude(0, 0), algo.prelude(1, 0)
+    for t in (a, b):
+        assert len(t.x) == len(t.y) == 3 and t.flops == 2 * 2 * 3 * fwd
+        # Each row is one of the client's own samples.
+        assert all(bool((data.x_train == row).flatten(1).all(1).any()) for row in t.x)
+    assert not torch.equal(a.x, b.x)  # drawn anew each round
+
+
+def test_a_step_cap_and_a_subset_are_refused_below_their_minimum() -> None:
+    from nmoe_sim.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"stage1\.local_steps"):
+        fedsc_world("stage1.local_steps=0")
+    with pytest.raises(ConfigError, match=r"stage1\.fedsc\.r_samples"):
+        fedsc_world("stage1.fedsc.r_samples=1")

@@ -178,3 +178,24 @@ def test_the_projection_batchnorm_is_torchs_without_running_statistics() -> None
     head = ProjectionHead(8, 4, batchnorm=True)
     assert [type(m).__name__ for m in head.net] == ["Linear", "BatchNorm", "ReLU", "Linear"]
     assert [type(m).__name__ for m in ProjectionHead(8, 4).net] == ["Linear", "ReLU", "Linear"]
+
+
+def test_the_group_norm_fe_normalises_each_sample_alone_and_federates_as_weights() -> None:
+    plain = FeatureExtractor((1, 8, 8), (16, 32), 64)
+    grouped = FeatureExtractor((1, 8, 8), (16, 32), 64, norm="group")
+    norms = [m for m in grouped.conv if isinstance(m, torch.nn.GroupNorm)]
+    assert [(m.num_groups, m.num_channels) for m in norms] == [(8, 16), (8, 32)]
+    # Weights and biases only: no running statistics for FedAvg to average badly.
+    assert list(grouped.buffers()) == [] and set(grouped.state_dict()) == {n for n, _ in grouped.named_parameters()}
+    assert param_count(grouped) == param_count(plain) + 2 * (16 + 32)
+    # The same FLOPs (normalisation is element-wise, not counted, as ReLU is not).
+    assert forward_flops_per_sample(grouped, (1, 8, 8)) == forward_flops_per_sample(plain, (1, 8, 8))
+    # A sample's features do not depend on the batch it comes in.
+    x = torch.randn(5, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    grouped.train()
+    torch.testing.assert_close(grouped(x)[:1], grouped(x[:1]), rtol=1e-6, atol=1e-6)
+    # Group counts divide the width (8 where it does, else the largest divisor of 8 that does).
+    assert [m.num_groups for m in FeatureExtractor((1, 8, 8), (12, 6), 4, norm="group").conv
+            if isinstance(m, torch.nn.GroupNorm)] == [4, 2]
+    with pytest.raises(Exception, match=r"model\.fe_norm"):
+        tiny_cfg("model.fe_norm=batch")

@@ -7,7 +7,7 @@ import copy
 
 import torch
 
-from nmoe_sim.engine.tasks import TrainTask, draw_plan, execute
+from nmoe_sim.engine.tasks import TrainTask, draw_plan, execute, plan_samples
 from nmoe_sim.fl.stage1 import FedCE
 from nmoe_sim.seeds import SeedStreams
 from nmoe_sim.world import build_world
@@ -91,3 +91,23 @@ def test_per_batch_draws_interleave_with_the_shuffles_as_an_in_place_loop_draws(
             want = torch.randn((len(idx), 5), generator=b)
             assert torch.equal(torch.randn((len(idx), 5), generator=generator_from(draws[e][i])), want)
     assert torch.equal(a.get_state(), b.get_state())  # both streams end at the same place
+
+
+def test_a_step_cap_is_the_loops_first_batches_and_leaves_the_generator_where_that_loop_would() -> None:
+    a, b = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
+    capped, draws = draw_plan(10, 3, 4, a, per_batch=lambda n, g: int(torch.randint(100, (1,), generator=g)),
+                              max_steps=4)
+    # The loop: epoch 0's permutation and its 3 batches (each with its draw), then epoch 1's
+    # permutation and its first batch, then it stops: epoch 2 is never shuffled.
+    order0 = minibatches(10, 4, b)
+    d0 = [int(torch.randint(100, (1,), generator=b)) for _ in order0]
+    order1 = minibatches(10, 4, b)
+    d1 = [int(torch.randint(100, (1,), generator=b))]
+    assert [[t.tolist() for t in ep] for ep in capped] == [[t.tolist() for t in order0], [order1[0].tolist()]]
+    assert draws == (tuple(d0), tuple(d1))
+    assert torch.equal(a.get_state(), b.get_state())
+    assert plan_samples(capped) == 10 + 4
+    # A cap above the plan's length changes nothing.
+    full = draw_plan(10, 3, 4, torch.Generator().manual_seed(7))[0]
+    roomy = draw_plan(10, 3, 4, torch.Generator().manual_seed(7), max_steps=99)[0]
+    assert [[t.tolist() for t in ep] for ep in roomy] == [[t.tolist() for t in ep] for ep in full]

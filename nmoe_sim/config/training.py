@@ -39,6 +39,9 @@ class DataConfig(Strict):
 class ModelConfig(Strict):
     feature_dim: int = Field(64, ge=2)
     fe_channels: tuple[int, ...] = Field((16, 32), min_length=1, max_length=4)
+    fe_norm: Literal["none", "group"] = Field(
+        "none", description="group: GroupNorm after each FE convolution (per sample, no running "
+        "statistics, so it federates; docs/algorithms.md measures what it changes for FedSC)")
     expert_hidden: int = Field(64, ge=1)
     gate_hidden: int = Field(64, ge=1)
     proj_dim: int = Field(64, ge=2)
@@ -115,6 +118,9 @@ class FedSCConfig(Strict):
         "on its model upload and is used in the next round")
     r_passes: int = Field(5, ge=1, le=100, description="fresh: augmented passes over the client's data "
                           "that its correlation is measured on (authors: 5)")
+    r_samples: Optional[int] = Field(
+        None, ge=2, description="fresh: the correlation is measured on this many of the client's samples, "
+        "drawn anew each round (none: all of them, the authors'); bounds the prelude's cost on large clients")
     noise_std: float = Field(0.00104, ge=0, description="std of the Gaussian noise added to each shared "
                              "correlation matrix (privacy; authors: 0.00104; 0 for none)")
     augment: AugmentConfig = AugmentConfig()
@@ -137,6 +143,10 @@ class Stage1Config(TrainConfig):
     grad_clip_norm: Optional[float] = Field(3.0, gt=0)
     lr_schedule: Literal["constant", "cosine"] = "cosine"
     algorithm: Literal["fedce", "fedsc"] = "fedsc"
+    local_steps: Optional[int] = Field(
+        None, ge=1, description="at most this many SGD steps a round (the first batches of its local "
+        "epochs, drawn afresh each round); none: every batch of local_epochs. Few steps a round is what "
+        "FedSC needs at one class per client when clients hold thousands of samples (docs/algorithms.md)")
     fedsc: FedSCConfig = FedSCConfig()
     probe_every: int = Field(
         0, ge=0, description="measure the FE's features (linear probe, kNN, effective rank) every N "

@@ -245,7 +245,7 @@ def auto_torch_threads(cfg: Any, input_shape: tuple[int, int, int]) -> int:
     from nmoe_sim.models import FeatureExtractor, train_flops_per_sample
 
     with torch.random.fork_rng(devices=[]):  # a throw-away model must not move the global RNG
-        fe = FeatureExtractor(input_shape, cfg.model.fe_channels, cfg.model.feature_dim)
+        fe = FeatureExtractor(input_shape, cfg.model.fe_channels, cfg.model.feature_dim, cfg.model.fe_norm)
     step = train_flops_per_sample(fe, input_shape) * cfg.stage1.batch_size
     return available_cores() if step >= AUTO_THREADS_MIN_STEP_FLOPS else 1
 

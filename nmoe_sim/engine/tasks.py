@@ -27,26 +27,40 @@ Plan = tuple[tuple[torch.Tensor, ...], ...]  # per epoch, the index batches in o
 BatchDraw = Callable[[int, torch.Generator], Any]
 
 
+def plan_samples(plan: Plan) -> int:
+    """Samples a plan trains on, counted once per epoch that visits them: what its FLOPs are."""
+    return sum(len(idx) for epoch in plan for idx in epoch)
+
+
 def clone_state(state: State) -> State:
     """A detached copy of a state dict: a task's start, or what a result leaves behind."""
     return {k: v.detach().clone() for k, v in state.items()}
 
 
 def draw_plan(n: int, epochs: int, batch_size: int, gen: torch.Generator,
-              per_batch: BatchDraw | None = None) -> tuple[Plan, tuple[tuple[Any, ...], ...] | None]:
+              per_batch: BatchDraw | None = None,
+              max_steps: int | None = None) -> tuple[Plan, tuple[tuple[Any, ...], ...] | None]:
     """Per epoch, shuffled index batches covering ``n`` samples once (the last may be short),
-    and per batch what ``per_batch`` draws for it (None without one).
+    and per batch what ``per_batch`` draws for it (None without one); with ``max_steps``,
+    only the first ``max_steps`` batches of that sequence (a round of a few local steps).
 
     Drawn in advance from the client's generator in the order a training loop would draw
     them: one permutation at the start of each epoch, then each batch's own draws before the
     next batch. So a task planned here consumes the stream exactly as a loop that shuffles
-    and draws in place does, and the generator ends where that loop would leave it.
+    and draws in place does (and stops after ``max_steps``), and the generator ends where
+    that loop would leave it.
     """
     plan: list[tuple[torch.Tensor, ...]] = []
     draws: list[tuple[Any, ...]] = []
+    steps = 0
     for _ in range(epochs):
+        if max_steps is not None and steps >= max_steps:
+            break
         order = torch.randperm(n, generator=gen)
         batches = tuple(order[i : i + batch_size] for i in range(0, n, batch_size))
+        if max_steps is not None:
+            batches = batches[: max_steps - steps]
+        steps += len(batches)
         plan.append(batches)
         if per_batch is not None:
             draws.append(tuple(per_batch(len(idx), gen) for idx in batches))
@@ -128,7 +142,7 @@ def execute(task: TrainTask, module: nn.Module, device: torch.device | str = "cp
     opt = torch.optim.SGD(list(module.parameters()), lr=task.lr, momentum=task.momentum,
                           weight_decay=task.weight_decay)
     module.train()
-    last, stats = 0.0, []
+    last, stats, count = 0.0, [], 0
     for e, epoch in enumerate(task.plan):
         total, count, stats = 0.0, 0, []
         for b, idx in enumerate(epoch):
@@ -146,7 +160,8 @@ def execute(task: TrainTask, module: nn.Module, device: torch.device | str = "cp
             total += float(loss.detach()) * len(idx)
             count += len(idx)
         last = total / max(count, 1)
-    stat_mean = torch.stack(stats).sum(0).cpu() / task.num_samples if stats else None
+    # Over the samples the last epoch visited: all of them, unless the plan stops early.
+    stat_mean = torch.stack(stats).sum(0).cpu() / count if stats else None
     report = None
     if task.report is not None:
         module.eval()

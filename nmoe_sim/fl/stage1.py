@@ -23,7 +23,7 @@ from nmoe_sim.fl.probes import COLLAPSED_TOP_SHARE, Representation, collapsed_sp
 from nmoe_sim.fl.schedule import sgd_args
 from nmoe_sim.fl.rounds import Failure, LocalResult, RoundAlgorithm
 from nmoe_sim.engine.losses import VIEW_CHUNK
-from nmoe_sim.engine.tasks import State, TaskResult, TrainTask, clone_state, draw_plan
+from nmoe_sim.engine.tasks import State, TaskResult, TrainTask, clone_state, draw_plan, plan_samples
 from nmoe_sim.fl.train import predict_batched
 from nmoe_sim.models import Classifier, ContrastiveModel, FeatureExtractor, forward_flops_per_sample, train_flops_per_sample
 from nmoe_sim.models.build import make_fe, seeded
@@ -120,12 +120,14 @@ class FedCE(FederatedFE):
     def task(self, rnd: int, client: int) -> TrainTask:
         """Cross-entropy SGD from the global model on the client's data (FedAvg's local step)."""
         data, cfg = self.world.clients[client], self.cfg
+        # Stage 1's config may cap the steps a round; the FedAvg baseline's (a TrainConfig) has no cap.
+        plan = draw_plan(data.num_samples, cfg.local_epochs, cfg.batch_size, self.gens[client],
+                         max_steps=getattr(cfg, "local_steps", None))[0]
         return TrainTask(
             client=client, node=client, template=self.model, start=self.global_state,
-            x=data.x_train, y=data.y_train,
-            plan=draw_plan(data.num_samples, cfg.local_epochs, cfg.batch_size, self.gens[client])[0],
+            x=data.x_train, y=data.y_train, plan=plan,
             loss="cross_entropy", **sgd_args(cfg, rnd),
-            flops=cfg.local_epochs * data.num_samples * self.train_flops, upload_bytes=self.model_bytes,
+            flops=plan_samples(plan) * self.train_flops, upload_bytes=self.model_bytes,
         )
 
     def evaluate(self, rnd: int) -> tuple[float, float] | None:
@@ -200,14 +202,18 @@ class FedSC(FederatedFE):
         of each sample per pass), through the model it just downloaded (the authors'
         ``compCOV``); uploaded to the server."""
         data, gen = self.world.clients[client], self.gens[client]
-        chunks = range(0, data.num_samples, VIEW_CHUNK)
+        x, y = data.x_train, data.y_train
+        if self.sc.r_samples is not None and self.sc.r_samples < data.num_samples:
+            keep = torch.randperm(data.num_samples, generator=gen)[: self.sc.r_samples]
+            x, y = x[keep], y[keep]
+        chunks = range(0, len(y), VIEW_CHUNK)
         seeds = tuple(tuple(self.views.draw_seed(gen) for _ in chunks) for _ in range(2 * self.sc.r_passes))
         return TrainTask(
             client=client, node=client, template=self.model, start=self.global_state,
             # No SGD step (an empty plan): the statistic is the task's report.
-            x=data.x_train, y=data.y_train, plan=(), loss="fedsc_spectral", report="fedsc_correlation",
+            x=x, y=y, plan=(), loss="fedsc_spectral", report="fedsc_correlation",
             args={"views": self.views, "mu": self.sc.mu, "seeds": seeds}, lr=0.0, momentum=0.0, weight_decay=0.0,
-            flops=2 * self.sc.r_passes * data.num_samples * self.forward_flops, upload_bytes=self.corr_bytes,
+            flops=2 * self.sc.r_passes * len(y) * self.forward_flops, upload_bytes=self.corr_bytes,
         )
 
     def combine(self, rnd: int, reports: dict[int, Any]) -> None:
@@ -236,14 +242,15 @@ class FedSC(FederatedFE):
         data, gen, cfg = self.world.clients[client], self.gens[client], self.cfg
         views = self.views
         plan, draws = draw_plan(data.num_samples, cfg.local_epochs, cfg.batch_size, gen,
-                                per_batch=lambda b, g: (views.draw_seed(g), views.draw_seed(g)))
+                                per_batch=lambda b, g: (views.draw_seed(g), views.draw_seed(g)),
+                                max_steps=cfg.local_steps)
         alpha = self.alpha(rnd)
         return TrainTask(
             client=client, node=client, template=self.model, start=self.global_state,
             x=data.x_train, y=data.y_train, plan=plan, draws=draws, loss="fedsc_spectral",
             args={"views": views, "mu": self.sc.mu, "alpha": alpha, "r_ext": self.r_ext.get(client)},
             **sgd_args(cfg, rnd),
-            flops=cfg.local_epochs * data.num_samples * self.train_flops,
+            flops=plan_samples(plan) * self.train_flops,
             upload_bytes=self.model_bytes + (0 if self.fresh else self.corr_bytes),
         )
 

@@ -21,8 +21,8 @@ def seeded(streams: SeedStreams, name: str, factory: Callable[[], M]) -> M:
 
 
 def make_fe(cfg: Scenario, input_shape: tuple[int, int, int], streams: SeedStreams, name: str) -> FeatureExtractor:
-    return seeded(streams, name, lambda: FeatureExtractor(input_shape, cfg.model.fe_channels, cfg.model.feature_dim,
-                                                                  cfg.model.fe_norm))
+    m = cfg.model
+    return seeded(streams, name, lambda: FeatureExtractor(input_shape, m.fe_channels, m.feature_dim, m.fe_norm))
 
 
 def make_expert(cfg: Scenario, num_classes: int, streams: SeedStreams, name: str) -> Expert:

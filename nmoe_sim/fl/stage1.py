@@ -203,6 +203,7 @@ class FedSC(FederatedFE):
         ``compCOV``); uploaded to the server."""
         data, gen = self.world.clients[client], self.gens[client]
         x, y = data.x_train, data.y_train
+        # r_samples: a fresh subset each round, drawn from the client's stream before the view seeds.
         if self.sc.r_samples is not None and self.sc.r_samples < data.num_samples:
             keep = torch.randperm(data.num_samples, generator=gen)[: self.sc.r_samples]
             x, y = x[keep], y[keep]

@@ -1,13 +1,15 @@
 #!/usr/bin/env python
 """The paper's main study as its findings read it: tables from a finished (or partial) sweep
-of ``scenarios/paper/digits_main.yaml`` or ``fmnist_main.yaml`` (a figure, not a test).
+of ``scenarios/paper/digits_main.yaml``, ``fmnist_main.yaml`` or ``fmnist_full.yaml`` (a
+figure, not a test).
 
 Reads each finished point's ``metrics.json`` (through ``nmoe_sim.table.run_rows``, the rows
 ``table.md`` is made of) and prints, as mean ± sample std over seeds:
 
 1. the NMoE's macro-F1 per partition x stage-1 FE x gate, with FedGate (its scenario
    settings) beside FedAvg-style gating (``stage3.fedgate`` with ``personal: none`` and
-   ``sync_every: 1``), and each FE's linear probe;
+   ``sync_every: 1``), and each FE's linear probe beside the same FE's untrained probe (the
+   reference it must beat; each algorithm draws its own initialisation);
 2. the bounds and baselines per partition: centralized F1 and LR, local F1 per FE, FedAvg F1,
    the NMoE's LR range;
 3. the NMoE's delivered MB per cell (its own stages).
@@ -42,6 +44,14 @@ def partition_label(text: str) -> str:
     return f"{p['classes_per_client']} class per client"
 
 
+def fe_label(overrides: dict[str, str]) -> str:
+    """The stage-1 algorithm of a point: swept alone (``stage1.algorithm``) or as a whole
+    ``stage1`` block (fmnist_full.yaml gives each FE its own budget)."""
+    if "stage1.algorithm" in overrides:
+        return overrides["stage1.algorithm"]
+    return yaml.safe_load(overrides["stage1"])["algorithm"]
+
+
 def gate_label(overrides: dict[str, str]) -> tuple[str, bool]:
     """(gate name, whether this point is the copy to report for a gate that ignores stage3.fedgate)."""
     algo = overrides.get("stage3.algorithm", "fedgate")
@@ -74,16 +84,24 @@ def main() -> int:
     # (partition, FE, gate) -> system -> [row per seed]
     rows: dict[tuple[str, str, str], dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
     copies: dict[tuple[str, str, str, int], list[float]] = defaultdict(list)
+    # (partition, FE) -> seed -> the untrained FE's probe (every gate point of a seed has the same)
+    reference: dict[tuple[str, str], dict[int, float]] = defaultdict(dict)
     done = 0
     for pt in points:
         metrics_file = args.sweep_dir / pt["run_dir"] / "metrics.json"
-        if pt.get("status") != "ran" or not metrics_file.is_file():
+        # "skipped": finished by an earlier invocation of the sweep (e.g. one seed at a time).
+        if pt.get("status") not in ("ran", "skipped") or not metrics_file.is_file():
             continue
         done += 1
         ov = dict(o.split("=", 1) for o in pt["overrides"])
-        part, fe = partition_label(ov["data.partition"]), ov["stage1.algorithm"]
+        part, fe = partition_label(ov["data.partition"]), fe_label(ov)
         gate, report = gate_label(ov)
-        for row in run_rows(json.loads(metrics_file.read_text())):
+        metrics = json.loads(metrics_file.read_text())
+        for stage in (metrics.get("stages") or {}).values():
+            untrained = ((stage or {}).get("representation") or {}).get("untrained") or {}
+            if "linear_probe" in untrained:
+                reference[(part, fe)][pt["seed"]] = untrained["linear_probe"]
+        for row in run_rows(metrics):
             if row["system"] == "nmoe":
                 copies[(part, fe, gate, pt["seed"])].append(row["f1_macro"])
             if report:
@@ -95,18 +113,19 @@ def main() -> int:
 
     parts = list(dict.fromkeys(k[0] for k in rows))
     fes = list(dict.fromkeys(k[1] for k in rows))
+    gates = [g for g in GATES if any(k[2] == g for k in rows)]  # the gates this sweep ran
 
     def values(part: str, fe: str, gate: str, system: str, col: str) -> list[float]:
         return [r[col] for r in rows.get((part, fe, gate), {}).get(system, [])]
 
-    print("\nNMoE macro-F1 (%), mean ± std over seeds; FE probe (%) of the stage-1 FE")
-    print("| partition | FE | FE probe | " + " | ".join(GATES) + " |")
-    print("|---|---|---|" + "---|" * len(GATES))
+    print("\nNMoE macro-F1 (%), mean ± std over seeds; linear probe (%) of the stage-1 FE, trained and untrained")
+    print("| partition | FE | FE probe (untrained) | " + " | ".join(gates) + " |")
+    print("|---|---|---|" + "---|" * len(gates))
     for part in parts:
         for fe in fes:
             probe = values(part, fe, "FedGate", "nmoe", "fe_linear_probe")
-            f1 = [cell(values(part, fe, g, "nmoe", "f1_macro")) for g in GATES]
-            print(f"| {part} | {fe} | {cell(probe)} | " + " | ".join(f1) + " |")
+            f1 = [cell(values(part, fe, g, "nmoe", "f1_macro")) for g in gates]
+            print(f"| {part} | {fe} | {cell(probe)} ({cell(list(reference[(part, fe)].values()))}) | " + " | ".join(f1) + " |")
 
     print("\nBounds and baselines (macro-F1 %, LR %; from the FedGate points)")
     print("| partition | centralized F1 / LR | local F1 (" + " / ".join(fes) + ") | FedAvg F1 | NMoE LR (its cells) |")
@@ -117,17 +136,17 @@ def main() -> int:
         cen_lr = values(part, first, "FedGate", "centralized", "local_ratio")
         local = " / ".join(cell(values(part, fe, "FedGate", "local", "f1_macro")) for fe in fes)
         fedavg = values(part, first, "FedGate", "fedavg", "f1_macro")
-        lrs = [statistics.fmean(v) * 100 for fe in fes for g in GATES if (v := values(part, fe, g, "nmoe", "local_ratio"))]
+        lrs = [statistics.fmean(v) * 100 for fe in fes for g in gates if (v := values(part, fe, g, "nmoe", "local_ratio"))]
         lr_range = f"{min(lrs):.1f} - {max(lrs):.1f}" if lrs else "–"
         print(f"| {part} | {cell(cen_f1)} / {cell(cen_lr)} | {local} | {cell(fedavg)} | {lr_range} |")
 
     print("\nNMoE delivered MB (its own stages), mean over seeds")
-    print("| partition | FE | " + " | ".join(GATES) + " |")
-    print("|---|---|" + "---|" * len(GATES))
+    print("| partition | FE | " + " | ".join(gates) + " |")
+    print("|---|---|" + "---|" * len(gates))
     for part in parts:
         for fe in fes:
             mb = []
-            for g in GATES:
+            for g in gates:
                 v = values(part, fe, g, "nmoe", "system_bytes_delivered")
                 mb.append(f"{statistics.fmean(v) / 1e6:.2f}" if v else "–")
             print(f"| {part} | {fe} | " + " | ".join(mb) + " |")

@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).parent))  # tests/ holds the fake_run help
 
 from fake_run import write_fake_run  # noqa: E402
 
-from nmoe_sim.config import build_scenario, dump_yaml, resolve_presets  # noqa: E402
+from nmoe_sim.config import build_scenario, dump_yaml, load_raw, resolve_presets  # noqa: E402
 from nmoe_sim.errors import ConfigError  # noqa: E402
 from nmoe_sim.plots import load_table, make_sweep_f1_vs_bytes_figure  # noqa: E402
 from nmoe_sim.sweep import (  # noqa: E402
@@ -28,6 +28,8 @@ from nmoe_sim.sweep import (  # noqa: E402
     sweep_dir_for,
 )
 from nmoe_sim.table import aggregate_rows, collect_rows, write_tables  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 GRID = {"stage1.algorithm": ["fedce", "fedsc"],
         "stage3.algorithm": ["rangate", "rollgate", "fedgate"]}
@@ -84,6 +86,22 @@ def test_point_raw_drops_sweep_and_applies_overrides() -> None:
     assert "sweep" not in out and "sweep" in raw  # the caller's mapping is untouched
     assert out["model"]["fe_channels"] == [8, 16]
     assert out["stage1"]["lr"] == 0.001 and out["seed"] == 0
+
+
+def test_a_whole_block_as_grid_value_gives_each_fe_its_own_budget() -> None:
+    # scenarios/paper/fmnist_full.yaml sweeps whole stage1 blocks: the FedCE points must not
+    # get FedSC's 200 short rounds, nor the FedSC points FedCE's 15 whole epochs.
+    raw = load_raw(REPO_ROOT / "scenarios" / "paper" / "fmnist_full.yaml", [])
+    points = expand_sweep(raw)
+    assert len(points) == 2 * 2 * 2 * 3  # partitions x FEs x gate settings x seeds
+    by_fe: dict[str, Any] = {}
+    for p in points:
+        cfg = build_scenario(point_raw(raw, p))
+        by_fe.setdefault(cfg.stage1.algorithm, set()).add(
+            (cfg.stage1.rounds, cfg.stage1.local_steps, cfg.stage1.lr, cfg.stage1.lr_schedule,
+             cfg.stage1.fedsc.alpha_start, cfg.stage1.fedsc.r_samples))
+    assert by_fe == {"fedce": {(15, None, 0.05, "cosine", 1.0, None)},
+                     "fedsc": {(200, 3, 0.1, "constant", "1/K", 1024)}}
 
 
 def test_bad_grid_key_or_value_names_the_grid_key() -> None:

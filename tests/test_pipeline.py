@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from nmoe_sim.config import Scenario, build_scenario, load_raw, load_scenario
+from nmoe_sim.errors import ConfigError
 from nmoe_sim.runner import run
 from nmoe_sim.seeds import SeedStreams
 from nmoe_sim.world import build_world
@@ -403,3 +404,28 @@ def test_clients_csv_adds_up_to_the_stage_device_energy(tiny_run: tuple[dict[str
         assert sum(float(r["device_energy_j"]) for r in mine) == pytest.approx(s["device_energy_j"], abs=1e-12), name
         assert sum(int(r["bytes_received"]) for r in mine) == s["bytes_down_delivered"] + s["bytes_d2d_delivered"], name
         assert sum(int(r["bytes_sent"]) for r in mine) == s["bytes_up_delivered"] + s["bytes_d2d_delivered"], name
+
+
+def test_local_steps_cap_the_gate_rounds_and_the_fedavg_baseline(tmp_path: Path) -> None:
+    # stage3.local_steps and baselines.fedavg.local_steps (TrainConfig's cap, as stage 1's):
+    # a round trains the first N batches of its local epochs, and is charged for those samples.
+    # Batch 2, 3 local epochs: capped at 1 step a client trains on 2 samples a round, uncapped
+    # on 3 x its n; so (capped FLOPs) x 3n == (uncapped FLOPs) x 2, event by event.
+    common = ("stage3.algorithm=fedgate", "stage3.rounds=2", "stage3.batch_size=2", "stage3.local_epochs=3",
+              "baselines.systems=[fedavg]", "baselines.fedavg.rounds=2", "baselines.fedavg.batch_size=2",
+              "baselines.fedavg.local_epochs=3")
+    _, capped = run_tiny(tmp_path, *common, "stage3.local_steps=1", "baselines.fedavg.local_steps=1", name="capped")
+    _, whole = run_tiny(tmp_path, *common, name="whole")
+    n = {str(c.idx): c.num_samples for c in build_world(tiny_cfg(*common), SeedStreams(0)).clients}
+
+    def train_flops(run_dir: Path, stage: str) -> list[tuple[str, str, float]]:
+        return [(e["tag"], e["node"], float(e["flops"])) for e in read_csv(run_dir / "events.csv")
+                if e["stage"] == stage and e["kind"] == "compute" and e["tag"].endswith("/train")]
+
+    for stage in ("stage3_fedgate", "baseline_fedavg"):
+        a, b = train_flops(capped, stage), train_flops(whole, stage)
+        assert len(a) == len(b) == 2 * len(n) and [t[:2] for t in a] == [t[:2] for t in b]
+        for (_, node, fa), (_, _, fb) in zip(a, b):
+            assert min(n.values()) > 2 and fa * 3 * n[node] == pytest.approx(fb * 2, rel=1e-12)
+    with pytest.raises(ConfigError, match=r"stage3\.local_steps"):
+        tiny_cfg("stage3.local_steps=0")

@@ -73,6 +73,10 @@ class TrainConfig(SGDConfig):
     lr_schedule: Literal["constant", "cosine"] = Field(
         "constant", description="the local learning rate over rounds: constant, or cosine "
         "annealing from lr towards 0 over the stage's rounds (fl/schedule.py)")
+    local_steps: Optional[int] = Field(
+        None, ge=1, description="at most this many SGD steps a round (the first batches of its local "
+        "epochs, drawn afresh each round); none: every batch of local_epochs. Few steps a round is what "
+        "FedSC needs at one class per client when clients hold thousands of samples (docs/algorithms.md)")
 
 
 class MonoViewsConfig(Strict):
@@ -143,10 +147,6 @@ class Stage1Config(TrainConfig):
     grad_clip_norm: Optional[float] = Field(3.0, gt=0)
     lr_schedule: Literal["constant", "cosine"] = "cosine"
     algorithm: Literal["fedce", "fedsc"] = "fedsc"
-    local_steps: Optional[int] = Field(
-        None, ge=1, description="at most this many SGD steps a round (the first batches of its local "
-        "epochs, drawn afresh each round); none: every batch of local_epochs. Few steps a round is what "
-        "FedSC needs at one class per client when clients hold thousands of samples (docs/algorithms.md)")
     fedsc: FedSCConfig = FedSCConfig()
     probe_every: int = Field(
         0, ge=0, description="measure the FE's features (linear probe, kNN, effective rank) every N "

@@ -120,9 +120,8 @@ class FedCE(FederatedFE):
     def task(self, rnd: int, client: int) -> TrainTask:
         """Cross-entropy SGD from the global model on the client's data (FedAvg's local step)."""
         data, cfg = self.world.clients[client], self.cfg
-        # Stage 1's config may cap the steps a round; the FedAvg baseline's (a TrainConfig) has no cap.
         plan = draw_plan(data.num_samples, cfg.local_epochs, cfg.batch_size, self.gens[client],
-                         max_steps=getattr(cfg, "local_steps", None))[0]
+                         max_steps=cfg.local_steps)[0]
         return TrainTask(
             client=client, node=client, template=self.model, start=self.global_state,
             x=data.x_train, y=data.y_train, plan=plan,

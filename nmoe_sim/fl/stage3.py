@@ -26,7 +26,7 @@ import torch
 
 from nmoe_sim.config import Stage3Config
 from nmoe_sim.engine.losses import draw_generator_state
-from nmoe_sim.engine.tasks import TaskResult, TrainTask, clone_state, draw_plan
+from nmoe_sim.engine.tasks import TaskResult, TrainTask, clone_state, draw_plan, plan_samples
 from nmoe_sim.fl.aggregate import fedavg
 from nmoe_sim.fl.candidates import candidate_masks, candidate_sets, serving_sets
 from nmoe_sim.fl.exchange import EXCHANGES, GateData
@@ -69,13 +69,14 @@ def gate_task(client: int, template: Gate, start: dict[str, torch.Tensor], data:
     """
     n_experts = template.head.out_features
     plan, draws = draw_plan(len(data.y), cfg.local_epochs, cfg.batch_size, gen,
-                            per_batch=draw_generator_state(noise_gates * n_experts) if template.noisy else None)
+                            per_batch=draw_generator_state(noise_gates * n_experts) if template.noisy else None,
+                            max_steps=cfg.local_steps)
     return TrainTask(
         client=client, node=client, template=template, start=start, x=data.feats, y=data.y, plan=plan,
         draws=draws, loss="gate", aux={"true_p": data.true_p},  # (n,E)
         args={"target": cfg.target, "available": data.available, "open": data.open},
         **sgd_args(cfg, rnd),
-        flops=cfg.local_epochs * len(data.y) * flops_per_sample, upload_bytes=upload_bytes,
+        flops=plan_samples(plan) * flops_per_sample, upload_bytes=upload_bytes,
     )
 
 

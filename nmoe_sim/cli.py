@@ -12,9 +12,12 @@ from __future__ import annotations
 import argparse
 import logging
 import shutil
+import signal
 import sys
+import threading
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -25,7 +28,7 @@ from nmoe_sim.record import RoundRecord
 
 EXIT_USAGE = 2
 EXIT_POINTS_FAILED = 1  # a sweep ran, but some of its points failed (each listed on stderr)
-EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a command stopped by Ctrl-C
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a command stopped by Ctrl-C (SIGTERM too)
 
 
 def _progress_listener(progress: Progress) -> Callable[[Any], None]:
@@ -248,11 +251,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def sigterm_as_ctrl_c() -> Iterator[None]:
+    """SIGTERM (``kill``, a batch scheduler's time limit, a container stopping) stops a run
+    as Ctrl-C does: status.json says interrupted, the last checkpoint stays for ``--resume``,
+    a sweep records the point under way, exit status 130. Python's default would end the
+    process at once, leaving status.json saying running."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        return args.fn(args)
+        with sigterm_as_ctrl_c():
+            return args.fn(args)
     except ConfigError as exc:
         # One line whatever the message holds (a key or a file name may carry a newline).
         print("error: " + " ".join(str(exc).splitlines()), file=sys.stderr)

@@ -94,8 +94,9 @@ def test_sigkill_at_a_round_then_resume_equals_the_uninterrupted_run(
     assert run_files(run_dir) == reference[0]
 
 
-def ctrl_c(tmp_path: Path) -> tuple[Path, Path]:
-    """Start a run, press Ctrl-C once it has saved a checkpoint; check what the user sees."""
+def ctrl_c(tmp_path: Path, sigterm: bool = False) -> tuple[Path, Path]:
+    """Start a run, press Ctrl-C once it has saved a checkpoint (or send its process SIGTERM,
+    as ``kill`` or a batch scheduler does); check what the user sees."""
     # Enough stage-1 rounds that the run is still going when Ctrl-C arrives.
     yaml_path = scenario(tmp_path, stage1={**TINY["stage1"], "rounds": 60})
     out = tmp_path / "out"
@@ -110,7 +111,10 @@ def ctrl_c(tmp_path: Path) -> tuple[Path, Path]:
             break
         time.sleep(0.01)
     assert run_dir is not None, "no checkpoint seen before the run ended"
-    os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole process group
+    if sigterm:
+        os.kill(proc.pid, signal.SIGTERM)  # the main process only: its workers are its to stop
+    else:
+        os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole process group
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr
@@ -126,6 +130,12 @@ def ctrl_c(tmp_path: Path) -> tuple[Path, Path]:
 
 def test_ctrl_c_prints_one_line_marks_interrupted_and_exits_130(tmp_path: Path) -> None:
     ctrl_c(tmp_path)
+
+
+def test_sigterm_stops_a_run_as_ctrl_c_does(tmp_path: Path) -> None:
+    # Without a handler SIGTERM ends the process at once: status.json would say running.
+    _, run_dir = ctrl_c(tmp_path, sigterm=True)
+    assert not [p for p in run_dir.iterdir() if p.name.startswith(".")]
 
 
 @pytest.mark.slow

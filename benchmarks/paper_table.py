@@ -12,7 +12,9 @@ Reads each finished point's ``metrics.json`` (through ``nmoe_sim.table.run_rows`
    reference it must beat; each algorithm draws its own initialisation);
 2. the bounds and baselines per partition: centralized F1 and LR, local F1 per FE, FedAvg F1,
    the NMoE's LR range;
-3. the NMoE's delivered MB per cell (its own stages).
+3. the NMoE's delivered MB per cell (its own stages);
+
+and with ``--figure PNG`` each FE's stage-1 probe against its delivered MB.
 
 RanGate and RollGate ignore ``stage3.fedgate``; where a sweep runs them under both values,
 the two copies must agree, and the script says so if they do not.
@@ -23,6 +25,7 @@ the two copies must agree, and the script says so if they do not.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import statistics
 import sys
@@ -47,9 +50,9 @@ def partition_label(text: str) -> str:
 def fe_label(overrides: dict[str, str]) -> str:
     """The stage-1 algorithm of a point: swept alone (``stage1.algorithm``) or as a whole
     ``stage1`` block (fmnist_full.yaml gives each FE its own budget)."""
-    if "stage1.algorithm" in overrides:
-        return overrides["stage1.algorithm"]
-    return yaml.safe_load(overrides["stage1"])["algorithm"]
+    algo = (overrides["stage1.algorithm"] if "stage1.algorithm" in overrides
+            else yaml.safe_load(overrides["stage1"])["algorithm"])
+    return {"fedce": "FedCE", "fedsc": "FedSC"}.get(algo, algo)
 
 
 def gate_label(overrides: dict[str, str]) -> tuple[str, bool]:
@@ -73,6 +76,9 @@ def cell(values: list[float], scale: float = 100.0, digits: int = 1) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sweep_dir", type=Path)
+    parser.add_argument("--figure", type=Path, metavar="PNG",
+                        help="also draw each FE's stage-1 linear probe against its delivered MB (the "
+                             "rounds rounds.csv measured, stage1.probe_every), per partition, over seeds")
     args = parser.parse_args()
     from nmoe_sim.table import run_rows
 
@@ -86,6 +92,8 @@ def main() -> int:
     copies: dict[tuple[str, str, str, int], list[float]] = defaultdict(list)
     # (partition, FE) -> seed -> the untrained FE's probe (every gate point of a seed has the same)
     reference: dict[tuple[str, str], dict[int, float]] = defaultdict(dict)
+    # (partition, FE) -> seed -> stage 1's [(delivered MB, probe)] per measured round
+    curves: dict[tuple[str, str], dict[int, list[tuple[float, float]]]] = defaultdict(dict)
     done = 0
     for pt in points:
         metrics_file = args.sweep_dir / pt["run_dir"] / "metrics.json"
@@ -101,6 +109,7 @@ def main() -> int:
             untrained = ((stage or {}).get("representation") or {}).get("untrained") or {}
             if "linear_probe" in untrained:
                 reference[(part, fe)][pt["seed"]] = untrained["linear_probe"]
+        curves[(part, fe)][pt["seed"]] = stage1_curve(args.sweep_dir / pt["run_dir"] / "rounds.csv")
         for row in run_rows(metrics):
             if row["system"] == "nmoe":
                 copies[(part, fe, gate, pt["seed"])].append(row["f1_macro"])
@@ -150,7 +159,54 @@ def main() -> int:
                 v = values(part, fe, g, "nmoe", "system_bytes_delivered")
                 mb.append(f"{statistics.fmean(v) / 1e6:.2f}" if v else "–")
             print(f"| {part} | {fe} | " + " | ".join(mb) + " |")
+    if args.figure:
+        draw_curves(args.figure, parts, fes, curves, reference)
+        print(f"\nfigure: {args.figure}")
     return 0
+
+
+def stage1_curve(rounds_csv: Path) -> list[tuple[float, float]]:
+    """(delivered MB so far, linear probe) of each stage-1 round that measured its FE."""
+    with rounds_csv.open(newline="", encoding="utf-8") as f:
+        return [(float(r["cum_bytes_delivered"]) / 1e6, float(r["probe_linear"])) for r in csv.DictReader(f)
+                if r["system"] == "nmoe" and r["stage"].startswith("stage1") and r.get("probe_linear")]
+
+
+def draw_curves(path: Path, parts: list[str], fes: list[str],
+                curves: dict[tuple[str, str], dict[int, list[tuple[float, float]]]],
+                reference: dict[tuple[str, str], dict[int, float]]) -> None:
+    """One panel per partition: each FE's probe (mean over seeds, the seeds' range shaded)
+    against stage 1's delivered MB, and the same FE untrained (dashed, its seeds' mean)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, axes = plt.subplots(1, len(parts), figsize=(5.2 * len(parts), 3.8), sharey=True, squeeze=False)
+    for ax, part in zip(axes[0], parts):
+        for i, fe in enumerate(fes):
+            seeds = [c for c in curves[(part, fe)].values() if c]
+            if not seeds:
+                continue
+            n = min(len(c) for c in seeds)  # every seed measures the same rounds
+            mb = np.array([c[0] for c in seeds[0][:n]])
+            acc = np.array([[p for _, p in c[:n]] for c in seeds]) * 100
+            colour = f"C{i}"
+            ax.plot(mb, acc.mean(0), "o-", color=colour, label=f"{fe} ({len(seeds)} seeds)")
+            ax.fill_between(mb, acc.min(0), acc.max(0), color=colour, alpha=0.2)
+            untrained = list(reference[(part, fe)].values())
+            if untrained:
+                ax.axhline(100 * float(np.mean(untrained)), color=colour, ls="--", lw=1, label=f"{fe} untrained")
+        ax.set_title(part)
+        ax.set_xlabel("stage-1 MB delivered")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("linear probe of the FE (%)")
+    axes[0][-1].legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,9 @@ samples, rounds and queries; the scenario's own model, channel and topology). It
 summary is ``metrics.json`` without the run's identity (``wall_time_s``, ``run_id``) plus
 the rows of ``rounds.csv``, stored in ``tests/golden/<case>.json``. ``tests/test_golden.py``
 reruns each case and compares the summary **exactly**: a refactor of the engine must not
-change what is computed, not even in the last bit of a float.
+change what is computed, not even in the last bit of a float. The one exception is the
+FE checks' measurements (probe and kNN accuracy, effective rank, projection share), whose
+last bits depend on the CPU's BLAS kernels: within ``MEASURED_ABS`` / ``MEASURED_REL``.
 
 Regenerate only when a change of results is intended, and say why in the commit:
 
@@ -124,6 +126,37 @@ def _as_number(value: Any) -> float | None:
         return None
 
 
+# The FE checks (nmoe_sim/fl/probes.py) are measurement: scikit-learn's logistic regression
+# and LAPACK's SVD run on OpenBLAS, which picks its kernels by CPU, so their last bits, and
+# with them a probe's borderline test sample, differ between machines (an AMD EPYC with
+# AVX-512 moved one of 100 test samples, 0.62 -> 0.63, and the sixth digit of a rank, against
+# the machine the goldens were written on; run to run on one machine they are identical).
+# They never feed the simulation, so they are compared within these tolerances, by the
+# name of the value; everything else exactly.
+MEASURED_ABS = {"linear_probe": 0.02, "knn": 0.02, "probe_linear": 0.02, "probe_knn": 0.02}  # 2 of 100 test samples
+MEASURED_REL = {"effective_rank": 1e-5, "projection_top_share": 1e-5}
+
+
+def mismatches(want: dict[str, Any], got: dict[str, Any]) -> list[str]:
+    """The leaves where ``got`` differs from ``want``: exactly, or for a measured value beyond
+    its tolerance (``MEASURED_ABS``, ``MEASURED_REL``); a leaf only one side has differs."""
+    a, b = dict(_leaves(want)), dict(_leaves(got))
+    return [key for key in sorted(set(a) | set(b))
+            if not (key in a and key in b and (a[key] == b[key] or _within(key, a[key], b[key])))]
+
+
+def _within(key: str, x: Any, y: Any) -> bool:
+    name = key.rsplit(".", 1)[-1]
+    fx, fy = _as_number(x), _as_number(y)
+    if fx is None or fy is None:
+        return False
+    if name in MEASURED_ABS:
+        return abs(fx - fy) <= MEASURED_ABS[name]
+    if name in MEASURED_REL:
+        return abs(fx - fy) <= MEASURED_REL[name] * max(abs(fx), abs(fy))
+    return False
+
+
 def diff(want: dict[str, Any], got: dict[str, Any]) -> dict[str, tuple[int, float]]:
     """Per top-level section: (values that differ, largest relative difference; inf if not numeric)."""
     out: dict[str, tuple[int, float]] = {}
@@ -152,8 +185,11 @@ def main(argv: list[str]) -> int:
         if show_diff:
             want = json.loads(golden_path(name).read_text(encoding="utf-8"))
             changes = diff(want, got)
+            beyond = mismatches(want, got)
             print(f"{name}: " + ("identical" if not changes else ", ".join(
-                f"{section}: {n} values, max rel {rel:.1e}" for section, (n, rel) in changes.items())))
+                f"{section}: {n} values, max rel {rel:.1e}" for section, (n, rel) in changes.items())
+                + (f" ({len(beyond)} beyond tolerance: test_golden fails)" if beyond
+                   else " (all measured FE checks within tolerance: test_golden passes)")))
             continue
         golden_path(name).write_text(json.dumps(got, indent=1, sort_keys=True) + "\n", encoding="utf-8")
         print(f"wrote {golden_path(name)}")

@@ -149,6 +149,13 @@ def main() -> int:
         lr_range = f"{min(lrs):.1f} - {max(lrs):.1f}" if lrs else "–"
         print(f"| {part} | {cell(cen_f1)} / {cell(cen_lr)} | {local} | {cell(fedavg)} | {lr_range} |")
 
+    print("\nThe baselines' delivered MB (their own stages), mean over seeds")
+    print("| partition | centralized | FedAvg |")
+    print("|---|---|---|")
+    for part in parts:
+        mb = [values(part, fes[0], "FedGate", system, "system_bytes_delivered") for system in ("centralized", "fedavg")]
+        print(f"| {part} | " + " | ".join(f"{statistics.fmean(v) / 1e6:.2f}" if v else "–" for v in mb) + " |")
+
     print("\nNMoE delivered MB (its own stages), mean over seeds")
     print("| partition | FE | " + " | ".join(gates) + " |")
     print("|---|---|" + "---|" * len(gates))

@@ -197,7 +197,7 @@ def draw_curves(path: Path, parts: list[str], fes: list[str],
             if not seeds:
                 continue
             n = min(len(c) for c in seeds)  # every seed measures the same rounds
-            mb = np.array([c[0] for c in seeds[0][:n]])
+            mb = np.mean([[m for m, _ in c[:n]] for c in seeds], axis=0)  # seeds lose different transfers
             acc = np.array([[p for _, p in c[:n]] for c in seeds]) * 100
             colour = f"C{i}"
             ax.plot(mb, acc.mean(0), "o-", color=colour, label=f"{fe} ({len(seeds)} seeds)")
@@ -205,11 +205,11 @@ def draw_curves(path: Path, parts: list[str], fes: list[str],
             untrained = list(reference[(part, fe)].values())
             if untrained:
                 ax.axhline(100 * float(np.mean(untrained)), color=colour, ls="--", lw=1, label=f"{fe} untrained")
+        ax.legend(fontsize=8)
         ax.set_title(part)
         ax.set_xlabel("stage-1 MB delivered")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("linear probe of the FE (%)")
-    axes[0][-1].legend(fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)

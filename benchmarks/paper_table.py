@@ -12,7 +12,8 @@ Reads each finished point's ``metrics.json`` (through ``nmoe_sim.table.run_rows`
    reference it must beat; each algorithm draws its own initialisation);
 2. the bounds and baselines per partition: centralized F1 and LR, local F1 per FE, FedAvg F1,
    the NMoE's LR range;
-3. the NMoE's delivered MB per cell (its own stages);
+3. the delivered MB of the centralized and FedAvg baselines per partition, and of the NMoE
+   per cell (each system's own stages, inference included);
 
 and with ``--figure PNG`` each FE's stage-1 probe against its delivered MB.
 
